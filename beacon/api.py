@@ -1,0 +1,104 @@
+"""Everything that is not the beacon hot path: health, readiness, metrics, the read API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from beacon import metrics
+from beacon.flusher import lag_from
+from beacon.scope import MALL
+
+
+def bearer_ok(request: Request, expected: str) -> bool:
+    """Constant-time comparison of the bearer token; an empty expected key matches nothing."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not expected:
+        return False
+    return hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
+    """`from`, `to` (ISO 8601 dates or times, UTC unless they say otherwise) and `interval`."""
+    q = request.query_params
+    now = dt.datetime.now(dt.timezone.utc)
+    interval = q.get("interval", "hour")
+    if interval not in ("hour", "day"):
+        raise ValueError(f"interval must be hour or day, not {interval[:20]!r}")
+
+    def when(name: str, default: dt.datetime) -> dt.datetime:
+        raw = q.get(name)
+        if not raw:
+            return default
+        try:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name} must be an ISO 8601 date or time, not {raw[:40]!r}") from None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+    end = when("to", now + dt.timedelta(minutes=1))
+    start = when("from", end - dt.timedelta(days=1))
+    if start >= end:
+        raise ValueError("from must be before to")
+    if (end - start) > dt.timedelta(days=3700):
+        raise ValueError("range longer than ten years")
+    return start, end, interval
+
+
+async def lag(core: Any) -> tuple[int, float]:
+    stream = core.settings.stream
+    return lag_from(await core.redis.xlen(stream), await core.redis.xrange(stream, "-", "+", count=1))
+
+
+def routes(core: Any) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        problems = {}
+        stream: dict[str, Any] = {}
+        try:
+            await core.redis.ping()
+            entries, age = await lag(core)
+            stream = {"entries": entries, "oldest_age_seconds": round(age, 3)}
+        except Exception as exc:  # noqa: BLE001
+            problems["redis"] = str(exc)[:200]
+        if not await asyncio.to_thread(core.store.ping):
+            problems["clickhouse"] = "not answering"
+        body = {"ready": not problems, "problems": problems, "stream": stream}
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def metrics_view(request: Request) -> Response:
+        try:
+            entries, age = await lag(core)
+            metrics.STREAM_PENDING.set(entries)
+            metrics.STREAM_OLDEST_AGE.set(age)
+        except Exception:  # noqa: BLE001 - metrics still answer without Redis
+            pass
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats(request: Request) -> Response:
+        if not bearer_ok(request, core.settings.mall_api_key):
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
+        try:
+            start, end, interval = parse_range(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        body = await asyncio.to_thread(core.store.stats, MALL, start, end, interval)
+        return JSONResponse(body)
+
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_view),
+        Route("/api/v1/stats", stats),
+    ]

@@ -1,0 +1,103 @@
+"""Wiring: settings -> scopes, identities, buffer, store -> one ASGI app.
+
+The two beacon routes are dispatched here in front of Starlette (a dict lookup on the
+path); everything else goes through Starlette's router.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from beacon import api, config
+from beacon.buffer import GroupCommit
+from beacon.event import Anonymiser, Limits
+from beacon.identity import Identity
+from beacon.routes import BeaconRoutes, Request, send_json
+from beacon.scope import Resolver, Scope, mall_scope
+from beacon.store import Store
+from beacon.types import Receive, Send
+
+
+class Core:
+    """What the request path needs, built once per process."""
+
+    def __init__(self, settings: Any, store: Store | None = None) -> None:
+        self.settings = settings
+        self.mall = mall_scope(settings)
+        self.resolver = Resolver(self.mall, settings.mall_hosts)
+        self._identities: dict[int, Identity] = {}
+        self.anonymiser = Anonymiser(settings.ipv4_prefix, settings.ipv6_prefix, settings.trusted_proxies)
+        self.limits = Limits(settings)
+        self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
+                                    settings.retention_days, settings.dedup_window)
+        self.redis: Any = None
+        self.buffer: Any = None
+
+    def identity(self, sc: Scope) -> Identity:
+        ident = self._identities.get(id(sc))
+        if ident is None:
+            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys)
+        return ident
+
+    async def start(self) -> None:
+        s = self.settings
+        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.commit_timeout,
+                                             socket_connect_timeout=s.commit_timeout)
+        self.buffer = GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout)
+
+    async def stop(self) -> None:
+        if self.buffer is not None:
+            await self.buffer.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+class Beacon:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        beacon = BeaconRoutes(core)
+        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect}
+        self.resolve = core.resolver.resolve
+        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.core.start()
+        try:
+            yield
+        finally:
+            await self.core.stop()
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            req = Request(scope["headers"])
+            sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
+            if sc is None:
+                await send_json(send, 404, {"error": "unknown host or partner"})
+                return
+            handler = self.fast.get(path)
+            if handler is not None:
+                await handler(scope, receive, send, sc, req)
+                return
+            if sc.is_partner:
+                await send_json(send, 404, {"error": "not found"})
+                return
+        await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Any, store: Store | None = None) -> Beacon:
+    if not settings.secret_keys:
+        raise config.ConfigError("BEACON_SECRET_KEYS is empty: set at least one signing key")
+    if not settings.redis_url:
+        raise config.ConfigError("BEACON_REDIS_URL is empty (only `beacon up` starts its own Redis)")
+    return Beacon(Core(settings, store))
+
+
+def from_env() -> Beacon:
+    """Factory for `uvicorn --factory` worker processes: settings come from BEACON_* variables."""
+    return create_app(config.load())

@@ -1,0 +1,90 @@
+"""Group commit into a Redis stream: concurrent requests share one XADD.
+
+A request appends its encoded lines to the open batch and awaits the batch's future.
+One writer task at a time takes the whole open batch, writes it as ONE stream entry
+(`d` = the lines joined by newlines, `n` = how many), and resolves the future; requests
+that arrive during that round trip form the next batch. Nothing is answered before the
+write that holds it succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from beacon import metrics
+
+
+class BufferUnavailable(RuntimeError):
+    pass
+
+
+class _Batch:
+    __slots__ = ("lines", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.lines: list[bytes] = []
+        self.future: asyncio.Future[None] = loop.create_future()
+
+
+class GroupCommit:
+    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.max_lines = max_lines
+        self.timeout = timeout
+        self._open: _Batch | None = None
+        self._queued: list[_Batch] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def append(self, lines: list[bytes]) -> None:
+        """Return once `lines` are in Redis; raise BufferUnavailable otherwise."""
+        if self._closing:
+            raise BufferUnavailable("shutting down")
+        batch = self._open
+        if batch is None or len(batch.lines) >= self.max_lines:
+            if batch is not None:  # full: queue it behind the writer
+                self._queued.append(batch)
+            batch = self._open = _Batch(asyncio.get_running_loop())
+        batch.lines.extend(lines)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+        try:
+            await asyncio.wait_for(asyncio.shield(batch.future), self.timeout)
+        except asyncio.TimeoutError:
+            raise BufferUnavailable(f"no Redis commit within {self.timeout}s") from None
+
+    async def _write_all(self) -> None:
+        try:
+            while True:
+                if self._queued:
+                    batch = self._queued.pop(0)
+                elif self._open is not None and self._open.lines:
+                    batch, self._open = self._open, None
+                else:
+                    return
+                await self._write(batch)
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: _Batch) -> None:
+        n = len(batch.lines)
+        try:
+            await self.redis.xadd(self.stream, {"d": b"\n".join(batch.lines), "n": n})
+        except Exception as exc:  # noqa: BLE001 - any failure means "not durable"
+            metrics.BUFFER_ERRORS.inc()
+            if not batch.future.done():
+                batch.future.set_exception(BufferUnavailable(f"Redis write failed: {exc}"))
+                batch.future.exception()  # mark retrieved: waiters may have timed out
+            return
+        metrics.BUFFER_WRITES.inc()
+        metrics.BUFFER_BATCH.observe(n)
+        if not batch.future.done():
+            batch.future.set_result(None)
+
+    async def close(self) -> None:
+        """Stop taking new lines and wait for the in-flight commits."""
+        self._closing = True
+        while self._writer is not None:
+            await asyncio.sleep(0.005)

@@ -1,0 +1,160 @@
+"""`beacon up | serve | flush | migrate`: parse, build settings, call the library."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from beacon import config
+
+log = logging.getLogger("beacon")
+
+
+def _secret(path: Path, nbytes: int = 32) -> str:
+    """A secret kept in the data dir (0600), created on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _store(s: Any) -> Any:
+    from beacon.store import Store
+    return Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window)
+
+
+def _flusher(s: Any, store: Any) -> Any:
+    from beacon.flusher import Flusher
+    consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
+    return Flusher(redis.Redis.from_url(s.redis_url), store, s.stream, consumer, s.batch_rows, s.batch_age,
+                   s.claim_idle)
+
+
+def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
+    import uvicorn
+    return uvicorn.Config(app, host=s.host, port=s.port, loop="uvloop", http="httptools", lifespan="on",
+                          access_log=s.access_log, log_level=s.log_level, timeout_graceful_shutdown=10,
+                          server_header=False, date_header=False, **extra)
+
+
+def cmd_up(s: Any) -> int:
+    """Everything in one process: private Redis, chDB, flusher thread, web server."""
+    import uvicorn
+
+    from beacon.app import create_app
+    from beacon.redis_server import EmbeddedRedis
+
+    data = Path(s.data_dir)
+    overrides: dict[str, Any] = {}
+    embedded = None
+    if not s.redis_url:
+        embedded = EmbeddedRedis(data, s.redis_server)
+        overrides["redis_url"] = embedded.start()
+    if not s.secret_keys:
+        overrides["secret_keys"] = (_secret(data / "secret_key"),)
+    if not s.mall_api_key:
+        overrides["mall_api_key"] = _secret(data / "mall_api_key", 24)
+    s = dataclasses.replace(s, **overrides)
+    try:
+        store = _store(s)
+        store.migrate()
+        flusher = _flusher(s, store)
+        thread = threading.Thread(target=flusher.run, name="flusher", daemon=True)
+        thread.start()
+        origin = f"http://{s.host}:{s.port}"
+        print(f"""
+Beacon is up on {origin}  (data in {data.resolve()})
+
+Embed on every page:
+  <img src="{origin}/p.gif" alt="" width="1" height="1" style="position:absolute;left:-9999px">
+  <noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"></noscript>
+  <script>navigator.sendBeacon("{origin}/e", JSON.stringify({{e: "pageview", u: location.href, r: document.referrer}}))</script>
+
+Stats:
+  curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
+""", flush=True)
+        server = uvicorn.Server(_uvicorn_config(s, create_app(s, store)))
+        server.run()
+        flusher.stop()
+        thread.join(30)
+        store.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_serve(s: Any) -> int:
+    import uvicorn
+
+    from beacon.app import create_app
+    if s.workers <= 1:
+        uvicorn.Server(_uvicorn_config(s, create_app(s))).run()
+        return 0
+    # Worker processes rebuild the settings from the environment.
+    for option in config.OPTIONS:
+        value = getattr(s, option.name)
+        os.environ[option.env] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    create_app(s)  # fail here, not in N workers, when the settings are unusable
+    uvicorn.run("beacon.app:from_env", factory=True, workers=s.workers, host=s.host, port=s.port,
+                loop="uvloop", http="httptools", access_log=s.access_log, log_level=s.log_level,
+                server_header=False, date_header=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_flush(s: Any) -> int:
+    if not s.redis_url:
+        raise config.ConfigError("BEACON_REDIS_URL is empty: `beacon flush` reads a Redis you run")
+    store = _store(s)
+    store.migrate()
+    flusher = _flusher(s, store)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: flusher.stop())
+    log.info("flusher %s: %s -> %s", flusher.consumer, s.stream, config.clickhouse_dsn(s).split("@")[-1])
+    flusher.run()
+    store.close()
+    return 0
+
+
+def cmd_migrate(s: Any) -> int:
+    store = _store(s)
+    store.migrate()
+    print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd_migrate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="beacon", description="Web beacon server: pixel, cookies, events.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        config.add_flags(sub.add_parser(name, help=fn.__doc__))
+    args = parser.parse_args(argv)
+    try:
+        s = config.from_args(args)
+    except config.ConfigError as exc:
+        print(f"beacon: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](s)
+    except config.ConfigError as exc:
+        print(f"beacon: {exc}", file=sys.stderr)
+        return 2

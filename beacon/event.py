@@ -1,0 +1,185 @@
+"""One event: server-side fields plus validated client fields, encoded once as a JSONEachRow line.
+
+The keys of the encoded line are exactly the columns of the events table (store.COLUMNS);
+the flusher never decodes it again.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+import time
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Invalid(ValueError):
+    """A client field that cannot be stored; the message is the reason given back."""
+
+
+def uuid7(now: float) -> str:
+    """Time-ordered unique id (RFC 9562 UUIDv7): 48-bit ms timestamp, 74 random bits."""
+    ms = int(now * 1000)
+    rnd = int.from_bytes(os.urandom(10), "big")
+    v = (ms << 80) | (0x7 << 76) | ((rnd >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rnd & ((1 << 62) - 1))
+    h = f"{v:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Anonymiser:
+    """Client address -> truncated address, trusting X-Forwarded-For only from proxies."""
+
+    def __init__(self, ipv4_prefix: int, ipv6_prefix: int, trusted: tuple[Any, ...]) -> None:
+        self.v4 = ipv4_prefix
+        self.v6 = ipv6_prefix
+        self.trusted = trusted
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one instance per app, keys are addresses
+    def _is_trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def client(self, peer: str, forwarded_for: bytes | None) -> str:
+        if forwarded_for is None or not self.trusted or not self._is_trusted(peer):
+            return peer
+        # Walk from the right: the first hop that is not one of our proxies is the client.
+        hops = [h.strip() for h in forwarded_for.decode("latin-1").split(",")]
+        for hop in reversed(hops):
+            if hop and not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops and hops[0] else peer
+
+    def anonymise(self, addr: str) -> str:
+        if self.v4 == 24 and addr.count(".") == 3 and ":" not in addr:
+            a, b, c, d = addr.split(".")
+            if all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in (a, b, c, d)):
+                return f"{int(a)}.{int(b)}.{int(c)}.0"
+            return ""
+        return self._anonymise(addr)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019
+    def _anonymise(self, addr: str) -> str:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return ""
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        prefix = self.v4 if ip.version == 4 else self.v6
+        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+class Limits:
+    def __init__(self, s: Any) -> None:
+        self.url = s.max_url_length
+        self.event = s.max_event_length
+        self.props = s.max_props
+        self.prop_key = s.max_prop_key_length
+        self.prop_value = s.max_prop_value_length
+        self.user_agent = s.max_user_agent_length
+
+
+def clean_text(value: str, limit: int) -> str:
+    """Control characters removed, then cut to `limit` characters."""
+    if _CONTROL.search(value):
+        value = _CONTROL.sub("", value)
+    return value[:limit]
+
+
+def check_event_name(name: Any, limits: Limits) -> str:
+    if not isinstance(name, str) or not name:
+        raise Invalid("event name must be a non-empty string")
+    if len(name) > limits.event or not EVENT_NAME.fullmatch(name):
+        raise Invalid(f"event name {name[:80]!r} must be 1-{limits.event} of A-Z a-z 0-9 _ . : -")
+    return name
+
+
+def check_props(props: Any, limits: Limits) -> dict[str, str]:
+    if props is None:
+        return {}
+    if not isinstance(props, dict):
+        raise Invalid("p (properties) must be an object of strings")
+    if len(props) > limits.props:
+        raise Invalid(f"too many properties: {len(props)} > {limits.props}")
+    out: dict[str, str] = {}
+    for key, value in props.items():
+        if not key or len(key) > limits.prop_key or not EVENT_NAME.fullmatch(key):
+            raise Invalid(f"property name {key[:80]!r} must be 1-{limits.prop_key} of A-Z a-z 0-9 _ . : -")
+        if isinstance(value, bool) or value is None:
+            value = "" if value is None else ("true" if value else "false")
+        elif isinstance(value, (int, float)):
+            value = repr(value)
+        elif not isinstance(value, str):
+            raise Invalid(f"property {key!r} must be a string, number or boolean")
+        out[key] = clean_text(value, limits.prop_value)
+    return out
+
+
+def check_url(value: Any, limits: Limits, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string")
+    return clean_text(value, limits.url)
+
+
+def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
+    """Pixel query -> client fields, and how many parameters were dropped as invalid.
+
+    Parameters that are not valid percent-encoded UTF-8 are dropped one by one;
+    unknown parameters are ignored.
+    """
+    fields: dict[str, Any] = {}
+    props: dict[str, str] = {}
+    dropped = 0
+    for pair in qs.split(b"&"):
+        if not pair:
+            continue
+        key_b, _, value_b = pair.partition(b"=")
+        try:
+            key = unquote_to_bytes(key_b.replace(b"+", b" ")).decode("utf-8")
+            value = unquote_to_bytes(value_b.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            dropped += 1
+            continue
+        if key in ("e", "u", "r"):
+            fields[key] = value
+        elif key.startswith("p.") and len(props) < limits.props:
+            props[key[2:]] = value
+    if props:
+        fields["p"] = props
+    return fields, dropped
+
+
+def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mode: str, event: str,
+           url: str, referrer: str, props: dict[str, str], ip: str, user_agent: str, transport: str,
+           is_bot: int = 0) -> bytes:
+    return orjson.dumps({
+        "event_id": event_id,
+        "received_at": f"{received_at:.3f}",
+        "scope": scope,
+        "visitor_id": visitor_id,
+        "mode": mode,
+        "event": event,
+        "url": url,
+        "referrer": referrer,
+        "props": props,
+        "ip": ip,
+        "user_agent": user_agent,
+        "is_bot": is_bot,
+        "transport": transport,
+    })
+
+
+def now() -> float:
+    return time.time()

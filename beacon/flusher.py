@@ -1,0 +1,263 @@
+"""Stream -> ClickHouse, in batches, exactly once.
+
+The loop reads group-committed entries with a consumer group, gathers them until
+`batch_rows` rows or `batch_age` seconds, and inserts the joined JSONEachRow bytes
+with one raw insert. Before inserting it records a manifest (token -> entry ids) in
+Redis; the insert carries that token as ClickHouse's insert_deduplication_token; the
+ack, the XDEL and the manifest's removal happen in one MULTI. Whoever re-inserts a
+batch after a crash reads the manifest and reproduces the same rows with the same
+token, so ClickHouse drops the repeat. Rows ClickHouse rejects as malformed are
+isolated by bisection and moved to the dead-letter stream; the rest lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import threading
+import time
+from typing import Any
+
+import redis
+
+from beacon import metrics
+
+log = logging.getLogger("beacon.flusher")
+
+GROUP = "flushers"
+# ClickHouse error codes that mean "these rows are bad", not "the server is unwell".
+DATA_ERRORS = {6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 349, 1001}
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def manifests_key(stream: str) -> str:
+    return f"{stream}:manifests"
+
+
+def dead_letter_key(stream: str) -> str:
+    return f"{stream}:dead"
+
+
+def ensure_group(r: Any, stream: str) -> None:
+    try:
+        r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def stream_lag(r: Any, stream: str) -> tuple[int, float]:
+    """(entries not yet acked, age in seconds of the oldest). Acked entries are deleted."""
+    return lag_from(r.xlen(stream), r.xrange(stream, "-", "+", count=1))
+
+
+def lag_from(entries: int, oldest: list[Any]) -> tuple[int, float]:
+    age = 0.0
+    if oldest:
+        first = oldest[0][0]
+        ms = int((first.decode() if isinstance(first, bytes) else first).split("-")[0])
+        age = max(0.0, time.time() - ms / 1000)
+    return entries, age
+
+
+def is_data_error(exc: Exception) -> bool:
+    match = _CODE.search(str(exc))
+    return bool(match) and int(match.group(1)) in DATA_ERRORS
+
+
+class Batch:
+    __slots__ = ("ids", "chunks", "rows", "started", "token")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.chunks: list[bytes] = []
+        self.rows = 0
+        self.started = 0.0
+        self.token = ""
+
+    def add(self, entry_id: Any, fields: dict[Any, Any]) -> None:
+        if not self.ids:
+            self.started = time.monotonic()
+        self.ids.append(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+        data = fields.get(b"d", b"")
+        if data:
+            self.chunks.append(data)
+        self.rows += int(fields.get(b"n", 0))
+
+    def body(self) -> bytes:
+        return b"\n".join(self.chunks)
+
+
+class Flusher:
+    def __init__(self, r: Any, store: Any, stream: str, consumer: str, batch_rows: int, batch_age: float,
+                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0) -> None:
+        self.r = r
+        self.store = store
+        self.stream = stream
+        self.consumer = consumer
+        self.batch_rows = batch_rows
+        self.batch_age = batch_age
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.read_count = read_count
+        self.max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._last_recover = 0.0
+        self.manifests = manifests_key(stream)
+        self.dead = dead_letter_key(stream)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Loop until stop(): the current batch is finished (or left pending) before returning."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - self._last_recover > max(self.claim_idle_ms / 2000, 1.0):
+                    self.recover()
+                batch = self.gather()
+                if batch.ids:
+                    self.flush(batch)
+                backoff = 0.1
+            except redis.RedisError as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+                self._last_recover = 0.0  # our reads may be pending: take them back first
+
+    def drain(self) -> int:
+        """Flush until the stream holds nothing for us; return rows inserted (tests, CLI)."""
+        self.recover(min_idle_ms=0)
+        total = 0
+        while True:
+            batch = self.gather(block=False)
+            if not batch.ids:
+                return total
+            self.flush(batch)
+            total += batch.rows
+
+    # -- reading ---------------------------------------------------------------
+
+    def gather(self, block: bool = True) -> Batch:
+        batch = Batch()
+        while batch.rows < self.batch_rows and not self._stop.is_set():
+            if batch.ids:
+                left = self.batch_age - (time.monotonic() - batch.started)
+                if left <= 0:
+                    break
+                wait_ms = max(1, int(min(left, 0.2) * 1000))
+            else:
+                wait_ms = 200
+            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count,
+                                      block=wait_ms if block else None)
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                batch.add(entry_id, fields)
+            if not entries and (not block or not batch.ids):
+                break
+        return batch
+
+    def recover(self, min_idle_ms: int | None = None) -> None:
+        """Re-insert batches with open manifests, then take back idle pending entries."""
+        self._last_recover = time.monotonic()
+        ensure_group(self.r, self.stream)
+        idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        for token, value in self.r.hgetall(self.manifests).items():
+            owner, _, ids_csv = value.decode().partition("|")
+            ids = ids_csv.split(",")
+            claimed = self.r.xclaim(self.stream, GROUP, self.consumer,
+                                    0 if owner == self.consumer else idle, ids)
+            claimed = [c for c in claimed if c and c[1] is not None]
+            if len(claimed) != len(ids):
+                continue  # a live flusher still holds (part of) it
+            batch = Batch()
+            for entry_id, fields in claimed:
+                batch.add(entry_id, fields)
+            batch.token = token.decode()
+            log.info("re-inserting batch %s (%d rows) left by %s", batch.token, batch.rows, owner)
+            self.flush(batch)
+        # Entries delivered to us or to a dead consumer, with no manifest: never inserted.
+        batch = Batch()
+        for own in (True, False):
+            start = "0-0"
+            while not self._stop.is_set():
+                if own:
+                    reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=self.read_count)
+                    entries = reply[0][1] if reply else []
+                    entries = [e for e in entries if e[1]]
+                    if not entries:
+                        break
+                    start = entries[-1][0]
+                else:
+                    reply = self.r.xautoclaim(self.stream, GROUP, self.consumer, idle, start, count=self.read_count)
+                    start, entries = reply[0], [e for e in reply[1] if e and e[1]]
+                for entry_id, fields in entries:
+                    batch.add(entry_id, fields)
+                    if batch.rows >= self.batch_rows:
+                        self.flush(batch)
+                        batch = Batch()
+                if not own and start in (b"0-0", "0-0"):
+                    break
+        if batch.ids:
+            self.flush(batch)
+
+    # -- writing ---------------------------------------------------------------
+
+    def flush(self, batch: Batch) -> None:
+        if not batch.token:
+            batch.token = hashlib.sha256(",".join(batch.ids).encode()).hexdigest()[:32]
+            self.r.hset(self.manifests, batch.token, f"{self.consumer}|{','.join(batch.ids)}")
+        dead: list[tuple[bytes, str]] = []
+        inserted = self._insert(batch.body(), batch.token, dead) if batch.chunks else 0
+        if self._stop.is_set() and inserted < 0:
+            return  # stopping during an outage: the manifest and the pending entries stay
+        pipe = self.r.pipeline(transaction=True)
+        for line, error in dead:
+            pipe.xadd(self.dead, {"d": line, "error": error[:2000], "token": batch.token})
+        pipe.xack(self.stream, GROUP, *batch.ids)
+        pipe.xdel(self.stream, *batch.ids)
+        pipe.hdel(self.manifests, batch.token)
+        pipe.execute()
+        metrics.FLUSH_BATCHES.inc()
+        metrics.FLUSH_ROWS.inc(inserted)
+        if dead:
+            metrics.EVENTS_REJECTED.labels("dead_letter").inc(len(dead))
+            log.warning("batch %s: %d rows moved to %s", batch.token, len(dead), self.dead)
+
+    def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]]) -> int:
+        """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped."""
+        backoff = 0.1
+        while True:
+            try:
+                self.store.insert_lines(body, token)
+                return body.count(b"\n") + 1
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if is_data_error(exc):
+                    return self._split(body, token, exc, dead)
+                metrics.FLUSH_ERRORS.inc()
+                log.warning("insert %s failed (%s); retrying in %.1fs", token, str(exc).splitlines()[0], backoff)
+                if self._stop.wait(backoff * (0.5 + random.random())):
+                    return -1
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]]) -> int:
+        lines = body.split(b"\n")
+        if len(lines) == 1:
+            dead.append((body, str(exc)))
+            return 0
+        mid = len(lines) // 2
+        total = 0
+        for part, name in ((lines[:mid], "a"), (lines[mid:], "b")):
+            got = self._insert(b"\n".join(part), f"{token}.{name}", dead)
+            if got < 0:
+                return -1
+            total += got
+        return total

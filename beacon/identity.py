@@ -1,0 +1,129 @@
+"""The visitor id of one scope: a signed cookie, verified on every hit, minted when absent.
+
+Cookies are `<id>.<timestamp>.<signature>` from itsdangerous' TimestampSigner with a
+salt per scope, so a cookie signed for one scope never verifies in another. A valid,
+fresh cookie signed by the primary key costs one HMAC verify and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+
+from beacon.scope import Scope
+
+
+class _Signer(TimestampSigner):
+    """TimestampSigner that derives each key once instead of on every call."""
+
+    default_digest_method = staticmethod(hashlib.sha256)
+    default_key_derivation = "hmac"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._derived: dict[bytes, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self.secret_keys[-1] if secret_key is None else (
+            secret_key.encode() if isinstance(secret_key, str) else secret_key)
+        derived = self._derived.get(key)
+        if derived is None:
+            derived = self._derived[key] = super().derive_key(key)
+        return derived
+
+
+def new_visitor_id() -> str:
+    """128 random bits as a UUIDv4 string (the version bits overwrite six of them)."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+def _valid_id(value: str) -> bool:
+    if len(value) != 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Identity:
+    """Verify and mint the cookie of one scope."""
+
+    def __init__(self, scope: Scope, secret_keys: tuple[str, ...]) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed to sign cookies")
+        salt = f"beacon.visitor.{scope.id}"
+        self.scope = scope
+        self.cookie_name_b = scope.cookie_name.encode()
+        self._primary = _Signer(secret_keys[0], salt=salt)
+        # itsdangerous signs with the last key and verifies with all of them.
+        self._rotated = _Signer(list(reversed(secret_keys)), salt=salt) if len(secret_keys) > 1 else None
+        self._max_age = scope.cookie_max_age
+        self._refresh_age = scope.cookie_refresh_age
+        attrs = [f"Max-Age={scope.cookie_max_age}", f"Path={scope.cookie_path}"]
+        if scope.cookie_domain:
+            attrs.append(f"Domain={scope.cookie_domain}")
+        if scope.cookie_secure or scope.cookie_samesite == "None":
+            attrs.append("Secure")
+        attrs.append("HttpOnly")
+        attrs.append(f"SameSite={scope.cookie_samesite}")
+        if scope.cookie_partitioned:
+            attrs.append("Partitioned")
+        self._prefix = f"{scope.cookie_name}=".encode()
+        self._suffix = ("; " + "; ".join(attrs)).encode()
+        expire = [a for a in attrs if not a.startswith("Max-Age")]
+        self.clear_cookie = self._prefix + ("; Max-Age=0; " + "; ".join(expire)).encode()
+
+    def visitor(self, cookie_value: str | None) -> tuple[str, bytes | None]:
+        """(visitor id, Set-Cookie value or None when the cookie needs no re-issue)."""
+        if cookie_value:
+            try:
+                raw, ts = self._primary.unsign(cookie_value, max_age=self._max_age, return_timestamp=True)
+                vid = raw.decode("ascii")
+                if _valid_id(vid):
+                    if time.time() - ts.timestamp() < self._refresh_age:
+                        return vid, None
+                    return vid, self.set_cookie(vid)
+            except SignatureExpired:
+                pass
+            except (BadSignature, UnicodeDecodeError):
+                if self._rotated is not None:
+                    try:
+                        raw = self._rotated.unsign(cookie_value, max_age=self._max_age)
+                        vid = raw.decode("ascii")
+                        if _valid_id(vid):
+                            return vid, self.set_cookie(vid)
+                    except (BadSignature, UnicodeDecodeError):
+                        pass
+        vid = new_visitor_id()
+        return vid, self.set_cookie(vid)
+
+    def sign(self, vid: str) -> str:
+        return self._primary.sign(vid).decode("ascii")
+
+    def set_cookie(self, vid: str) -> bytes:
+        return self._prefix + self._primary.sign(vid) + self._suffix
+
+
+def cookie_value(header: bytes, name: bytes) -> str | None:
+    """The value of cookie `name` in a Cookie header; no other cookie is decoded."""
+    start = 0
+    n = len(name)
+    while True:
+        i = header.find(name, start)
+        if i < 0:
+            return None
+        j = i + n
+        if (i == 0 or header[i - 1] in b"; ") and header[j:j + 1] == b"=":
+            end = header.find(b";", j)
+            value = header[j + 1:] if end < 0 else header[j + 1:end]
+            try:
+                return value.strip().strip(b'"').decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        start = j

@@ -1,0 +1,27 @@
+"""Prometheus metrics, created once at import; hot-path label children are bound up front."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("beacon_requests_total", "HTTP requests by route and status", ["route", "status"])
+EVENTS_ACCEPTED = Counter("beacon_events_accepted_total", "Events answered for (durable in the buffer)", ["scope"])
+EVENTS_REJECTED = Counter("beacon_events_rejected_total", "Events refused or not recorded, by reason", ["reason"])
+FIELDS_DROPPED = Counter("beacon_fields_dropped_total", "Pixel parameters dropped as invalid")
+EVENTS_LOST = Counter("beacon_events_lost_total", "Pixel events answered with the GIF but not stored (buffer down)")
+BUFFER_WRITES = Counter("beacon_buffer_writes_total", "Group-commit writes to Redis")
+BUFFER_ERRORS = Counter("beacon_buffer_errors_total", "Group-commit writes to Redis that failed")
+BUFFER_BATCH = Histogram("beacon_buffer_batch_events", "Events per group-commit write",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
+FLUSH_BATCHES = Counter("beacon_flush_batches_total", "Batches inserted into ClickHouse")
+FLUSH_ROWS = Counter("beacon_flush_rows_total", "Rows inserted into ClickHouse")
+FLUSH_ERRORS = Counter("beacon_flush_errors_total", "Failed ClickHouse inserts (retried)")
+STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)")
+STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked")
+
+PIXEL_OK = REQUESTS.labels("pixel", "200")
+COLLECT_OK = REQUESTS.labels("collect", "204")
+
+
+def request(route: str, status: int) -> None:
+    REQUESTS.labels(route, str(status)).inc()

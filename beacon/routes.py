@@ -1,0 +1,235 @@
+"""The two beacon routes, as plain ASGI: `GET /p.gif` and `POST /e`.
+
+This is the hot path. Everything done per request is visible here; everything
+that can be computed once (GIF, header lists, Set-Cookie affixes) is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from beacon import metrics
+from beacon.buffer import BufferUnavailable
+from beacon.event import Invalid, check_event_name, check_props, check_url, clean_text, encode, now, \
+    parse_pixel_query, uuid7
+from beacon.identity import cookie_value
+from beacon.types import Receive, Send
+
+# nginx's empty_gif, byte for byte: 1x1, one transparent colour.
+GIF = (b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
+       b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;")
+GIF_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(GIF)).encode()),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+]
+GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADERS}
+GIF_BODY = {"type": "http.response.body", "body": GIF}
+NO_CONTENT = {"type": "http.response.body", "body": b""}
+JSON_TYPES = (b"", b"text/plain", b"application/json")
+
+
+class Request:
+    """The few headers the beacon routes read, found in one pass."""
+
+    __slots__ = ("host", "cookie", "referer", "user_agent", "forwarded_for", "origin", "content_type",
+                 "content_length", "gpc")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""
+        self.forwarded_for: bytes | None = None
+        self.content_length = -1
+        self.gpc = False
+        for key, value in headers:
+            if key == b"cookie":
+                self.cookie = value if not self.cookie else self.cookie + b"; " + value
+            elif key == b"host":
+                self.host = value
+            elif key == b"user-agent":
+                self.user_agent = value
+            elif key == b"referer":
+                self.referer = value
+            elif key == b"x-forwarded-for":
+                self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b"," + value
+            elif key == b"origin":
+                self.origin = value
+            elif key == b"content-type":
+                self.content_type = value.split(b";", 1)[0].strip().lower()
+            elif key == b"content-length":
+                self.content_length = int(value) if value.isdigit() else -1
+            elif key == b"sec-gpc":
+                self.gpc = value.strip() == b"1"
+
+
+async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    data = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"cache-control", b"no-store"), *extra]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class BeaconRoutes:
+    """Pixel and sendBeacon endpoints for whatever scope the request resolved to."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.s = core.settings
+
+    def _server_fields(self, asgi: dict[str, Any], req: Request) -> tuple[str, str]:
+        core = self.core
+        client = asgi.get("client")
+        peer = client[0] if client else ""
+        ip = core.anonymiser.anonymise(core.anonymiser.client(peer, req.forwarded_for))
+        ua = clean_text(req.user_agent.decode("latin-1"), core.limits.user_agent) if req.user_agent else ""
+        return ip, ua
+
+    async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        method = asgi["method"]
+        if method != "GET":
+            if method == "HEAD":
+                await send(GIF_START)
+                await send(NO_CONTENT)
+                return
+            metrics.request("pixel", 405)
+            await send_json(send, 405, {"error": f"method {method} not allowed; use GET"},
+                            [(b"allow", b"GET, HEAD")])
+            return
+        core = self.core
+        ident = core.identity(sc)
+        visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
+        line = self._pixel_line(asgi, req, sc, visitor)
+        if line is not None:
+            try:
+                await core.buffer.append([line])
+                metrics.EVENTS_ACCEPTED.labels(sc.id).inc()
+            except BufferUnavailable:
+                metrics.EVENTS_LOST.inc()
+        if set_cookie is None:
+            await send(GIF_START)
+        else:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
+        await send(GIF_BODY)
+        metrics.PIXEL_OK.inc()
+
+    def _pixel_line(self, asgi: dict[str, Any], req: Request, sc: Any, visitor: str) -> bytes | None:
+        core = self.core
+        qs = asgi["query_string"]
+        if len(qs) > self.s.max_query_bytes:
+            metrics.EVENTS_REJECTED.labels("query_too_long").inc()
+            return None
+        fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
+        if dropped:
+            metrics.FIELDS_DROPPED.inc(dropped)
+        try:
+            name = check_event_name(fields.get("e", "pageview"), core.limits)
+            url = check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u")
+            referrer = check_url(fields.get("r"), core.limits, "r")
+            props = check_props(fields.get("p"), core.limits)
+        except Invalid:
+            metrics.EVENTS_REJECTED.labels("invalid").inc()
+            return None
+        ip, ua = self._server_fields(asgi, req)
+        t = now()
+        return encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode="cookie",
+                      event=name, url=url, referrer=referrer, props=props, ip=ip, user_agent=ua,
+                      transport="pixel")
+
+    async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        cors = self._cors(sc, req)
+        method = asgi["method"]
+        if method == "OPTIONS":
+            await self._preflight(send, cors, req)
+            return
+        if method != "POST":
+            return await self._refuse(send, 405, f"method {method} not allowed; use POST",
+                                      [(b"allow", b"POST, OPTIONS")])
+        if req.origin and cors is None:
+            return await self._refuse(send, 403, f"origin {req.origin.decode('latin-1')[:200]!r} is not allowed")
+        if req.content_type not in JSON_TYPES:
+            return await self._refuse(send, 415, "content type must be text/plain or application/json", cors)
+        limit = self.s.max_body_bytes
+        if req.content_length > limit:
+            return await self._refuse(send, 413, f"body larger than {limit} bytes", cors)
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await self._refuse(send, 413, f"body larger than {limit} bytes", cors)
+        try:
+            lines, visitor_cookie = self._collect_lines(asgi, req, sc, body)
+        except Invalid as exc:
+            status = 413 if str(exc).startswith("too many events") else 400
+            return await self._refuse(send, status, str(exc), cors)
+        try:
+            await self.core.buffer.append(lines)
+        except BufferUnavailable as exc:
+            return await self._refuse(send, 503, f"events not stored: {exc}", cors)
+        metrics.EVENTS_ACCEPTED.labels(sc.id).inc(len(lines))
+        headers = list(cors or ())
+        if visitor_cookie is not None:
+            headers.append((b"set-cookie", visitor_cookie))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send(NO_CONTENT)
+        metrics.COLLECT_OK.inc()
+
+    def _collect_lines(self, asgi: dict[str, Any], req: Request, sc: Any, body: bytes) -> tuple[list[bytes], bytes | None]:
+        core = self.core
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Invalid(f"malformed JSON: {exc}") from None
+        events = doc if isinstance(doc, list) else [doc]
+        if not events:
+            raise Invalid("no events in body")
+        if len(events) > self.s.max_batch_events:
+            raise Invalid(f"too many events: {len(events)} > {self.s.max_batch_events}")
+        checked = []
+        for i, ev in enumerate(events):
+            if not isinstance(ev, dict):
+                raise Invalid(f"event {i}: must be an object")
+            try:
+                checked.append((check_event_name(ev.get("e", "pageview"), core.limits),
+                                check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
+                                check_url(ev.get("r"), core.limits, "r"),
+                                check_props(ev.get("p"), core.limits)))
+            except Invalid as exc:
+                raise Invalid(f"event {i}: {exc}") from None
+        ident = core.identity(sc)
+        visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
+        ip, ua = self._server_fields(asgi, req)
+        t = now()
+        lines = [encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode="cookie",
+                        event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport="beacon")
+                 for name, url, ref, props in checked]
+        return lines, set_cookie
+
+    def _cors(self, sc: Any, req: Request) -> list[tuple[bytes, bytes]] | None:
+        if not req.origin:
+            return []
+        if req.origin.decode("latin-1") not in sc.origins:
+            return None
+        return [(b"access-control-allow-origin", req.origin), (b"access-control-allow-credentials", b"true"),
+                (b"vary", b"Origin")]
+
+    async def _preflight(self, send: Send, cors: list[tuple[bytes, bytes]] | None, req: Request) -> None:
+        if not cors:
+            return await self._refuse(send, 403, "origin is not allowed" if req.origin else "preflight needs an Origin")
+        await send({"type": "http.response.start", "status": 204, "headers": [
+            *cors, (b"access-control-allow-methods", b"POST, OPTIONS"),
+            (b"access-control-allow-headers", b"content-type"), (b"access-control-max-age", b"86400")]})
+        await send(NO_CONTENT)
+
+    async def _refuse(self, send: Send, status: int, reason: str, extra: Any = None) -> None:
+        metrics.request("collect", status)
+        metrics.EVENTS_REJECTED.labels(f"http_{status}").inc()
+        await send_json(send, status, {"error": reason}, list(extra or ()))

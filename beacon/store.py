@@ -1,0 +1,134 @@
+"""ClickHouse: the events table, its migration, raw inserts and the report queries.
+
+The same code runs against a ClickHouse server (`http(s)://`) and the in-process chDB
+engine (`chdb:///path`); only the DSN differs. chDB allows one engine per process, so
+a Store is shared by everything in the process and serialises calls with a lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import clickhouse_connect
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "UUID"),
+    ("received_at", "DateTime64(3, 'UTC')"),
+    ("scope", "LowCardinality(String)"),
+    ("visitor_id", "String"),
+    ("mode", "LowCardinality(String)"),
+    ("event", "LowCardinality(String)"),
+    ("url", "String"),
+    ("referrer", "String"),
+    ("props", "Map(LowCardinality(String), String)"),
+    ("ip", "String"),
+    ("user_agent", "String"),
+    ("is_bot", "UInt8"),
+    ("transport", "LowCardinality(String)"),
+)
+
+
+class Store:
+    def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.table = table
+        self.full_table = f"{database}.{table}"
+        self.retention_days = retention_days
+        self.dedup_window = dedup_window
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self.dsn.startswith("chdb://"):
+                self._client = clickhouse_connect.get_client(dsn=self.dsn)
+            else:
+                self._client = clickhouse_connect.get_client(dsn=self.dsn, connect_timeout=5,
+                                                             send_receive_timeout=60)
+        return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            return self.client.command(sql, parameters=parameters)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.client.query(sql, parameters=parameters).result_rows
+
+    def ping(self) -> bool:
+        try:
+            return self.query("SELECT 1") == [(1,)]
+        except Exception:  # noqa: BLE001 - readiness only asks "does it answer"
+            return False
+
+    # -- schema ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or bring up to date the database and the events table; safe to repeat."""
+        cols = ",\n  ".join(f"`{name}` {type_}" for name, type_ in COLUMNS)
+        ttl = f"toDateTime(received_at) + INTERVAL {int(self.retention_days)} DAY"
+        self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {self.full_table} (\n  {cols}\n)\n"
+            "ENGINE = MergeTree\n"
+            "PARTITION BY toYYYYMM(received_at)\n"
+            "ORDER BY (scope, received_at, event_id)\n"
+            f"TTL {ttl}\n"
+            f"SETTINGS non_replicated_deduplication_window = {int(self.dedup_window)}"
+        )
+        for name, type_ in COLUMNS:
+            self.command(f"ALTER TABLE {self.full_table} ADD COLUMN IF NOT EXISTS `{name}` {type_}")
+        self.command(f"ALTER TABLE {self.full_table} MODIFY TTL {ttl}")
+        self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING "
+                     f"non_replicated_deduplication_window = {int(self.dedup_window)}")
+
+    # -- writes ---------------------------------------------------------------
+
+    def insert_lines(self, body: bytes, token: str) -> None:
+        """Insert JSONEachRow bytes as they are; a retry with the same token is a no-op."""
+        with self._lock:
+            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow",
+                                   settings={"insert_deduplication_token": token,
+                                             "input_format_skip_unknown_fields": 0})
+
+    # -- reports --------------------------------------------------------------
+
+    def stats(self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10) -> dict[str, Any]:
+        bucket = {"hour": "toStartOfHour", "day": "toStartOfDay"}[interval]
+        where = ("scope = {scope:String} AND received_at >= {start:DateTime64(3)} "
+                 "AND received_at < {end:DateTime64(3)} AND is_bot = 0")
+        params = {"scope": scope, "start": start, "end": end}
+        series = self.query(
+            f"SELECT {bucket}(received_at) AS t, count() AS events, countIf(event = 'pageview') AS pageviews, "
+            f"uniqExactIf(visitor_id, visitor_id != '') AS visitors FROM {self.full_table} WHERE {where} "
+            "GROUP BY t ORDER BY t", params)
+        totals = self.query(
+            "SELECT count(), countIf(event = 'pageview'), uniqExactIf(visitor_id, visitor_id != '') "
+            f"FROM {self.full_table} WHERE {where}", params)[0]
+        pages = self.query(
+            f"SELECT url, count() AS c FROM {self.full_table} WHERE {where} AND event = 'pageview' "
+            f"GROUP BY url ORDER BY c DESC, url LIMIT {int(top)}", params)
+        refs = self.query(
+            f"SELECT referrer, count() AS c FROM {self.full_table} WHERE {where} AND referrer != '' "
+            f"GROUP BY referrer ORDER BY c DESC, referrer LIMIT {int(top)}", params)
+        return {
+            "scope": scope,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "interval": interval,
+            "totals": {"events": totals[0], "pageviews": totals[1], "visitors": totals[2]},
+            "series": [{"t": t.replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p,
+                        "visitors": v} for t, e, p, v in series],
+            "top_pages": [{"url": u, "pageviews": c} for u, c in pages],
+            "top_referrers": [{"referrer": r, "events": c} for r, c in refs],
+        }
