@@ -24,11 +24,25 @@ class Invalid(ValueError):
     """A client field that cannot be stored; the message is the reason given back."""
 
 
+_last_ms = 0
+_seq = 0
+
+
 def uuid7(now: float) -> str:
-    """Time-ordered unique id (RFC 9562 UUIDv7): 48-bit ms timestamp, 74 random bits."""
+    """Time-ordered unique id (RFC 9562 UUIDv7): 48-bit ms timestamp, a 12-bit counter
+    that keeps ids from one process increasing within a millisecond, 62 random bits."""
+    global _last_ms, _seq
     ms = int(now * 1000)
-    rnd = int.from_bytes(os.urandom(10), "big")
-    v = (ms << 80) | (0x7 << 76) | ((rnd >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rnd & ((1 << 62) - 1))
+    if ms <= _last_ms:
+        _seq += 1
+        if _seq > 0xFFF:  # 4096 ids in one ms: borrow the next millisecond
+            _last_ms += 1
+            _seq = 0
+        ms = _last_ms
+    else:
+        _last_ms, _seq = ms, 0
+    rnd = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    v = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rnd
     h = f"{v:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -28,7 +28,7 @@ log = logging.getLogger("beacon.flusher")
 
 GROUP = "flushers"
 # ClickHouse error codes that mean "these rows are bad", not "the server is unwell".
-DATA_ERRORS = {6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 349, 1001}
+DATA_ERRORS = {6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 441, 442}
 _CODE = re.compile(r"Code: (\d+)")
 
 
@@ -104,6 +104,7 @@ class Flusher:
         self.max_backoff = max_backoff
         self._stop = threading.Event()
         self._last_recover = 0.0
+        self._group_ready = False
         self.manifests = manifests_key(stream)
         self.dead = dead_letter_key(stream)
 
@@ -135,18 +136,19 @@ class Flusher:
 
     def drain(self) -> int:
         """Flush until the stream holds nothing for us; return rows inserted (tests, CLI)."""
-        self.recover(min_idle_ms=0)
-        total = 0
+        total = self.recover(min_idle_ms=0)
         while True:
             batch = self.gather(block=False)
             if not batch.ids:
                 return total
-            self.flush(batch)
-            total += batch.rows
+            total += self.flush(batch)
 
     # -- reading ---------------------------------------------------------------
 
     def gather(self, block: bool = True) -> Batch:
+        if not self._group_ready:
+            ensure_group(self.r, self.stream)
+            self._group_ready = True
         batch = Batch()
         while batch.rows < self.batch_rows and not self._stop.is_set():
             if batch.ids:
@@ -165,10 +167,12 @@ class Flusher:
                 break
         return batch
 
-    def recover(self, min_idle_ms: int | None = None) -> None:
-        """Re-insert batches with open manifests, then take back idle pending entries."""
+    def recover(self, min_idle_ms: int | None = None) -> int:
+        """Re-insert batches with open manifests, then take back idle pending entries; return rows."""
+        total = 0
         self._last_recover = time.monotonic()
         ensure_group(self.r, self.stream)
+        self._group_ready = True
         idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
         for token, value in self.r.hgetall(self.manifests).items():
             owner, _, ids_csv = value.decode().partition("|")
@@ -183,7 +187,7 @@ class Flusher:
                 batch.add(entry_id, fields)
             batch.token = token.decode()
             log.info("re-inserting batch %s (%d rows) left by %s", batch.token, batch.rows, owner)
-            self.flush(batch)
+            total += self.flush(batch)
         # Entries delivered to us or to a dead consumer, with no manifest: never inserted.
         batch = Batch()
         for own in (True, False):
@@ -202,23 +206,25 @@ class Flusher:
                 for entry_id, fields in entries:
                     batch.add(entry_id, fields)
                     if batch.rows >= self.batch_rows:
-                        self.flush(batch)
+                        total += self.flush(batch)
                         batch = Batch()
                 if not own and start in (b"0-0", "0-0"):
                     break
         if batch.ids:
-            self.flush(batch)
+            total += self.flush(batch)
+        return total
 
     # -- writing ---------------------------------------------------------------
 
-    def flush(self, batch: Batch) -> None:
+    def flush(self, batch: Batch) -> int:
+        """Insert, then ack; return rows inserted (0 when stopped during an outage)."""
         if not batch.token:
             batch.token = hashlib.sha256(",".join(batch.ids).encode()).hexdigest()[:32]
             self.r.hset(self.manifests, batch.token, f"{self.consumer}|{','.join(batch.ids)}")
         dead: list[tuple[bytes, str]] = []
         inserted = self._insert(batch.body(), batch.token, dead) if batch.chunks else 0
-        if self._stop.is_set() and inserted < 0:
-            return  # stopping during an outage: the manifest and the pending entries stay
+        if inserted < 0:
+            return 0  # stopping during an outage: the manifest and the pending entries stay
         pipe = self.r.pipeline(transaction=True)
         for line, error in dead:
             pipe.xadd(self.dead, {"d": line, "error": error[:2000], "token": batch.token})
@@ -231,6 +237,7 @@ class Flusher:
         if dead:
             metrics.EVENTS_REJECTED.labels("dead_letter").inc(len(dead))
             log.warning("batch %s: %d rows moved to %s", batch.token, len(dead), self.dead)
+        return inserted
 
     def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]]) -> int:
         """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped."""

@@ -95,11 +95,21 @@ class Store:
     # -- writes ---------------------------------------------------------------
 
     def insert_lines(self, body: bytes, token: str) -> None:
-        """Insert JSONEachRow bytes as they are; a retry with the same token is a no-op."""
+        """Insert JSONEachRow bytes as they are; a retry with the same token is a no-op.
+
+        Parsed serially into one block, so a malformed row fails the whole insert before
+        anything is written (no partial insert that a split retry would duplicate).
+        """
         with self._lock:
-            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow",
-                                   settings={"insert_deduplication_token": token,
-                                             "input_format_skip_unknown_fields": 0})
+            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow", settings={
+                "insert_deduplication_token": token,
+                "insert_deduplicate": 1,
+                "input_format_skip_unknown_fields": 0,
+                "input_format_parallel_parsing": 0,
+                "max_insert_block_size": 100_000_000,
+                "min_insert_block_size_rows": 0,
+                "min_insert_block_size_bytes": 0,
+            })
 
     # -- reports --------------------------------------------------------------
 

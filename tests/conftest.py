@@ -91,7 +91,7 @@ def rows(store: Store) -> Any:
             "user_agent", "is_bot", "transport"]
 
     def fetch(where: str = "1") -> list[dict[str, Any]]:
-        result = store.query(f"SELECT {', '.join(cols)} FROM {store.full_table} WHERE {where} ORDER BY event_id")
+        result = store.query(f"SELECT {', '.join(cols)} FROM {store.full_table} WHERE {where} ORDER BY received_at, toUInt128(event_id)")
         return [dict(zip(cols, row)) for row in result]
     return fetch
 

@@ -86,3 +86,15 @@ def test_secret_keys_are_required():
     with pytest.raises(config.ConfigError, match="BEACON_SECRET_KEYS"):
         create_app(config.load({"redis_url": "redis://127.0.0.1:1"}, environ={}))
     assert KEY  # the fixtures sign with a real key
+
+
+def test_event_ids_are_uuid7_and_increase_within_a_millisecond():
+    from beacon.event import uuid7
+    import time
+    t = round(time.time() + 86400, 3)  # later than any id this process made so far
+    ids = [uuid7(t) for _ in range(5000)]
+    assert len(set(ids)) == 5000
+    assert ids == sorted(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+    assert uuid.UUID(ids[0]).int >> 80 == int(t * 1000)
+    assert uuid7(t - 10) > ids[-1]  # a clock step back never reorders ids
