@@ -52,6 +52,14 @@ def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
                           server_header=False, date_header=False, **extra)
 
 
+def _run_server(server: Any) -> None:
+    """uvicorn drains, then re-raises the signal it caught into the handler that was set
+    before it; a no-op handler there lets Beacon finish its own shutdown and exit 0."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+
+
 def cmd_up(s: Any) -> int:
     """Everything in one process: private Redis, chDB, flusher thread, web server."""
     import uvicorn
@@ -88,8 +96,7 @@ Embed on every page:
 Stats:
   curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)
-        server = uvicorn.Server(_uvicorn_config(s, create_app(s, store)))
-        server.run()
+        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s, store))))
         flusher.stop()
         thread.join(30)
         store.close()
@@ -104,7 +111,7 @@ def cmd_serve(s: Any) -> int:
 
     from beacon.app import create_app
     if s.workers <= 1:
-        uvicorn.Server(_uvicorn_config(s, create_app(s))).run()
+        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s))))
         return 0
     # Worker processes rebuild the settings from the environment.
     for option in config.OPTIONS:
