@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
 from beacon import api, config
-from beacon.buffer import GroupCommit
+from beacon.buffer import DirectWrite, GroupCommit
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
 from beacon.routes import BeaconRoutes, Request, send_json
@@ -48,7 +48,8 @@ class Core:
         s = self.settings
         self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.commit_timeout,
                                              socket_connect_timeout=s.commit_timeout)
-        self.buffer = GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout)
+        self.buffer = (GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout) if s.group_commit
+                       else DirectWrite(self.redis, s.stream, s.commit_timeout))
 
     async def stop(self) -> None:
         if self.buffer is not None:

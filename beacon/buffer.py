@@ -88,3 +88,26 @@ class GroupCommit:
         self._closing = True
         while self._writer is not None:
             await asyncio.sleep(0.005)
+
+
+class DirectWrite:
+    """One XADD per request, no sharing: the baseline group commit is measured against
+    (`BEACON_GROUP_COMMIT=false`)."""
+
+    def __init__(self, redis: Any, stream: str, timeout: float) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.timeout = timeout
+
+    async def append(self, lines: list[bytes]) -> None:
+        try:
+            await asyncio.wait_for(self.redis.xadd(self.stream, {"d": b"\n".join(lines), "n": len(lines)}),
+                                   self.timeout)
+        except Exception as exc:  # noqa: BLE001
+            metrics.BUFFER_ERRORS.inc()
+            raise BufferUnavailable(f"Redis write failed: {exc}") from None
+        metrics.BUFFER_WRITES.inc()
+        metrics.BUFFER_BATCH.observe(len(lines))
+
+    async def close(self) -> None:
+        pass

@@ -93,6 +93,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", int, 65536, "Largest `POST /e` body; larger answers 413."),
     Option("max_batch_events", int, 50, "Most events in one `POST /e`; more answers 413."),
     # buffer
+    Option("group_commit", _bool, True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison)."),
     Option("commit_max_lines", int, 2000, "Most events in one group-commit Redis entry."),
     Option("commit_timeout", float, 2.0, "Seconds a request waits for its group commit before giving up."),
     # flusher

@@ -61,3 +61,10 @@ def test_with_redis_down_the_pixel_answers_the_gif_and_post_answers_503(dead_red
     posts = asyncio.run(hit_concurrently(app, 2, path="/e", method="POST", content=b'{"e":"x"}'))
     assert {p.status_code for p in posts} == {503}
     assert "not stored" in posts[0].json()["error"]
+
+
+def test_with_group_commit_off_each_request_is_its_own_entry(make_settings, store, r, flush):
+    app = create_app(make_settings(group_commit="false"), store)
+    asyncio.run(hit_concurrently(app, 40))
+    assert r.xlen("beacon:events") == 40
+    assert flush() == 40
