@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import posixpath
+import re
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -17,13 +20,30 @@ from beacon.flusher import lag_from
 from beacon.scope import MALL
 
 
+def bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def bearer_ok(request: Request, expected: str) -> bool:
     """Constant-time comparison of the bearer token; an empty expected key matches nothing."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not expected:
+    token = bearer(request)
+    if not token or not expected:
         return False
-    return hmac.compare_digest(token.strip().encode(), expected.encode())
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def key_owner(partners: Any, token: str) -> Any:
+    """The partner whose key this is; every partner's hash is compared, in constant time each."""
+    owner = None
+    if token:
+        for p in partners:
+            if p.key_matches(token):
+                owner = p
+    return owner
+
+
+CURSOR = re.compile(r"(\d{1,16})_([0-9a-f-]{36})")
 
 
 def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
@@ -96,7 +116,55 @@ def routes(core: Any) -> list[Route]:
         body = await asyncio.to_thread(core.store.stats, MALL, start, end, interval)
         return JSONResponse(body)
 
+    async def partner_api(request: Request) -> Response:
+        owner = key_owner(core.partners, bearer(request))
+        if owner is None:
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
+        path = posixpath.normpath("/" + request.path_params["rest"])
+        pid, _, endpoint = path[1:].partition("/")
+        if pid != owner.id:
+            return JSONResponse({"error": "this key reads only its own partner scope"}, status_code=403)
+        if endpoint == "stats":
+            try:
+                start, end, interval = parse_range(request)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(await asyncio.to_thread(core.store.stats, owner.id, start, end, interval))
+        if endpoint == "events":
+            return await partner_events(request, owner.id)
+        return JSONResponse({"error": "not found; use stats or events"}, status_code=404)
+
+    async def partner_events(request: Request, scope: str) -> Response:
+        q = request.query_params
+        try:
+            limit = int(q.get("limit", "100"))
+            if not 1 <= limit <= 1000:
+                raise ValueError
+        except ValueError:
+            return JSONResponse({"error": "limit must be 1..1000"}, status_code=400)
+        before = None
+        if q.get("before"):
+            m = CURSOR.fullmatch(q["before"])
+            if not m:
+                return JSONResponse({"error": "before must be a cursor returned as next"}, status_code=400)
+            before = (int(m.group(1)), m.group(2))
+        fmt = q.get("format", "ndjson" if "ndjson" in request.headers.get("accept", "") else "json")
+        if fmt not in ("json", "ndjson"):
+            return JSONResponse({"error": "format must be json or ndjson"}, status_code=400)
+        rows = await asyncio.to_thread(core.store.events, scope, limit, before)
+        cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
+        for row in rows:
+            del row["_ms"]
+        headers = {"x-next-cursor": cursor} if cursor else {}
+        if fmt == "ndjson":
+            body = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+            return Response(body, media_type="application/x-ndjson", headers=headers)
+        return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json",
+                        headers=headers)
+
     return [
+        Route("/api/v1/partners/{rest:path}", partner_api),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_view),

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from beacon import api, config
+from beacon import api, config, partners
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
@@ -29,7 +29,12 @@ class Core:
     def __init__(self, settings: Any, store: Store | None = None) -> None:
         self.settings = settings
         self.mall = mall_scope(settings)
-        self.resolver = Resolver(self.mall, settings.mall_hosts)
+        self.partners = partners.load(settings.partners_file, settings.cookie_name, settings.mall_hosts)
+        self.resolver = Resolver(
+            self.mall, settings.mall_hosts,
+            tuple(p.scope(settings.cookie_refresh_age) for p in self.partners),
+            {host: p.id for p in self.partners for host in p.hosts})
+        self.partner_by_id = {p.id: p for p in self.partners}
         self._identities: dict[int, Identity] = {}
         self.anonymiser = Anonymiser(settings.ipv4_prefix, settings.ipv6_prefix, settings.trusted_proxies)
         self.limits = Limits(settings)
@@ -62,7 +67,7 @@ class Beacon:
     def __init__(self, core: Core) -> None:
         self.core = core
         beacon = BeaconRoutes(core)
-        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect}
+        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync}
         self.resolve = core.resolver.resolve
         self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
 
@@ -92,6 +97,7 @@ class Beacon:
 
 
 def create_app(settings: Any, store: Store | None = None) -> Beacon:
+    """Raises ConfigError or partners.RegistryError with a message naming what is wrong."""
     if not settings.secret_keys:
         raise config.ConfigError("BEACON_SECRET_KEYS is empty: set at least one signing key")
     if not settings.redis_url:

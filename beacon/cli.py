@@ -145,6 +145,42 @@ def cmd_migrate(s: Any) -> int:
     return 0
 
 
+def cmd_partners(s: Any, args: argparse.Namespace) -> int:
+    """Edit the partner registry: add, list, rotate-key, sql (ClickHouse users and row policies)."""
+    from beacon import partners as reg
+    if not s.partners_file:
+        raise config.ConfigError("set BEACON_PARTNERS_FILE or --partners-file")
+    path = Path(s.partners_file)
+    current = list(reg.load(path, s.cookie_name, s.mall_hosts)) if path.exists() else []
+    if args.action == "list":
+        for p in current:
+            print(f"{p.id}\t{p.name}\thosts={','.join(p.hosts)}\tcookie={p.cookie_name}\t"
+                  f"key={'set' if p.api_key_sha256 else 'none'}")
+        return 0
+    if args.action == "sql":
+        print(reg.row_policy_sql(current, s.database, s.table))
+        return 0
+    key = reg.new_key()
+    if args.action == "add":
+        if not args.id:
+            raise config.ConfigError("partners add needs --id")
+        raw = {"id": args.id, "name": args.name or args.id, "hosts": args.hosts, "origins": args.origins,
+               "sync_allow": args.sync_allow, "api_key_sha256": reg.hash_key(key),
+               "cookie_partitioned": args.partitioned}
+        if args.partner_cookie:
+            raw["cookie_name"] = args.partner_cookie
+        current.append(reg._partner(raw))
+    elif args.action == "rotate-key":
+        if not any(p.id == args.id for p in current):
+            raise config.ConfigError(f"no partner {args.id!r} in {path}")
+        current = [dataclasses.replace(p, api_key_sha256=reg.hash_key(key)) if p.id == args.id else p
+                   for p in current]
+    reg.save(path, current)
+    reg.load(path, s.cookie_name, s.mall_hosts)  # what we wrote must load
+    print(f"API key for {args.id} (shown once; only its hash is stored): {key}")
+    return 0
+
+
 COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd_migrate}
 
 
@@ -153,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
         config.add_flags(sub.add_parser(name, help=fn.__doc__))
+    p = sub.add_parser("partners", help=cmd_partners.__doc__)
+    p.add_argument("action", choices=["add", "list", "rotate-key", "sql"])
+    p.add_argument("--id", default="")
+    p.add_argument("--name", default="")
+    p.add_argument("--ad-host", dest="hosts", action="append", default=[], help="ad hostname (repeat)")
+    p.add_argument("--origin", dest="origins", action="append", default=[], help="allowed page origin (repeat)")
+    p.add_argument("--sync-allow", action="append", default=[], help="sync redirect prefix (repeat)")
+    p.add_argument("--partner-cookie", dest="partner_cookie", default="", help="cookie name (default <id>_uid)")
+    p.add_argument("--partitioned", action="store_true", help="set the cookie Partitioned (CHIPS)")
+    config.add_flags(p)
     args = parser.parse_args(argv)
     try:
         s = config.from_args(args)
@@ -160,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beacon: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from beacon.partners import RegistryError
     try:
+        if args.command == "partners":
+            return cmd_partners(s, args)
         return COMMANDS[args.command](s)
-    except config.ConfigError as exc:
+    except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)
         return 2

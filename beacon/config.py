@@ -72,6 +72,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("mall_api_key", str, "", "Bearer key for `/api/v1/stats`. `beacon up` generates one under the data dir when empty."),
     # the mall scope
     Option("mall_hosts", _csv, (), "Host names served as the mall scope. Empty: any host that is not a partner's."),
+    Option("partners_file", str, "", "TOML registry of partner scopes (see README, Partners). Empty: no partners."),
     Option("site_origins", _csv, (), "Page origins allowed to POST events with credentials (CORS), e.g. `https://shop.example`."),
     Option("cookie_name", str, "bcn", "Name of the mall's visitor cookie."),
     Option("cookie_domain", str, "", "Domain attribute of the mall cookie. Empty: host-only."),

@@ -175,6 +175,19 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
     return fields, dropped
 
 
+def query_value(qs: bytes, key: str) -> str | None:
+    """The first value of `key` in a query string; None when absent or not valid UTF-8."""
+    want = key.encode()
+    for pair in qs.split(b"&"):
+        k, _, v = pair.partition(b"=")
+        if unquote_to_bytes(k.replace(b"+", b" ")) == want:
+            try:
+                return unquote_to_bytes(v.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
 def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mode: str, event: str,
            url: str, referrer: str, props: dict[str, str], ip: str, user_agent: str, transport: str,
            is_bot: int = 0) -> bytes:

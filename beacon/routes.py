@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 
-from beacon import metrics
+from beacon import consent, metrics
 from beacon.buffer import BufferUnavailable
 from beacon.event import Invalid, check_event_name, check_props, check_url, clean_text, encode, now, \
-    parse_pixel_query, uuid7
+    parse_pixel_query, query_value, uuid7
 from beacon.identity import cookie_value
+from beacon.partners import SyncRefused, sync_target
 from beacon.types import Receive, Send
 
 # nginx's empty_gif, byte for byte: 1x1, one transparent colour.
@@ -99,6 +100,12 @@ class BeaconRoutes:
                             [(b"allow", b"GET, HEAD")])
             return
         core = self.core
+        if consent.decide(sc, req) == consent.DROP:
+            metrics.EVENTS_REJECTED.labels("consent").inc()
+            await send(GIF_START)
+            await send(GIF_BODY)
+            metrics.PIXEL_OK.inc()
+            return
         ident = core.identity(sc)
         visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
         line = self._pixel_line(asgi, req, sc, visitor)
@@ -166,10 +173,16 @@ class BeaconRoutes:
             if len(body) > limit:
                 return await self._refuse(send, 413, f"body larger than {limit} bytes", cors)
         try:
-            lines, visitor_cookie = self._collect_lines(asgi, req, sc, body)
+            checked = self._check_events(req, body)
         except Invalid as exc:
             status = 413 if str(exc).startswith("too many events") else 400
             return await self._refuse(send, status, str(exc), cors)
+        if consent.decide(sc, req) == consent.DROP:  # validated, then neither identified nor stored
+            metrics.EVENTS_REJECTED.labels("consent").inc(len(checked))
+            await send({"type": "http.response.start", "status": 204, "headers": list(cors or ())})
+            await send(NO_CONTENT)
+            return
+        lines, visitor_cookie = self._encode_events(asgi, req, sc, checked)
         try:
             await self.core.buffer.append(lines)
         except BufferUnavailable as exc:
@@ -182,7 +195,7 @@ class BeaconRoutes:
         await send(NO_CONTENT)
         metrics.COLLECT_OK.inc()
 
-    def _collect_lines(self, asgi: dict[str, Any], req: Request, sc: Any, body: bytes) -> tuple[list[bytes], bytes | None]:
+    def _check_events(self, req: Request, body: bytes) -> list[tuple[str, str, str, dict[str, str]]]:
         core = self.core
         try:
             doc = orjson.loads(body)
@@ -204,6 +217,11 @@ class BeaconRoutes:
                                 check_props(ev.get("p"), core.limits)))
             except Invalid as exc:
                 raise Invalid(f"event {i}: {exc}") from None
+        return checked
+
+    def _encode_events(self, asgi: dict[str, Any], req: Request, sc: Any,
+                       checked: list[tuple[str, str, str, dict[str, str]]]) -> tuple[list[bytes], bytes | None]:
+        core = self.core
         ident = core.identity(sc)
         visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
         ip, ua = self._server_fields(asgi, req)
@@ -212,6 +230,34 @@ class BeaconRoutes:
                         event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport="beacon")
                  for name, url, ref, props in checked]
         return lines, set_cookie
+
+    async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        """Partner cookie sync: 302 to an allowlisted URL with the partner's own id for {uid}."""
+        if not sc.is_partner:
+            return await send_json(send, 404, {"error": "sync exists only on partner scopes"})
+        if asgi["method"] != "GET":
+            return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
+        if consent.decide(sc, req) == consent.DROP:
+            metrics.request("sync", 204)
+            await send({"type": "http.response.start", "status": 204, "headers": [(b"cache-control", b"no-store")]})
+            return await send(NO_CONTENT)
+        partner = self.core.partner_by_id[sc.id]
+        to = query_value(asgi["query_string"], "to") or ""
+        ident = self.core.identity(sc)
+        visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
+        try:
+            if not to.isascii():
+                raise SyncRefused("to must be ASCII (percent-encode the rest)")
+            target = sync_target(partner, to, visitor)
+        except SyncRefused as exc:
+            metrics.request("sync", 400)
+            return await send_json(send, 400, {"error": str(exc)})
+        headers = [(b"location", target.encode("ascii")), (b"cache-control", b"no-store"), (b"content-length", b"0")]
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie))
+        metrics.request("sync", 302)
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send(NO_CONTENT)
 
     def _cors(self, sc: Any, req: Request) -> list[tuple[bytes, bytes]] | None:
         if not req.origin:

@@ -142,3 +142,27 @@ class Store:
             "top_pages": [{"url": u, "pageviews": c} for u, c in pages],
             "top_referrers": [{"referrer": r, "events": c} for r, c in refs],
         }
+
+    PARTNER_COLUMNS = ("event_id", "received_at", "visitor_id", "event", "url", "referrer", "props", "mode", "is_bot")
+
+    def events(self, scope: str, limit: int, before: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+        """Rows of one scope, newest first; `before` is the (ms, event_id) cursor of the last row seen."""
+        cols = ", ".join(self.PARTNER_COLUMNS)
+        params: dict[str, Any] = {"scope": scope}
+        cursor = ""
+        if before is not None:
+            params["ms"], params["eid"] = before
+            cursor = ("AND (received_at, event_id) < "
+                      "(fromUnixTimestamp64Milli({ms:Int64}, 'UTC'), toUUID({eid:String})) ")
+        result = self.query(
+            f"SELECT {cols}, toUnixTimestamp64Milli(received_at) FROM {self.full_table} "
+            f"WHERE scope = {{scope:String}} {cursor}ORDER BY received_at DESC, event_id DESC LIMIT {int(limit)}",
+            params)
+        out = []
+        for row in result:
+            item = dict(zip(self.PARTNER_COLUMNS, row[:-1]))
+            item["event_id"] = str(item["event_id"])
+            item["received_at"] = item["received_at"].replace(tzinfo=dt.timezone.utc).isoformat()
+            item["_ms"] = row[-1]
+            out.append(item)
+        return out
