@@ -6,10 +6,14 @@ path); everything else goes through Starlette's router.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
@@ -19,8 +23,12 @@ from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
 from beacon.routes import BeaconRoutes, Request, send_json
 from beacon.scope import Resolver, Scope, mall_scope
+from beacon.spool import Spool
 from beacon.store import Store
 from beacon.types import Receive, Send
+
+
+log = logging.getLogger("beacon.app")
 
 
 class Core:
@@ -42,6 +50,8 @@ class Core:
                                     settings.retention_days, settings.dedup_window)
         self.redis: Any = None
         self.buffer: Any = None
+        self.spool: Spool | None = None
+        self._replayer: asyncio.Task[None] | None = None
 
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
@@ -51,14 +61,42 @@ class Core:
 
     async def start(self) -> None:
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.commit_timeout,
-                                             socket_connect_timeout=s.commit_timeout)
-        self.buffer = (GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout) if s.group_commit
-                       else DirectWrite(self.redis, s.stream, s.commit_timeout))
+        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
+                                             socket_connect_timeout=s.redis_timeout)
+        self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
+        self.buffer = (GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout, self.spool)
+                       if s.group_commit else DirectWrite(self.redis, s.stream, s.commit_timeout))
+        self._replayer = asyncio.get_running_loop().create_task(self._replay_spool())
+
+    async def _replay_spool(self, every: float = 1.0) -> None:
+        """Move spooled group commits into Redis whenever there are some and Redis answers."""
+        sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        try:
+            while True:
+                if self.spool.pending():
+                    try:
+                        await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
+                    except (redis.RedisError, OSError) as exc:
+                        log.info("spool replay waits for Redis: %s", exc)
+                await asyncio.sleep(every)
+        finally:
+            sync_redis.close()
 
     async def stop(self) -> None:
         if self.buffer is not None:
             await self.buffer.close()
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+        if self.spool is not None:
+            try:  # one last replay, so a clean stop leaves an empty spool when Redis is up
+                await asyncio.to_thread(self.spool.replay, redis.Redis.from_url(self.settings.redis_url,
+                                                                                socket_timeout=2),
+                                        self.settings.stream)
+            except (redis.RedisError, OSError):
+                pass
+            self.spool.close()
         if self.redis is not None:
             await self.redis.aclose()
 

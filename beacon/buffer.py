@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from beacon import metrics
+from beacon.spool import Spool
 
 
 class BufferUnavailable(RuntimeError):
@@ -28,8 +29,11 @@ class _Batch:
 
 
 class GroupCommit:
-    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float) -> None:
+    """Group commit into Redis, or into the spool when Redis fails within its time budget."""
+
+    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None) -> None:
         self.redis = redis
+        self.spool = spool
         self.stream = stream
         self.max_lines = max_lines
         self.timeout = timeout
@@ -70,12 +74,22 @@ class GroupCommit:
 
     async def _write(self, batch: _Batch) -> None:
         n = len(batch.lines)
+        payload = b"\n".join(batch.lines)
         try:
-            await self.redis.xadd(self.stream, {"d": b"\n".join(batch.lines), "n": n})
-        except Exception as exc:  # noqa: BLE001 - any failure means "not durable"
+            await self.redis.xadd(self.stream, {"d": payload, "n": n})
+        except Exception as exc:  # noqa: BLE001 - any failure means "not durable in Redis"
             metrics.BUFFER_ERRORS.inc()
+            error: Exception = exc
+            if self.spool is not None:
+                try:
+                    await asyncio.to_thread(self.spool.append, payload, n)
+                    if not batch.future.done():
+                        batch.future.set_result(None)
+                    return
+                except Exception as spool_exc:  # noqa: BLE001
+                    error = spool_exc
             if not batch.future.done():
-                batch.future.set_exception(BufferUnavailable(f"Redis write failed: {exc}"))
+                batch.future.set_exception(BufferUnavailable(f"Redis write failed ({exc}); spool: {error}"))
                 batch.future.exception()  # mark retrieved: waiters may have timed out
             return
         metrics.BUFFER_WRITES.inc()

@@ -95,6 +95,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_batch_events", int, 50, "Most events in one `POST /e`; more answers 413."),
     # buffer
     Option("group_commit", _bool, True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison)."),
+    Option("redis_timeout", float, 0.5, "Seconds a Redis write may take before its group commit goes to the spool."),
+    Option("spool_max_bytes", int, 1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it events are lost and counted."),
     Option("commit_max_lines", int, 2000, "Most events in one group-commit Redis entry."),
     Option("commit_timeout", float, 2.0, "Seconds a request waits for its group commit before giving up."),
     # flusher

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
+import redis
 
-from beacon import config
+from beacon import config, metrics
 from beacon.app import create_app
 from beacon.redis_server import EmbeddedRedis
 
@@ -43,24 +43,44 @@ def test_a_group_never_exceeds_commit_max_lines(make_settings, store, r):
     assert sum(sizes) == 100 and max(sizes) <= 7
 
 
-@pytest.fixture
-def dead_redis(tmp_path):
-    server = EmbeddedRedis(tmp_path)
+def test_with_redis_down_answers_come_from_the_spool_and_reach_redis_when_it_is_back(tmp_path, store):
+    server = EmbeddedRedis(tmp_path / "r")
     server.start()
     server.stop()  # the socket path is known, nothing listens on it
-    return server.url
-
-
-def test_with_redis_down_the_pixel_answers_the_gif_and_post_answers_503(dead_redis, store, tmp_path):
-    s = config.load({"redis_url": dead_redis, "secret_keys": (KEY,), "commit_timeout": "0.5",
-                     "data_dir": tmp_path}, environ={})
+    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path,
+                     "redis_timeout": "0.2"}, environ={})
     app = create_app(s, store)
+    pixels = asyncio.run(hit_concurrently(app, 20))
+    assert {p.status_code for p in pixels} == {200}
+    posts = asyncio.run(hit_concurrently(app, 3, path="/e", method="POST", content=b'[{"e":"x"},{"e":"y"}]'))
+    assert {p.status_code for p in posts} == {204}
+    spooled = list((tmp_path / "spool").glob("spool-*.log"))
+    assert spooled and sum(f.stat().st_size for f in spooled) > 0
+    server.start()  # Redis is back: the next start of the app replays the spool
+    try:
+        asyncio.run(hit_concurrently(app, 1))
+        r = redis.Redis.from_url(server.url)
+        assert sum(int(f[b"n"]) for _, f in r.xrange("beacon:events")) == 20 + 6 + 1
+        assert not list((tmp_path / "spool").glob("spool-*.log"))
+    finally:
+        server.stop()
+
+
+def test_with_redis_and_the_spool_down_the_pixel_still_answers_and_post_gets_503(tmp_path, store):
+    server = EmbeddedRedis(tmp_path / "r")
+    server.start()
+    server.stop()
+    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path,
+                     "redis_timeout": "0.2", "spool_max_bytes": "0"}, environ={})
+    app = create_app(s, store)
+    lost = metrics.EVENTS_LOST._value.get()
     pixels = asyncio.run(hit_concurrently(app, 5))
     assert {p.status_code for p in pixels} == {200}
     assert all(p.content[:6] == b"GIF89a" for p in pixels)
+    assert metrics.EVENTS_LOST._value.get() == lost + 5
     posts = asyncio.run(hit_concurrently(app, 2, path="/e", method="POST", content=b'{"e":"x"}'))
     assert {p.status_code for p in posts} == {503}
-    assert "not stored" in posts[0].json()["error"]
+    assert "spool full" in posts[0].json()["error"]
 
 
 def test_with_group_commit_off_each_request_is_its_own_entry(make_settings, store, r, flush):
