@@ -181,6 +181,32 @@ def cmd_partners(s: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
+    """Rows ClickHouse rejected: list them, replay them into the stream (after a fix), or drop them."""
+    from beacon.flusher import dead_letter_key
+    if not s.redis_url:
+        raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
+    r = redis.Redis.from_url(s.redis_url)
+    key = dead_letter_key(s.stream)
+    entries = r.xrange(key)
+    if args.id:
+        entries = [e for e in entries if e[0].decode() in args.id]
+    if args.action == "list":
+        for entry_id, fields in entries:
+            print(f"{entry_id.decode()}\t{fields[b'error'].decode(errors='replace').splitlines()[0][:160]}\t"
+                  f"{fields[b'd'].decode(errors='replace')[:200]}")
+        print(f"{len(entries)} dead-letter rows in {key}", file=sys.stderr)
+        return 0
+    for entry_id, fields in entries:
+        pipe = r.pipeline(transaction=True)
+        if args.action == "replay":
+            pipe.xadd(s.stream, {"d": fields[b"d"], "n": 1})
+        pipe.xdel(key, entry_id)
+        pipe.execute()
+    print(f"{args.action}: {len(entries)} rows", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd_migrate}
 
 
@@ -199,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partner-cookie", dest="partner_cookie", default="", help="cookie name (default <id>_uid)")
     p.add_argument("--partitioned", action="store_true", help="set the cookie Partitioned (CHIPS)")
     config.add_flags(p)
+    d = sub.add_parser("dead-letter", help=cmd_dead_letter.__doc__)
+    d.add_argument("action", choices=["list", "replay", "drop"])
+    d.add_argument("--id", action="append", default=[], help="only these entry ids (repeat); default all")
+    config.add_flags(d)
     args = parser.parse_args(argv)
     try:
         s = config.from_args(args)
@@ -210,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "partners":
             return cmd_partners(s, args)
+        if args.command == "dead-letter":
+            return cmd_dead_letter(s, args)
         return COMMANDS[args.command](s)
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)

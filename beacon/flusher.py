@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from beacon import metrics
+from beacon import failpoints, metrics
 
 log = logging.getLogger("beacon.flusher")
 
@@ -221,8 +221,10 @@ class Flusher:
         if not batch.token:
             batch.token = hashlib.sha256(",".join(batch.ids).encode()).hexdigest()[:32]
             self.r.hset(self.manifests, batch.token, f"{self.consumer}|{','.join(batch.ids)}")
+        failpoints.hit("before_insert")
         dead: list[tuple[bytes, str]] = []
         inserted = self._insert(batch.body(), batch.token, dead) if batch.chunks else 0
+        failpoints.hit("after_insert")
         if inserted < 0:
             return 0  # stopping during an outage: the manifest and the pending entries stay
         pipe = self.r.pipeline(transaction=True)

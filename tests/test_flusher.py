@@ -89,3 +89,18 @@ def test_a_malformed_batch_leaves_no_partial_insert_behind(r, store, flush):
     assert flush() == 5000
     assert store.query(f"SELECT count(), uniqExact(event_id) FROM {store.full_table}") == [(5000, 5000)]
     assert r.xlen(dead_letter_key(STREAM)) == 1
+
+
+def test_dead_letter_list_replay_and_drop(r, redis_server, capsys):
+    from beacon.cli import main
+    dead = dead_letter_key(STREAM)
+    for i in range(3):
+        r.xadd(dead, {"d": f'{{"bad":{i}}}', "error": "Code: 117. Unknown field", "token": "t"})
+    assert main(["dead-letter", "list", "--redis-url", redis_server.url]) == 0
+    out = capsys.readouterr()
+    assert out.out.count("Unknown field") == 3 and "3 dead-letter rows" in out.err
+    first = r.xrange(dead)[0][0].decode()
+    assert main(["dead-letter", "replay", "--id", first, "--redis-url", redis_server.url]) == 0
+    assert r.xlen(dead) == 2 and [f[b"d"] for _, f in r.xrange(STREAM)] == [b'{"bad":0}']
+    assert main(["dead-letter", "drop", "--redis-url", redis_server.url]) == 0
+    assert r.xlen(dead) == 0
