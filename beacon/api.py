@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import hmac
 import posixpath
 import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -163,7 +165,18 @@ def routes(core: Any) -> list[Route]:
         return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json",
                         headers=headers)
 
+    script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
+    script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
+
+    async def beacon_js(request: Request) -> Response:
+        headers = {"etag": script_etag, "cache-control": "public, max-age=604800",
+                   "cross-origin-resource-policy": "cross-origin"}
+        if script_etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(script, media_type="text/javascript; charset=utf-8", headers=headers)
+
     return [
+        Route("/beacon.js", beacon_js),
         Route("/api/v1/partners/{rest:path}", partner_api),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
