@@ -48,6 +48,10 @@ def key_owner(partners: Any, token: str) -> Any:
 CURSOR = re.compile(r"(\d{1,16})_([0-9a-f-]{36})")
 
 
+def include_bots(request: Request) -> bool:
+    return request.query_params.get("include_bots", "") in ("1", "true", "yes")
+
+
 def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
     """`from`, `to` (ISO 8601 dates or times, UTC unless they say otherwise) and `interval`."""
     q = request.query_params
@@ -115,7 +119,7 @@ def routes(core: Any) -> list[Route]:
             start, end, interval = parse_range(request)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        body = await asyncio.to_thread(core.store.stats, MALL, start, end, interval)
+        body = await asyncio.to_thread(core.store.stats, MALL, start, end, interval, 10, include_bots(request))
         return JSONResponse(body)
 
     async def partner_api(request: Request) -> Response:
@@ -132,7 +136,8 @@ def routes(core: Any) -> list[Route]:
                 start, end, interval = parse_range(request)
             except ValueError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
-            return JSONResponse(await asyncio.to_thread(core.store.stats, owner.id, start, end, interval))
+            return JSONResponse(await asyncio.to_thread(core.store.stats, owner.id, start, end, interval, 10,
+                                                        include_bots(request)))
         if endpoint == "events":
             return await partner_events(request, owner.id)
         return JSONResponse({"error": "not found; use stats or events"}, status_code=404)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,12 +16,15 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
 from beacon import api, config, partners
+from beacon.consent import Consent
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
+from beacon.privacy import VisitorRights
 from beacon.routes import BeaconRoutes, Request, send_json
 from beacon.scope import Resolver, Scope, mall_scope
 from beacon.spool import Spool
@@ -48,6 +52,8 @@ class Core:
         self.limits = Limits(settings)
         self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
                                     settings.retention_days, settings.dedup_window)
+        self.consent = Consent(settings)
+        self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.redis: Any = None
         self.buffer: Any = None
         self.spool: Spool | None = None
@@ -56,13 +62,14 @@ class Core:
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
         if ident is None:
-            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys)
+            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys, self.settings.optout_max_age)
         return ident
 
     async def start(self) -> None:
         s = self.settings
         self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
                                              socket_connect_timeout=s.redis_timeout)
+        self.consent.redis = self.redis
         self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
         self.buffer = (GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout, self.spool)
                        if s.group_commit else DirectWrite(self.redis, s.stream, s.commit_timeout))
@@ -105,7 +112,9 @@ class Beacon:
     def __init__(self, core: Core) -> None:
         self.core = core
         beacon = BeaconRoutes(core)
-        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync}
+        rights = VisitorRights(core)
+        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
+                     "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
         self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
 

@@ -207,6 +207,16 @@ def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(s: Any, args: argparse.Namespace) -> int:
+    """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
+    from beacon.privacy import forget_visitor
+    if not s.secret_keys:
+        s = dataclasses.replace(s, secret_keys=(_secret(Path(s.data_dir) / "secret_key"),))
+    rows = forget_visitor(_store(s), s.secret_keys[0], args.scope, args.visitor, "operator")
+    print(f"forgot {rows} rows of one visitor in scope {args.scope}")
+    return 0
+
+
 COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd_migrate}
 
 
@@ -225,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partner-cookie", dest="partner_cookie", default="", help="cookie name (default <id>_uid)")
     p.add_argument("--partitioned", action="store_true", help="set the cookie Partitioned (CHIPS)")
     config.add_flags(p)
+    f = sub.add_parser("forget", help=cmd_forget.__doc__)
+    f.add_argument("--scope", required=True)
+    f.add_argument("--visitor", required=True)
+    config.add_flags(f)
     d = sub.add_parser("dead-letter", help=cmd_dead_letter.__doc__)
     d.add_argument("action", choices=["list", "replay", "drop"])
     d.add_argument("--id", action="append", default=[], help="only these entry ids (repeat); default all")
@@ -242,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_partners(s, args)
         if args.command == "dead-letter":
             return cmd_dead_letter(s, args)
+        if args.command == "forget":
+            return cmd_forget(s, args)
         return COMMANDS[args.command](s)
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)

@@ -32,6 +32,14 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def cast(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+    return cast
+
+
 def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(part, strict=False) for part in _csv(value))
 
@@ -80,6 +88,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("cookie_max_age", int, 395 * DAY, "Max-Age of the visitor cookie, seconds; older signatures are refused."),
     Option("cookie_refresh_age", int, 7 * DAY, "Re-issue (sliding expiry) a valid cookie once it is older than this, seconds."),
     Option("cookie_secure", _bool, True, "Mark cookies Secure. Turn off only for plain-http local development."),
+    # privacy
+    Option("respect_dnt", _bool, False, "Treat `DNT: 1` like `Sec-GPC: 1`."),
+    Option("mall_consent_mode", _choice("cookieless", "drop"), "cookieless", "Mall scope under GPC/DNT/opt-out: `cookieless` (no cookie, daily-salted hash id) or `drop`."),
+    Option("partner_consent_mode", _choice("drop", "anonymous"), "drop", "Partner scopes under GPC/DNT/opt-out: `drop`, or `anonymous` (counted, no id)."),
+    Option("drop_bots", _bool, False, "Drop events from known bots at ingest (default: keep them flagged `is_bot`)."),
+    Option("optout_max_age", int, 5 * 365 * DAY, "Max-Age of opt-out cookies, seconds."),
     # the event
     Option("trusted_proxies", _networks, (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`."),
     Option("ipv4_prefix", int, 24, "IPv4 addresses are truncated to this prefix before they are stored."),

@@ -54,7 +54,7 @@ def _valid_id(value: str) -> bool:
 class Identity:
     """Verify and mint the cookie of one scope."""
 
-    def __init__(self, scope: Scope, secret_keys: tuple[str, ...]) -> None:
+    def __init__(self, scope: Scope, secret_keys: tuple[str, ...], optout_max_age: int = 5 * 365 * 86400) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is needed to sign cookies")
         salt = f"beacon.visitor.{scope.id}"
@@ -76,8 +76,11 @@ class Identity:
             attrs.append("Partitioned")
         self._prefix = f"{scope.cookie_name}=".encode()
         self._suffix = ("; " + "; ".join(attrs)).encode()
-        expire = [a for a in attrs if not a.startswith("Max-Age")]
-        self.clear_cookie = self._prefix + ("; Max-Age=0; " + "; ".join(expire)).encode()
+        expire = "; ".join(a for a in attrs if not a.startswith("Max-Age"))
+        self.clear_cookie = self._prefix + f"; Max-Age=0; {expire}".encode()
+        optout = f"{scope.cookie_name}_optout"
+        self.optout_cookie = f"{optout}=1; Max-Age={optout_max_age}; {expire}".encode()
+        self.optin_cookie = f"{optout}=; Max-Age=0; {expire}".encode()
 
     def visitor(self, cookie_value: str | None) -> tuple[str, bytes | None]:
         """(visitor id, Set-Cookie value or None when the cookie needs no re-issue)."""
@@ -102,6 +105,20 @@ class Identity:
                         pass
         vid = new_visitor_id()
         return vid, self.set_cookie(vid)
+
+    def verified(self, cookie_value: str | None) -> str | None:
+        """The id of a valid cookie, or None; never mints one."""
+        if not cookie_value:
+            return None
+        for signer in (self._primary, self._rotated):
+            if signer is None:
+                continue
+            try:
+                vid = signer.unsign(cookie_value, max_age=self._max_age).decode("ascii")
+            except (BadSignature, UnicodeDecodeError):
+                continue
+            return vid if _valid_id(vid) else None
+        return None
 
     def sign(self, vid: str) -> str:
         return self._primary.sign(vid).decode("ascii")

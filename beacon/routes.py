@@ -37,13 +37,13 @@ class Request:
     """The few headers the beacon routes read, found in one pass."""
 
     __slots__ = ("host", "cookie", "referer", "user_agent", "forwarded_for", "origin", "content_type",
-                 "content_length", "gpc")
+                 "content_length", "gpc", "dnt", "signals")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""
         self.forwarded_for: bytes | None = None
         self.content_length = -1
-        self.gpc = False
+        self.gpc = self.dnt = False
         for key, value in headers:
             if key == b"cookie":
                 self.cookie = value if not self.cookie else self.cookie + b"; " + value
@@ -63,6 +63,10 @@ class Request:
                 self.content_length = int(value) if value.isdigit() else -1
             elif key == b"sec-gpc":
                 self.gpc = value.strip() == b"1"
+            elif key == b"dnt":
+                self.dnt = value.strip() == b"1"
+        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
+        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
 
 
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -100,21 +104,18 @@ class BeaconRoutes:
                             [(b"allow", b"GET, HEAD")])
             return
         core = self.core
-        if consent.decide(sc, req) == consent.DROP:
+        mode = core.consent.decide(sc, req) if req.signals else consent.COOKIE
+        set_cookie = None
+        if mode == consent.DROP:
             metrics.EVENTS_REJECTED.labels("consent").inc()
-            await send(GIF_START)
-            await send(GIF_BODY)
-            metrics.PIXEL_OK.inc()
-            return
-        ident = core.identity(sc)
-        visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
-        line = self._pixel_line(asgi, req, sc, visitor)
-        if line is not None:
-            try:
-                await core.buffer.append([line])
-                metrics.EVENTS_ACCEPTED.labels(sc.id).inc()
-            except BufferUnavailable:
-                metrics.EVENTS_LOST.inc()
+        else:
+            lines, set_cookie = await self._encode(asgi, req, sc, mode, self._pixel_fields(asgi, req), "pixel")
+            if lines:
+                try:
+                    await core.buffer.append(lines)
+                    metrics.EVENTS_ACCEPTED.labels(sc.id).inc()
+                except BufferUnavailable:
+                    metrics.EVENTS_LOST.inc()
         if set_cookie is None:
             await send(GIF_START)
         else:
@@ -123,28 +124,48 @@ class BeaconRoutes:
         await send(GIF_BODY)
         metrics.PIXEL_OK.inc()
 
-    def _pixel_line(self, asgi: dict[str, Any], req: Request, sc: Any, visitor: str) -> bytes | None:
+    def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[tuple[str, str, str, dict[str, str]]]:
+        """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
         if len(qs) > self.s.max_query_bytes:
             metrics.EVENTS_REJECTED.labels("query_too_long").inc()
-            return None
+            return []
         fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
         if dropped:
             metrics.FIELDS_DROPPED.inc(dropped)
         try:
-            name = check_event_name(fields.get("e", "pageview"), core.limits)
-            url = check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u")
-            referrer = check_url(fields.get("r"), core.limits, "r")
-            props = check_props(fields.get("p"), core.limits)
+            return [(check_event_name(fields.get("e", "pageview"), core.limits),
+                     check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
+                     check_url(fields.get("r"), core.limits, "r"),
+                     check_props(fields.get("p"), core.limits))]
         except Invalid:
             metrics.EVENTS_REJECTED.labels("invalid").inc()
-            return None
+            return []
+
+    async def _encode(self, asgi: dict[str, Any], req: Request, sc: Any, mode: str,
+                      checked: list[tuple[str, str, str, dict[str, str]]], transport: str,
+                      ) -> tuple[list[bytes], bytes | None]:
+        """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
+        core = self.core
         ip, ua = self._server_fields(asgi, req)
+        is_bot = core.is_bot(ua) if ua else False
+        if is_bot and self.s.drop_bots:
+            metrics.EVENTS_REJECTED.labels("bot").inc(len(checked))
+            return [], None
+        set_cookie = None
+        if mode == consent.COOKIE:
+            ident = core.identity(sc)
+            visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
+        elif mode == consent.COOKIELESS:
+            visitor = await core.consent.cookieless_id(sc, ip, ua)
+        else:  # anonymous: counted, nothing that points at a person
+            visitor, ip, ua = "", "", ""
         t = now()
-        return encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode="cookie",
-                      event=name, url=url, referrer=referrer, props=props, ip=ip, user_agent=ua,
-                      transport="pixel")
+        bot = 1 if is_bot else 0
+        return [encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode, event=name,
+                       url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport=transport, is_bot=bot)
+                for name, url, ref, props in checked], set_cookie
 
     async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         cors = self._cors(sc, req)
@@ -177,12 +198,17 @@ class BeaconRoutes:
         except Invalid as exc:
             status = 413 if str(exc).startswith("too many events") else 400
             return await self._refuse(send, status, str(exc), cors)
-        if consent.decide(sc, req) == consent.DROP:  # validated, then neither identified nor stored
+        mode = self.core.consent.decide(sc, req) if req.signals else consent.COOKIE
+        if mode == consent.DROP:  # validated, then neither identified nor stored
             metrics.EVENTS_REJECTED.labels("consent").inc(len(checked))
             await send({"type": "http.response.start", "status": 204, "headers": list(cors or ())})
             await send(NO_CONTENT)
             return
-        lines, visitor_cookie = self._encode_events(asgi, req, sc, checked)
+        lines, visitor_cookie = await self._encode(asgi, req, sc, mode, checked, "beacon")
+        if not lines:
+            await send({"type": "http.response.start", "status": 204, "headers": list(cors or ())})
+            await send(NO_CONTENT)
+            return
         try:
             await self.core.buffer.append(lines)
         except BufferUnavailable as exc:
@@ -219,25 +245,13 @@ class BeaconRoutes:
                 raise Invalid(f"event {i}: {exc}") from None
         return checked
 
-    def _encode_events(self, asgi: dict[str, Any], req: Request, sc: Any,
-                       checked: list[tuple[str, str, str, dict[str, str]]]) -> tuple[list[bytes], bytes | None]:
-        core = self.core
-        ident = core.identity(sc)
-        visitor, set_cookie = ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))
-        ip, ua = self._server_fields(asgi, req)
-        t = now()
-        lines = [encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode="cookie",
-                        event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport="beacon")
-                 for name, url, ref, props in checked]
-        return lines, set_cookie
-
     async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         """Partner cookie sync: 302 to an allowlisted URL with the partner's own id for {uid}."""
         if not sc.is_partner:
             return await send_json(send, 404, {"error": "sync exists only on partner scopes"})
         if asgi["method"] != "GET":
             return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
-        if consent.decide(sc, req) == consent.DROP:
+        if req.signals and self.core.consent.decide(sc, req) != consent.COOKIE:
             metrics.request("sync", 204)
             await send({"type": "http.response.start", "status": 204, "headers": [(b"cache-control", b"no-store")]})
             return await send(NO_CONTENT)

@@ -113,11 +113,14 @@ class Store:
 
     # -- reports --------------------------------------------------------------
 
-    def stats(self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10) -> dict[str, Any]:
+    def stats(self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10,
+              include_bots: bool = False) -> dict[str, Any]:
         bucket = {"hour": "toStartOfHour", "day": "toStartOfDay"}[interval]
-        where = ("scope = {scope:String} AND received_at >= {start:DateTime64(3)} "
-                 "AND received_at < {end:DateTime64(3)} AND is_bot = 0")
+        in_range = ("scope = {scope:String} AND received_at >= {start:DateTime64(3)} "
+                    "AND received_at < {end:DateTime64(3)}")
+        where = in_range if include_bots else in_range + " AND is_bot = 0"
         params = {"scope": scope, "start": start, "end": end}
+        bots = self.query(f"SELECT countIf(is_bot = 1) FROM {self.full_table} WHERE {in_range}", params)[0][0]
         series = self.query(
             f"SELECT {bucket}(received_at) AS t, count() AS events, countIf(event = 'pageview') AS pageviews, "
             f"uniqExactIf(visitor_id, visitor_id != '') AS visitors FROM {self.full_table} WHERE {where} "
@@ -136,7 +139,9 @@ class Store:
             "from": start.isoformat(),
             "to": end.isoformat(),
             "interval": interval,
+            "bots": "included" if include_bots else "excluded",
             "totals": {"events": totals[0], "pageviews": totals[1], "visitors": totals[2]},
+            "bot_events": bots,
             "series": [{"t": t.replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p,
                         "visitors": v} for t, e, p, v in series],
             "top_pages": [{"url": u, "pageviews": c} for u, c in pages],
@@ -145,14 +150,19 @@ class Store:
 
     PARTNER_COLUMNS = ("event_id", "received_at", "visitor_id", "event", "url", "referrer", "props", "mode", "is_bot")
 
-    def events(self, scope: str, limit: int, before: tuple[int, str] | None = None) -> list[dict[str, Any]]:
-        """Rows of one scope, newest first; `before` is the (ms, event_id) cursor of the last row seen."""
+    def events(self, scope: str, limit: int, before: tuple[int, str] | None = None,
+               visitor: str | None = None) -> list[dict[str, Any]]:
+        """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
+        cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
         params: dict[str, Any] = {"scope": scope}
         cursor = ""
+        if visitor is not None:
+            params["visitor"] = visitor
+            cursor = "AND visitor_id = {visitor:String} "
         if before is not None:
             params["ms"], params["eid"] = before
-            cursor = ("AND (received_at, event_id) < "
+            cursor += ("AND (received_at, event_id) < "
                       "(fromUnixTimestamp64Milli({ms:Int64}, 'UTC'), toUUID({eid:String})) ")
         result = self.query(
             f"SELECT {cols}, toUnixTimestamp64Milli(received_at) FROM {self.full_table} "
@@ -166,3 +176,12 @@ class Store:
             item["_ms"] = row[-1]
             out.append(item)
         return out
+
+    def forget(self, scope: str, visitor: str) -> int:
+        """Lightweight DELETE of one visitor's rows in one scope; return how many there were."""
+        params = {"scope": scope, "visitor": visitor}
+        where = "scope = {scope:String} AND visitor_id = {visitor:String}"
+        rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
+        if rows:
+            self.command(f"DELETE FROM {self.full_table} WHERE {where}", params)
+        return int(rows)

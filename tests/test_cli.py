@@ -16,6 +16,8 @@ import pytest
 
 from .conftest import free_port
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
+
 
 @pytest.fixture(scope="module")
 def beacon_up(tmp_path_factory):
@@ -55,7 +57,7 @@ def test_1000_pixel_loads_show_as_1000_pageviews_within_seconds(beacon_up):
     key = (data / "mall_api_key").read_text().strip()
 
     def load(i: int) -> int:
-        with httpx.Client() as c:
+        with httpx.Client(headers={"user-agent": BROWSER}) as c:
             return c.get(f"{base}/p.gif", params={"u": f"https://shop.test/item/{i % 10}"}).status_code
 
     with ThreadPoolExecutor(8) as pool:

@@ -1,0 +1,111 @@
+"""A visitor's own controls, per scope (host-resolved): opt out, opt in, see, forget.
+
+Every erasure is audited in one log line that names the scope and a keyed hash of the
+id, never the id itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+from typing import Any
+
+from beacon import metrics
+from beacon.api import CURSOR
+from beacon.event import query_value
+from beacon.identity import cookie_value
+from beacon.routes import Request, send_json
+from beacon.types import Receive, Send
+
+audit = logging.getLogger("beacon.audit")
+
+PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>{title}</title><body style="font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:3em auto">
+<h1>{title}</h1><p>{text}</p><p><a href="{other}">{other_label}</a></p></body></html>"""
+
+
+def audit_id(secret: str, scope: str, visitor: str) -> str:
+    return hashlib.sha256(f"{secret}\0{scope}\0{visitor}".encode()).hexdigest()[:16]
+
+
+def forget_visitor(store: Any, secret: str, scope: str, visitor: str, via: str) -> int:
+    """Delete every row of `visitor` in `scope`; audited without the id in clear."""
+    rows = store.forget(scope, visitor)
+    audit.info("forget scope=%s visitor_hash=%s rows=%d via=%s", scope, audit_id(secret, scope, visitor), rows, via)
+    return rows
+
+
+class VisitorRights:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def _name(self, sc: Any) -> str:
+        p = self.core.partner_by_id.get(sc.id)
+        return html.escape(p.name if p else "this shop")
+
+    async def _page(self, send: Send, title: str, text: str, cookies: list[bytes], other: str, label: str) -> None:
+        body = PAGE.format(title=title, text=text, other=other, other_label=label).encode()
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                   (b"cache-control", b"no-store"), (b"x-robots-tag", b"noindex")]
+        headers += [(b"set-cookie", c) for c in cookies]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def optout(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        ident = self.core.identity(sc)
+        metrics.request("optout", 200)
+        await self._page(send, "You have opted out",
+                         f"{self._name(sc)} will no longer set an identifying cookie in this browser or record your "
+                         "visits under an id. Your id cookie has been deleted. This choice is kept in a cookie; "
+                         "clearing your cookies undoes it.",
+                         [ident.optout_cookie, ident.clear_cookie], f"{sc.path_prefix}/optin", "Opt back in")
+
+    async def optin(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        ident = self.core.identity(sc)
+        metrics.request("optin", 200)
+        await self._page(send, "You have opted back in",
+                         f"{self._name(sc)} may set its cookie again on your next visit.",
+                         [ident.optin_cookie], f"{sc.path_prefix}/optout", "Opt out")
+
+    async def me(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        if asgi["method"] != "GET":
+            return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
+        ident = self.core.identity(sc)
+        visitor = ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
+        if visitor is None:
+            return await send_json(send, 200, {"scope": sc.id, "visitor_id": None, "events": [], "next": None,
+                                               "note": "no valid id cookie in this browser for this scope"})
+        qs = asgi["query_string"]
+        try:
+            limit = int(query_value(qs, "limit") or "100")
+            if not 1 <= limit <= 1000:
+                raise ValueError
+        except ValueError:
+            return await send_json(send, 400, {"error": "limit must be 1..1000"})
+        before_raw = query_value(qs, "before")
+        before = None
+        if before_raw:
+            m = CURSOR.fullmatch(before_raw)
+            if not m:
+                return await send_json(send, 400, {"error": "before must be a cursor returned as next"})
+            before = (int(m.group(1)), m.group(2))
+        rows = await asyncio.to_thread(self.core.store.events, sc.id, limit, before, visitor)
+        cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
+        for row in rows:
+            del row["_ms"]
+        await send_json(send, 200, {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor})
+
+    async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+        if asgi["method"] != "POST":
+            return await send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
+        ident = self.core.identity(sc)
+        visitor = ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
+        if visitor is None:
+            return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
+                                   [(b"set-cookie", ident.clear_cookie)])
+        rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0], sc.id,
+                                       visitor, "visitor")
+        await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", ident.clear_cookie)])
+
