@@ -1,19 +1,40 @@
-"""Group commit into a Redis stream: concurrent requests share one XADD.
+"""Group commit into a Redis stream: concurrent requests share one write.
 
 A request appends its encoded lines to the open batch and awaits the batch's future.
 One writer task at a time takes the whole open batch, writes it as ONE stream entry
 (`d` = the lines joined by newlines, `n` = how many), and resolves the future; requests
 that arrive during that round trip form the next batch. Nothing is answered before the
 write that holds it succeeded.
+
+Each batch has a sequence number in this process (`proc`, `seq`). The write is a Lua
+script that adds the entry only if `seq` is above the process's last committed one,
+and records it: so a batch whose Redis write failed ambiguously (Redis did it, the
+reply was lost) and was therefore spooled is not added twice when the spool is
+replayed. To keep that comparison sound, once one batch went to the spool every later
+batch of the process goes there too, in order, until the replayer has drained it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from beacon import metrics
 from beacon.spool import Spool
+
+# KEYS: stream, marker hash. ARGV: proc, seq, data, n.
+COMMIT_LUA = """
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) <= last then return 0 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[3], 'n', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def marker_key(stream: str) -> str:
+    return f"{stream}:committed"
 
 
 class BufferUnavailable(RuntimeError):
@@ -35,6 +56,10 @@ class GroupCommit:
         self.redis = redis
         self.spool = spool
         self.stream = stream
+        self.keys = [stream, marker_key(stream)]
+        self.proc = uuid.uuid4().hex
+        self.seq = 0
+        self._commit = redis.register_script(COMMIT_LUA)
         self.max_lines = max_lines
         self.timeout = timeout
         self._open: _Batch | None = None
@@ -43,7 +68,7 @@ class GroupCommit:
         self._closing = False
 
     async def append(self, lines: list[bytes]) -> None:
-        """Return once `lines` are in Redis; raise BufferUnavailable otherwise."""
+        """Return once `lines` are durable (Redis or spool); raise BufferUnavailable otherwise."""
         if self._closing:
             raise BufferUnavailable("shutting down")
         batch = self._open
@@ -57,7 +82,7 @@ class GroupCommit:
         try:
             await asyncio.wait_for(asyncio.shield(batch.future), self.timeout)
         except asyncio.TimeoutError:
-            raise BufferUnavailable(f"no Redis commit within {self.timeout}s") from None
+            raise BufferUnavailable(f"no commit within {self.timeout}s") from None
 
     async def _write_all(self) -> None:
         try:
@@ -75,25 +100,30 @@ class GroupCommit:
     async def _write(self, batch: _Batch) -> None:
         n = len(batch.lines)
         payload = b"\n".join(batch.lines)
-        try:
-            await self.redis.xadd(self.stream, {"d": payload, "n": n})
-        except Exception as exc:  # noqa: BLE001 - any failure means "not durable in Redis"
-            metrics.BUFFER_ERRORS.inc()
-            error: Exception = exc
-            if self.spool is not None:
-                try:
-                    await asyncio.to_thread(self.spool.append, payload, n)
-                    if not batch.future.done():
-                        batch.future.set_result(None)
-                    return
-                except Exception as spool_exc:  # noqa: BLE001
-                    error = spool_exc
-            if not batch.future.done():
-                batch.future.set_exception(BufferUnavailable(f"Redis write failed ({exc}); spool: {error}"))
-                batch.future.exception()  # mark retrieved: waiters may have timed out
-            return
-        metrics.BUFFER_WRITES.inc()
-        metrics.BUFFER_BATCH.observe(n)
+        self.seq += 1
+        seq = self.seq
+        error: Exception | None = None
+        if self.spool is None or not self.spool.degraded:
+            try:
+                await self._commit(keys=self.keys, args=[self.proc, seq, payload, n])
+                metrics.BUFFER_WRITES.inc()
+                metrics.BUFFER_BATCH.observe(n)
+                return self._done(batch)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not known durable in Redis"
+                metrics.BUFFER_ERRORS.inc()
+                error = exc
+        if self.spool is not None:
+            try:
+                await asyncio.to_thread(self.spool.append, payload, n, self.proc, seq)
+                return self._done(batch)
+            except Exception as spool_exc:  # noqa: BLE001
+                error = spool_exc if error is None else Exception(f"{error}; spool: {spool_exc}")
+        if not batch.future.done():
+            batch.future.set_exception(BufferUnavailable(f"Redis write failed: {error}"))
+            batch.future.exception()  # mark retrieved: waiters may have timed out
+
+    @staticmethod
+    def _done(batch: _Batch) -> None:
         if not batch.future.done():
             batch.future.set_result(None)
 
@@ -105,8 +135,8 @@ class GroupCommit:
 
 
 class DirectWrite:
-    """One XADD per request, no sharing: the baseline group commit is measured against
-    (`BEACON_GROUP_COMMIT=false`)."""
+    """One XADD per request, no sharing and no spool: the baseline group commit is
+    measured against (`BEACON_GROUP_COMMIT=false`)."""
 
     def __init__(self, redis: Any, stream: str, timeout: float) -> None:
         self.redis = redis

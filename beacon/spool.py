@@ -1,12 +1,13 @@
 """The local disk spool: where a group commit goes when Redis cannot take it.
 
-Append-only files of records `MAGIC | length | n | crc32 | payload`, one record per
-group commit, fsynced before the requests in it are answered, bounded in total size.
-A replayer moves records into the Redis stream once Redis answers again. Each record
-has an id (`<file uuid>:<offset>`) that is added to a Redis set in the same MULTI as its
-XADD, so a replay that crashes before it truncates the file never adds a record twice.
-Each process writes its own file and holds an flock on it; files of dead processes
-are replayed by whoever finds them unlocked.
+Append-only files of records `MAGIC | length | n | crc32 | proc | seq | payload`, one
+record per group commit, fsynced before the requests in it are answered, bounded in
+total size. A replayer moves records into the Redis stream, in order, once Redis
+answers again, with the same commit script as the live path: a record whose
+(proc, seq) Redis already holds is skipped, so nothing is added twice, whether the
+original write landed unseen or a replay died before removing its file. Each process
+writes its own file and holds an flock on it; files of dead processes are replayed by
+whoever finds them unlocked.
 """
 
 from __future__ import annotations
@@ -26,28 +27,28 @@ from beacon import metrics
 
 log = logging.getLogger("beacon.spool")
 
-MAGIC = b"BSP1"
-HEADER = struct.Struct(">4sIII")  # magic, payload length, line count, crc32(payload)
+MAGIC = b"BSP2"
+HEADER = struct.Struct(">4sIII32sQ")  # magic, payload length, line count, crc32(rest), proc, seq
 
 
 class SpoolFull(RuntimeError):
     pass
 
 
-def read_records(path: Path) -> list[tuple[int, int, bytes]]:
-    """(offset, n, payload) of every intact record; stops at the first torn or corrupt one."""
+def read_records(path: Path) -> list[tuple[int, bytes, int, bytes]]:
+    """(n, proc, seq, payload) of every intact record; stops at the first torn or corrupt one."""
     out = []
     data = path.read_bytes()
     pos = 0
     while pos + HEADER.size <= len(data):
-        magic, length, n, crc = HEADER.unpack_from(data, pos)
+        magic, length, n, crc, proc, seq = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
         if magic != MAGIC or end > len(data):
             break
         payload = data[pos + HEADER.size:end]
-        if zlib.crc32(payload) != crc:
+        if zlib.crc32(payload, zlib.crc32(proc + seq.to_bytes(8, "big"))) != crc:
             break
-        out.append((pos, n, payload))
+        out.append((n, proc, seq, payload))
         pos = end
     return out
 
@@ -57,6 +58,9 @@ class Spool:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.lock = threading.Lock()  # appends and the replay of our own file exclude each other
+        # True from the first spooled batch until the replayer drained our file: meanwhile
+        # every batch goes to the spool, so (proc, seq) reach Redis in order.
+        self.degraded = False
         self._fd: int | None = None
         self._path: Path | None = None
         self._last_full_log = 0.0
@@ -72,9 +76,11 @@ class Spool:
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("spool-*.log")) if self.dir.exists() else 0
 
-    def append(self, payload: bytes, n: int) -> None:
+    def append(self, payload: bytes, n: int, proc: str, seq: int) -> None:
         """Durable on return (written and fsynced), or SpoolFull / OSError."""
-        record = HEADER.pack(MAGIC, len(payload), n, zlib.crc32(payload)) + payload
+        proc_b = proc.encode()
+        crc = zlib.crc32(payload, zlib.crc32(proc_b + seq.to_bytes(8, "big")))
+        record = HEADER.pack(MAGIC, len(payload), n, crc, proc_b, seq) + payload
         with self.lock:
             if self.size() + len(record) > self.max_bytes:
                 metrics.SPOOL_FULL.inc()
@@ -85,21 +91,22 @@ class Spool:
             fd = self._open()
             os.write(fd, record)
             os.fsync(fd)
+            self.degraded = True
         metrics.SPOOL_RECORDS.inc()
         metrics.SPOOL_EVENTS.inc(n)
 
+    def pending(self) -> bool:
+        return self.degraded or (self.dir.exists() and any(self.dir.glob("spool-*.log")))
+
     def replay(self, r: Any, stream: str) -> int:
-        """Move every spooled record into Redis (sync client); return events moved."""
-        if not self.dir.exists():
-            return 0
+        """Move every spooled record into Redis (sync client), in order; return events moved."""
+        from beacon.buffer import COMMIT_LUA, marker_key  # the live path's own commit
+        commit = r.register_script(COMMIT_LUA)
+        keys = [stream, marker_key(stream)]
         moved = 0
-        for path in sorted(self.dir.glob("spool-*.log")):
+        paths = sorted(self.dir.glob("spool-*.log")) if self.dir.exists() else []
+        for path in paths:
             if path == self._path:
-                with self.lock:  # no append meanwhile; the next append opens a fresh file
-                    moved += self._replay_file(r, stream, path)
-                    os.close(self._fd)  # type: ignore[arg-type]
-                    self._fd = self._path = None
-                    path.unlink()
                 continue
             try:
                 fd = os.open(path, os.O_RDWR)
@@ -111,32 +118,29 @@ class Spool:
                 os.close(fd)
                 continue  # a live process owns it and replays it itself
             try:
-                moved += self._replay_file(r, stream, path)
+                moved += self._replay_file(commit, keys, path)
                 path.unlink()
             finally:
                 os.close(fd)
+        with self.lock:  # no append meanwhile; afterwards batches go to Redis again
+            if self._path is not None:
+                moved += self._replay_file(commit, keys, self._path)
+                os.close(self._fd)  # type: ignore[arg-type]
+                self._path.unlink()
+                self._fd = self._path = None
+            self.degraded = False
         return moved
 
-    def _replay_file(self, r: Any, stream: str, path: Path) -> int:
+    @staticmethod
+    def _replay_file(commit: Any, keys: list[str], path: Path) -> int:
         moved = 0
-        done_key = f"{stream}:spool-replayed"
-        for offset, n, payload in read_records(path):
-            record_id = f"{path.name}:{offset}"
-            if r.sismember(done_key, record_id):
-                continue
-            pipe = r.pipeline(transaction=True)
-            pipe.xadd(stream, {"d": payload, "n": n})
-            pipe.sadd(done_key, record_id)
-            pipe.expire(done_key, 7 * 86400)
-            pipe.execute()
-            moved += n
+        for n, proc, seq, payload in read_records(path):
+            if commit(keys=keys, args=[proc.decode(), seq, payload, n]):
+                moved += n
         metrics.SPOOL_REPLAYED.inc(moved)
         if moved:
             log.info("replayed %d spooled events from %s", moved, path.name)
         return moved
-
-    def pending(self) -> bool:
-        return self.dir.exists() and any(self.dir.glob("spool-*.log"))
 
     def close(self) -> None:
         with self.lock:
