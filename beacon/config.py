@@ -196,3 +196,14 @@ def markdown_table() -> str:
             default = ",".join(map(str, default))
         rows.append(f"| `{o.env}` | `{o.flag}` | `{default}` | {o.help} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # rewrite the settings table in README.md
+    import re
+    import sys
+
+    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    text = readme.read_text()
+    text = re.sub(r"(<!-- settings:begin[^>]*-->\n).*?(<!-- settings:end -->)",
+                  lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text, flags=re.S)
+    readme.write_text(text)

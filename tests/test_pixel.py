@@ -98,3 +98,12 @@ def test_event_ids_are_uuid7_and_increase_within_a_millisecond():
     assert all(uuid.UUID(i).version == 7 for i in ids[:10])
     assert uuid.UUID(ids[0]).int >> 80 == int(t * 1000)
     assert uuid7(t - 10) > ids[-1]  # a clock step back never reorders ids
+
+
+def test_the_readme_lists_every_setting():
+    from pathlib import Path
+
+    from beacon.config import OPTIONS
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    missing = [o.env for o in OPTIONS if f"`{o.env}`" not in readme or f"`{o.flag}`" not in readme]
+    assert missing == []
