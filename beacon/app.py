@@ -20,8 +20,8 @@ from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
 from beacon import api, config, partners
-from beacon.consent import Consent
 from beacon.buffer import DirectWrite, GroupCommit
+from beacon.consent import Consent
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
@@ -30,7 +30,6 @@ from beacon.scope import Resolver, Scope, mall_scope
 from beacon.spool import Spool
 from beacon.store import Store
 from beacon.types import Receive, Send
-
 
 log = logging.getLogger("beacon.app")
 
@@ -97,12 +96,14 @@ class Core:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replayer
         if self.spool is not None:
-            try:  # one last replay, so a clean stop leaves an empty spool when Redis is up
-                await asyncio.to_thread(self.spool.replay, redis.Redis.from_url(self.settings.redis_url,
-                                                                                socket_timeout=2),
-                                        self.settings.stream)
-            except (redis.RedisError, OSError):
-                pass
+            if self.spool.pending():  # one last replay, so a clean stop leaves no spool when Redis is up
+                sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+                try:
+                    await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
+                except (redis.RedisError, OSError):
+                    pass
+                finally:
+                    sync_redis.close()
             self.spool.close()
         if self.redis is not None:
             await self.redis.aclose()

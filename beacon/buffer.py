@@ -81,7 +81,7 @@ class GroupCommit:
             self._writer = asyncio.get_running_loop().create_task(self._write_all())
         try:
             await asyncio.wait_for(asyncio.shield(batch.future), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BufferUnavailable(f"no commit within {self.timeout}s") from None
 
     async def _write_all(self) -> None:

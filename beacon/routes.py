@@ -12,8 +12,18 @@ import orjson
 
 from beacon import consent, metrics
 from beacon.buffer import BufferUnavailable
-from beacon.event import Invalid, check_event_name, check_props, check_url, clean_text, encode, now, \
-    parse_pixel_query, query_value, uuid7
+from beacon.event import (
+    Invalid,
+    check_event_name,
+    check_props,
+    check_url,
+    clean_text,
+    encode,
+    now,
+    parse_pixel_query,
+    query_value,
+    uuid7,
+)
 from beacon.identity import cookie_value
 from beacon.partners import SyncRefused, sync_target
 from beacon.types import Receive, Send

@@ -89,8 +89,9 @@ def test_secret_keys_are_required():
 
 
 def test_event_ids_are_uuid7_and_increase_within_a_millisecond():
-    from beacon.event import uuid7
     import time
+
+    from beacon.event import uuid7
     t = round(time.time() + 86400, 3)  # later than any id this process made so far
     ids = [uuid7(t) for _ in range(5000)]
     assert len(set(ids)) == 5000

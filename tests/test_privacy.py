@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from .conftest import API_KEY
-from .test_partners import A, A_ID, MALL, MALL_ID, REGISTRY, set_cookies  # noqa: F401
+from .test_partners import A_ID, MALL, MALL_ID, REGISTRY, A, set_cookies  # noqa: F401
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"

@@ -21,7 +21,7 @@ def test_an_empty_api_key_setting_opens_nothing(make_client):
 
 
 def test_stats_count_events_pageviews_visitors_pages_and_referrers(client, flush):
-    for i in range(3):  # three visitors, each a new cookie
+    for _ in range(3):  # three visitors, each a new cookie
         client.cookies.clear()
         client.get("/p.gif", params={"u": "https://shop.test/", "r": "https://search.test/"})
     client.cookies.clear()
