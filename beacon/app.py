@@ -138,7 +138,7 @@ class Beacon:
             if handler is not None:
                 await handler(scope, receive, send, sc, req)
                 return
-            if sc.is_partner:
+            if sc.is_partner and path != "/beacon.js":
                 await send_json(send, 404, {"error": "not found"})
                 return
         await self.starlette(scope, receive, send)
