@@ -79,10 +79,10 @@ class GroupCommit:
         batch.lines.extend(lines)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_all())
-        try:
-            await asyncio.wait_for(asyncio.shield(batch.future), self.timeout)
-        except TimeoutError:
-            raise BufferUnavailable(f"no commit within {self.timeout}s") from None
+        # No per-request timer (a wait_for costs more than the rest of the commit): the wait
+        # is bounded by the writer, whose Redis attempt has BEACON_REDIS_TIMEOUT and whose
+        # spool fallback has BEACON_COMMIT_TIMEOUT.
+        await batch.future
 
     async def _write_all(self) -> None:
         try:
@@ -114,7 +114,8 @@ class GroupCommit:
                 error = exc
         if self.spool is not None:
             try:
-                await asyncio.to_thread(self.spool.append, payload, n, self.proc, seq)
+                await asyncio.wait_for(asyncio.to_thread(self.spool.append, payload, n, self.proc, seq),
+                                       self.timeout)
                 return self._done(batch)
             except Exception as spool_exc:  # noqa: BLE001
                 error = spool_exc if error is None else Exception(f"{error}; spool: {spool_exc}")

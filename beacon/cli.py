@@ -49,7 +49,7 @@ def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
     import uvicorn
     return uvicorn.Config(app, host=s.host, port=s.port, loop="uvloop", http="httptools", lifespan="on",
                           access_log=s.access_log, log_level=s.log_level, timeout_graceful_shutdown=10,
-                          server_header=False, date_header=False, **extra)
+                          server_header=False, date_header=False, proxy_headers=False, **extra)
 
 
 def _run_server(server: Any) -> None:
@@ -120,7 +120,7 @@ def cmd_serve(s: Any) -> int:
     create_app(s)  # fail here, not in N workers, when the settings are unusable
     uvicorn.run("beacon.app:from_env", factory=True, workers=s.workers, host=s.host, port=s.port,
                 loop="uvloop", http="httptools", access_log=s.access_log, log_level=s.log_level,
-                server_header=False, date_header=False, timeout_graceful_shutdown=10)
+                server_header=False, date_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
     return 0
 
 

@@ -112,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_timeout", float, 0.5, "Seconds a Redis write may take before its group commit goes to the spool."),
     Option("spool_max_bytes", int, 1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it events are lost and counted."),
     Option("commit_max_lines", int, 2000, "Most events in one group-commit Redis entry."),
-    Option("commit_timeout", float, 2.0, "Seconds a request waits for its group commit before giving up."),
+    Option("commit_timeout", float, 2.0, "Seconds the spool fallback may take before the requests of a group commit are answered as failed."),
     # flusher
     Option("batch_rows", int, 100_000, "Flusher inserts once this many rows are gathered..."),
     Option("batch_age", float, 1.0, "...or once the oldest gathered row waited this many seconds."),

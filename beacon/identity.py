@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, Signer, TimestampSigner
+from itsdangerous.encoding import base64_decode
 
 from beacon.scope import Scope
 
@@ -41,14 +43,11 @@ def new_visitor_id() -> str:
     return str(uuid.UUID(bytes=os.urandom(16), version=4))
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _valid_id(value: str) -> bool:
-    if len(value) != 36:
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return _UUID.fullmatch(value) is not None
 
 
 class Identity:
@@ -86,15 +85,15 @@ class Identity:
         """(visitor id, Set-Cookie value or None when the cookie needs no re-issue)."""
         if cookie_value:
             try:
-                raw, ts = self._primary.unsign(cookie_value, max_age=self._max_age, return_timestamp=True)
-                vid = raw.decode("ascii")
-                if _valid_id(vid):
-                    if time.time() - ts.timestamp() < self._refresh_age:
+                # itsdangerous checks the HMAC over "<id>.<ts>"; the age is read here without
+                # the datetime objects TimestampSigner.unsign builds (a third of its cost).
+                vid, _, ts_b64 = Signer.unsign(self._primary, cookie_value).decode("ascii").rpartition(".")
+                age = time.time() - int.from_bytes(base64_decode(ts_b64), "big")
+                if _valid_id(vid) and -60 < age <= self._max_age:
+                    if age < self._refresh_age:
                         return vid, None
                     return vid, self.set_cookie(vid)
-            except SignatureExpired:
-                pass
-            except (BadSignature, UnicodeDecodeError):
+            except (BadSignature, UnicodeDecodeError, ValueError):
                 if self._rotated is not None:
                     try:
                         raw = self._rotated.unsign(cookie_value, max_age=self._max_age)

@@ -27,5 +27,15 @@ PIXEL_OK = REQUESTS.labels("pixel", "200")
 COLLECT_OK = REQUESTS.labels("collect", "204")
 
 
+_accepted: dict[str, object] = {}
+
+
+def accepted(scope: str, n: int = 1) -> None:
+    child = _accepted.get(scope)
+    if child is None:
+        child = _accepted[scope] = EVENTS_ACCEPTED.labels(scope)
+    child.inc(n)  # type: ignore[attr-defined]
+
+
 def request(route: str, status: int) -> None:
     REQUESTS.labels(route, str(status)).inc()

@@ -123,7 +123,7 @@ class BeaconRoutes:
             if lines:
                 try:
                     await core.buffer.append(lines)
-                    metrics.EVENTS_ACCEPTED.labels(sc.id).inc()
+                    metrics.accepted(sc.id)
                 except BufferUnavailable:
                     metrics.EVENTS_LOST.inc()
         if set_cookie is None:
@@ -223,7 +223,7 @@ class BeaconRoutes:
             await self.core.buffer.append(lines)
         except BufferUnavailable as exc:
             return await self._refuse(send, 503, f"events not stored: {exc}", cors)
-        metrics.EVENTS_ACCEPTED.labels(sc.id).inc(len(lines))
+        metrics.accepted(sc.id, len(lines))
         headers = list(cors or ())
         if visitor_cookie is not None:
             headers.append((b"set-cookie", visitor_cookie))
