@@ -16,8 +16,8 @@ Users (weights are relative, override with BEACON_LOAD_WEIGHT_<CLASS>=n):
   batches, `POST /e` with a text/plain JSON array of 1-20 events, cookie included.
 - Operator (1): reads `GET /api/v1/stats` with `Authorization: Bearer $BEACON_MALL_API_KEY`.
   Not run when BEACON_MALL_API_KEY is unset.
-- PartnerPixel (1 per partner, 0 without partners): PLACEHOLDER for partner scopes,
-  see the class. BEACON_LOAD_PARTNERS="id1,id2" turns it on.
+- PartnerPixel (1 per partner, 0 without partners): partner pixels by the path form;
+  BEACON_LOAD_PARTNERS="id1,id2" turns it on.
 
 Thresholds (headless runs exit 1 when one is broken, 0 otherwise):
 
@@ -257,19 +257,12 @@ class Operator(FastHttpUser):
             resp.success()
 
 
-# ---------------------------------------------------------------------------------
-# PLACEHOLDER: partner pixels. Partner scopes are being built; until the partner mix
-# is settled this class only sends partner pixels by the path form,
-# `GET /partners/<id>/p.gif` on the mall host, for every id in BEACON_LOAD_PARTNERS
-# (ids must exist in Beacon's partner registry, BEACON_PARTNERS_FILE, or Beacon
-# answers 404 and the run fails). It keeps its own cookie jar, so each partner cookie
-# is minted once and then returned. Its events land in the partner's scope and are
-# counted under "partner_events", not in the mall's "events".
-# TODO(partners): the Host-header form (`GET /p.gif` with `Host: <partner ad host>`),
-#   partner sendBeacon batches, cookie sync redirects (`/partners/<id>/sync`), GPC /
-#   opt-out traffic (answered with the GIF, recorded nowhere, so not counted), and
-#   partner API reads with the partners' own keys.
-# ---------------------------------------------------------------------------------
+# Partner pixels, by the path form `GET /partners/<id>/p.gif` on the mall host, for every
+# id in BEACON_LOAD_PARTNERS (ids must exist in Beacon's BEACON_PARTNERS_FILE, or Beacon
+# answers 404 and the run fails). Each user keeps its own jar, so a partner cookie is
+# minted once and then returned. Events land in the partner's scope and are counted under
+# "partner_events", not the mall's "events". Not covered yet: the Host-header form,
+# partner sendBeacon batches, sync redirects, and partner API reads.
 class PartnerPixel(_Visitor):
     abstract = not PARTNERS
     weight = weight("PartnerPixel", len(PARTNERS))
