@@ -48,6 +48,31 @@ def key_owner(partners: Any, token: str) -> Any:
 CURSOR = re.compile(r"(\d{1,16})_([0-9a-f-]{36})")
 
 
+def parse_page(get: Any) -> tuple[int, tuple[int, str] | None]:
+    """`limit` (1..1000, default 100) and the `before` cursor of a paged event listing."""
+    try:
+        limit = int(get("limit") or "100")
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be 1..1000")
+    raw = get("before")
+    if not raw:
+        return limit, None
+    m = CURSOR.fullmatch(raw)
+    if not m:
+        raise ValueError("before must be a cursor returned as next")
+    return limit, (int(m.group(1)), m.group(2))
+
+
+def next_cursor(rows: list[dict[str, Any]], limit: int) -> str | None:
+    """The cursor of the page after `rows` (None on the last page); drops the rows' `_ms`."""
+    cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
+    for row in rows:
+        del row["_ms"]
+    return cursor
+
+
 def include_bots(request: Request) -> bool:
     return request.query_params.get("include_bots", "") in ("1", "true", "yes")
 
@@ -145,24 +170,14 @@ def routes(core: Any) -> list[Route]:
     async def partner_events(request: Request, scope: str) -> Response:
         q = request.query_params
         try:
-            limit = int(q.get("limit", "100"))
-            if not 1 <= limit <= 1000:
-                raise ValueError
-        except ValueError:
-            return JSONResponse({"error": "limit must be 1..1000"}, status_code=400)
-        before = None
-        if q.get("before"):
-            m = CURSOR.fullmatch(q["before"])
-            if not m:
-                return JSONResponse({"error": "before must be a cursor returned as next"}, status_code=400)
-            before = (int(m.group(1)), m.group(2))
+            limit, before = parse_page(q.get)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         fmt = q.get("format", "ndjson" if "ndjson" in request.headers.get("accept", "") else "json")
         if fmt not in ("json", "ndjson"):
             return JSONResponse({"error": "format must be json or ndjson"}, status_code=400)
         rows = await asyncio.to_thread(core.store.events, scope, limit, before)
-        cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
-        for row in rows:
-            del row["_ms"]
+        cursor = next_cursor(rows, limit)
         headers = {"x-next-cursor": cursor} if cursor else {}
         if fmt == "ndjson":
             body = b"".join(orjson.dumps(row) + b"\n" for row in rows)

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from beacon import metrics
-from beacon.api import CURSOR
+from beacon.api import next_cursor, parse_page
 from beacon.event import query_value
 from beacon.identity import cookie_value
 from beacon.routes import Request, send_json
@@ -79,22 +79,11 @@ class VisitorRights:
                                                "note": "no valid id cookie in this browser for this scope"})
         qs = asgi["query_string"]
         try:
-            limit = int(query_value(qs, "limit") or "100")
-            if not 1 <= limit <= 1000:
-                raise ValueError
-        except ValueError:
-            return await send_json(send, 400, {"error": "limit must be 1..1000"})
-        before_raw = query_value(qs, "before")
-        before = None
-        if before_raw:
-            m = CURSOR.fullmatch(before_raw)
-            if not m:
-                return await send_json(send, 400, {"error": "before must be a cursor returned as next"})
-            before = (int(m.group(1)), m.group(2))
+            limit, before = parse_page(lambda key: query_value(qs, key))
+        except ValueError as exc:
+            return await send_json(send, 400, {"error": str(exc)})
         rows = await asyncio.to_thread(self.core.store.events, sc.id, limit, before, visitor)
-        cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
-        for row in rows:
-            del row["_ms"]
+        cursor = next_cursor(rows, limit)
         await send_json(send, 200, {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor})
 
     async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:

@@ -100,3 +100,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_beacon_up(data: Any, port: int, log_path: Any, cwd: Any = None) -> Any:
+    """`python -m beacon up` in a subprocess, returned once /readyz answers 200."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port),
+                             "--batch-age", "0.2"], stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    log.close()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(open(log_path).read())
+        time.sleep(0.2)

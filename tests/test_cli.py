@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, start_beacon_up
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
 
@@ -22,25 +22,11 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 def beacon_up(tmp_path_factory):
     data = tmp_path_factory.mktemp("up")
     port = free_port()
-    log = open(data / "beacon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port),
-                             "--batch-age", "0.2"], stdout=log, stderr=subprocess.STDOUT)
+    proc = start_beacon_up(data, port, data / "beacon.log")
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError((data / "beacon.log").read_text())
-        time.sleep(0.2)
     yield base, data, proc
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-    log.close()
 
 
 def test_up_prints_the_snippet_and_the_stats_url(beacon_up):

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, start_beacon_up
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -29,22 +29,9 @@ pytestmark = pytest.mark.skipif(
 def beacon_up(tmp_path):
     data = tmp_path / "beacon"
     port = free_port()
-    log = open(tmp_path / "beacon.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port),
-                             "--batch-age", "0.2"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    proc = start_beacon_up(data, port, tmp_path / "beacon.log", cwd=ROOT)
     try:
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "beacon.log").read_text())
-            time.sleep(0.2)
-        yield base, data
+        yield f"http://127.0.0.1:{port}", data
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -53,7 +40,6 @@ def beacon_up(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        log.close()
 
 
 def test_locust_mix_passes_and_every_counted_event_arrives(beacon_up, tmp_path):
