@@ -41,6 +41,11 @@ class VisitorRights:
     def __init__(self, core: Any) -> None:
         self.core = core
 
+    def _visitor(self, sc: Any, req: Request) -> tuple[Any, str | None]:
+        """The scope's identity and the id of this browser's valid cookie (None: none; never minted)."""
+        ident = self.core.identity(sc)
+        return ident, ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
+
     def _name(self, sc: Any) -> str:
         p = self.core.partner_by_id.get(sc.id)
         return html.escape(p.name if p else "this shop")
@@ -72,8 +77,7 @@ class VisitorRights:
     async def me(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "GET":
             return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
-        ident = self.core.identity(sc)
-        visitor = ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
+        ident, visitor = self._visitor(sc, req)
         if visitor is None:
             return await send_json(send, 200, {"scope": sc.id, "visitor_id": None, "events": [], "next": None,
                                                "note": "no valid id cookie in this browser for this scope"})
@@ -89,8 +93,7 @@ class VisitorRights:
     async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "POST":
             return await send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
-        ident = self.core.identity(sc)
-        visitor = ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
+        ident, visitor = self._visitor(sc, req)
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
                                    [(b"set-cookie", ident.clear_cookie)])

@@ -158,6 +158,11 @@ class BeaconRoutes:
                       ) -> tuple[list[bytes], bytes | None]:
         """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
         core = self.core
+        if not checked:  # nothing to record: only the cookie is kept up to date
+            if mode != consent.COOKIE:
+                return [], None
+            ident = core.identity(sc)
+            return [], ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))[1]
         ip, ua = self._server_fields(asgi, req)
         is_bot = core.is_bot(ua) if ua else False
         if is_bot and self.s.drop_bots:
