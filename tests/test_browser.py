@@ -468,3 +468,15 @@ def test_with_third_party_cookies_blocked_the_partner_gets_a_new_id_per_hit(stac
     assert len({r["visitor_id"] for r in events(rows, "a")}) == 4
     [bcn] = v.cookies("bcn")
     assert {r["visitor_id"] for r in events(rows, "mall")} == {uid(bcn)}
+
+
+def test_repro_ten_new_visitors(stack, visitor):
+    token = new_token()
+    for _ in range(10):
+        v = visitor()
+        v.open(stack.site.page_url(token))
+        v.wait_hits(mall_e=1, a_gif=1, a_e=1)
+        v.close()
+    rows = stack.rows(token)
+    print({s: len({r["visitor_id"] for r in events(rows, s)}) for s in ("mall", "a")})
+    assert False
