@@ -1,13 +1,14 @@
-"""beacon.js in a real browser: headless Chromium, Beacon over real TLS, a mall page with a partner's ad.
+"""beacon.js in a real browser: headless Chromium, Beacon over real TLS, a mall page with two partners' ads.
 
 Names resolve through Chromium's `--host-resolver-rules` (`*.test` -> 127.0.0.1):
 
-- `https://shop.test:<page>/t/<token>/`: the mall page (tests/browser/site.py), with
-  beacon.js from `https://beacon.shop.test:<beacon>` (the mall scope, cookie `bcn`,
-  Domain=shop.test) and an iframe `https://ads.a.test:<ad>/ad.html`;
-- the ad loads the partner pixel `https://ads.a.test:<beacon>/p.gif` and runs beacon.js
-  with `data-partner` and `data-endpoint="https://ads.a.test:<beacon>"` (partner "a",
-  cookie `a_uid`, host-only, SameSite=None);
+- `https://shop.test:<page>/t/<token>/`: the mall page (tests/browser/site.py) with the
+  README's mall tag (beacon/snippet.py): beacon.js from `https://beacon.shop.test:<beacon>`
+  (the mall scope, cookie `bcn`, Domain=shop.test), and two ad iframes
+  `https://ads.<a|b>.test:<ad>/ad.html`;
+- each ad carries the README's partner tag: beacon.js from `https://ads.<a|b>.test:<beacon>`
+  with `data-partner`, and the opt-out link. Partner "a": cookie `a_uid`, host-only,
+  SameSite=None; partner "b": cookie `b_uid`, the same plus Partitioned (CHIPS);
 - Beacon itself runs in its own process (tests/browser/launcher.py: embedded Redis,
   chDB, flusher, uvicorn with TLS), since chDB allows one engine per process.
 
@@ -41,6 +42,7 @@ import httpx
 import pytest
 
 from beacon import partners as reg
+from beacon import snippet
 
 from .conftest import free_port
 
@@ -66,6 +68,14 @@ def test_the_script_stays_small():
     source = SCRIPT.read_bytes()
     assert len(source) < 2048, len(source)  # as served, readable; about 1.3 KB minified
     assert len(gzip.compress(source, 9)) < 1200
+
+
+def test_the_readme_shows_the_tags_these_tests_load():
+    """The pages below carry beacon/snippet.py's tags; the README must show the same, verbatim."""
+    readme = (HERE.parent / "README.md").read_text()
+    assert f"```html\n{snippet.mall_tag('https://beacon.shop.example')}\n```" in readme
+    assert f"```html\n{snippet.partner_tag('https://ads.adco.example')}\n```" in readme
+    assert "sendBeacon(" not in readme and "<img src=\"https://beacon.shop.example/p.gif\"" not in readme
 
 
 # -- the stack: Chromium, Beacon over TLS, the two static sites --------------------------------------------
@@ -468,27 +478,34 @@ def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack
     assert all(cookie in r.all_headers().get("cookie", "") for r in v.hits(f"ads.{partner}.test", "/e")[sent_before:])
 
 
-def test_opting_out_on_the_partner_host_reaches_an_unpartitioned_ad(stack, visitor):
-    """Opened as a page of its own, /optout reaches the ad only through an unpartitioned cookie
-    that the browser sends in third-party frames (third-party cookies allowed)."""
-    v = visitor()
+@pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
+def test_opting_out_on_the_partner_host_reaches_the_ads_only_with_third_party_cookies(stack, visitor,
+                                                                                     third_party_cookies):
+    """Opened as a page of its own, /optout reaches the ads on the mall only through its
+    unpartitioned cookie, which the browser sends in third-party frames only when it allows
+    third-party cookies. Blocked, the partners go on counting (what the README says: use the
+    link in the ad)."""
+    v = visitor(third_party_cookies=third_party_cookies)
     token = new_token()
     page = stack.site.page_url(token)
     v.open(page)
     v.wait_hits(mall_e=1, a_e=1, b_e=1)
-    assert v.cookies("a_uid")
-    res = v.page.goto(f"https://ads.a.test:{stack.port}/optout")
-    assert res.status == 200 and "text/html" in res.headers["content-type"]
-    assert [c["value"] for c in v.cookies("a_uid_optout") if not c.get("partitionKey")] == ["1"]
+    for partner in ("a", "b"):
+        res = v.page.goto(f"https://ads.{partner}.test:{stack.port}/optout")
+        assert res.status == 200 and "text/html" in res.headers["content-type"]
     assert v.cookies("a_uid") == []
-    answered = len(v.set_cookies("ads.a.test"))
     v.open(page)
     v.wait_hits(mall_e=2, a_e=2, b_e=2)
-    assert "a_uid_optout=1" in v.hits("ads.a.test", "/e")[-1].all_headers().get("cookie", "")
     rows = stack.rows(token)
-    assert len(events(rows, "a")) == 1  # the first visit's pageview, nothing since
-    assert len(events(rows, "b")) == 2 and len(events(rows, "mall")) == 4
-    assert len(v.set_cookies("ads.a.test")) == answered and v.cookies("a_uid") == []  # none since
+    a, b = events(rows, "a"), events(rows, "b")
+    if third_party_cookies:
+        assert "a_uid_optout=1" in v.hits("ads.a.test", "/e")[-1].all_headers().get("cookie", "")
+        assert "b_uid_optout=1" in v.hits("ads.b.test", "/e")[-1].all_headers().get("cookie", "")
+        assert len(a) == 1 and len(b) == 1  # the first visit's pageviews, nothing since
+    else:
+        assert len(a) == 2 and len({r["visitor_id"] for r in a}) == 2  # a new id per ad load, still counted
+        assert len(b) == 2 and len({r["visitor_id"] for r in b}) == 1  # still counted under the old id
+    assert len(events(rows, "mall")) == 4
 
 
 def test_gpc_partner_sends_nothing_and_gets_no_cookie(stack, visitor):
