@@ -9,10 +9,13 @@ if (s.hasAttribute("data-partner") && n.globalPrivacyControl === true) return (w
 (w.beacon = function (cmd, e, p) {
  cmd == "event" && typeof e == "string" && NAME.test(e) ? send(e, p) : cmd == "pageview" && pv();
 }).l = 1;
-// the rest wait for the first answer (its cookie): one id per visitor
+// One id: the first request waits for other frames' first (a lock), the rest for its cookie
 function post(evs) { try {
  if (hold) return hold.push.apply(hold, evs);
- fetch(ep + "/e", {method: "POST", body: JSON.stringify(evs), credentials: "include", keepalive: true}).then(go, go);
+ var f = function () {
+  return fetch(ep + "/e", {method: "POST", body: JSON.stringify(evs), credentials: "include", keepalive: 1}).then(go, go)
+ };
+ first && n.locks ? n.locks.request("beacon.js", f).catch(f) : f();
  hold = first && [], first = 0;
 } catch (x) {} }
 function go() { var q = hold; hold = 0; q && q.length && post(q) }
@@ -29,7 +32,7 @@ function pv() {
  var u = location.href;
  if (u != last) ref = last == null ? d.referrer : last, last = u, send("pageview");
 }
-pv(); // + queued calls: one request
+pv(); // + queued calls
 for (i = 0; i < queue.length; i++) w.beacon.apply(w, queue[i]);
 while (batch.length) post(batch.splice(0, 25));
 batch = 0;

@@ -2,7 +2,8 @@
 
 - `https://shop.test:<page_port>/t/<token>/...`: the mall's page (every path under
   `/t/<token>/` is the same single-page app), with the mall's tag (beacon.js from
-  Beacon's mall host) and each partner's ad in an iframe;
+  Beacon's mall host) and each partner's ad in an iframe (partner a's twice when the
+  path holds `twoslots`);
 - `https://ads.<a|b>.test:<ad_port>/ad.html?t=<token>`: a partner's ad, carrying the
   partner's tag: beacon.js from Beacon's host for that partner, and its opt-out link.
 
@@ -95,8 +96,9 @@ class Site:
         parts = path.split("/")
         if host != "shop.test" or len(parts) < 3 or parts[1] != "t" or not parts[2].isalnum():
             return None
+        slots = ("a", *PARTNERS) if "twoslots" in path else PARTNERS  # a second ad of partner a
         ads = "\n".join(f'<iframe src="{html.escape(self.ad_url(parts[2], p))}" width="300" height="250" '
-                        f'title="ad {p}"></iframe>' for p in PARTNERS)
+                        f'title="ad {p}"></iframe>' for p in slots)
         tag = snippet.mall_tag(f"https://beacon.shop.test:{self.beacon_port}")
         return "text/html; charset=utf-8", MALL_PAGE.format(token=parts[2], tag=tag, ads=ads).encode()
 
