@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from beacon import config
+from beacon import config, snippet
 
 log = logging.getLogger("beacon")
 
@@ -88,11 +88,7 @@ def cmd_up(s: Any) -> int:
         print(f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
-Embed on every page:
-  <img src="{origin}/p.gif" alt="" width="1" height="1" style="position:absolute;left:-9999px">
-  <noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"></noscript>
-  <script>navigator.sendBeacon("{origin}/e", JSON.stringify({{e: "pageview", u: location.href, r: document.referrer}}))</script>
-
+{snippet.up_message(origin, s.site_origins)}
 Stats:
   curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)

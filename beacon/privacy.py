@@ -26,6 +26,21 @@ PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="robot
 <h1>{title}</h1><p>{text}</p><p><a href="{other}">{other_label}</a></p></body></html>"""
 
 
+def both_jars(sc: Any, cookie: bytes) -> list[bytes]:
+    """A partner's Set-Cookie, unpartitioned and partitioned (CHIPS); the mall's as it is.
+
+    Opened inside the partner's ad frame on the mall (the link in its tag), the
+    partitioned copy lands in the mall's partition, where that ad's requests carry it
+    even when third-party cookies are blocked; the unpartitioned copy reaches the
+    partner's ads on every site where they are allowed. Browsers keep the two apart,
+    so opting out sets both and opting in or clearing removes both.
+    """
+    if not sc.is_partner:
+        return [cookie]
+    plain = cookie.replace(b"; Partitioned", b"")
+    return [plain, plain + b"; Partitioned"]
+
+
 def audit_id(secret: str, scope: str, visitor: str) -> str:
     return hashlib.sha256(f"{secret}\0{scope}\0{visitor}".encode()).hexdigest()[:16]
 
@@ -65,14 +80,15 @@ class VisitorRights:
                          f"{self._name(sc)} will no longer set an identifying cookie in this browser or record your "
                          "visits under an id. Your id cookie has been deleted. This choice is kept in a cookie; "
                          "clearing your cookies undoes it.",
-                         [ident.optout_cookie, ident.clear_cookie], f"{sc.path_prefix}/optin", "Opt back in")
+                         [*both_jars(sc, ident.optout_cookie), *both_jars(sc, ident.clear_cookie)],
+                         f"{sc.path_prefix}/optin", "Opt back in")
 
     async def optin(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optin", 200)
         await self._page(send, "You have opted back in",
                          f"{self._name(sc)} may set its cookie again on your next visit.",
-                         [ident.optin_cookie], f"{sc.path_prefix}/optout", "Opt out")
+                         both_jars(sc, ident.optin_cookie), f"{sc.path_prefix}/optout", "Opt out")
 
     async def me(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "GET":
@@ -96,8 +112,8 @@ class VisitorRights:
         ident, visitor = self._visitor(sc, req)
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
-                                   [(b"set-cookie", ident.clear_cookie)])
+                                   [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
         rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0], sc.id,
                                        visitor, "visitor")
-        await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", ident.clear_cookie)])
+        await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
 
