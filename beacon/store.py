@@ -27,6 +27,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_agent", "String"),
     ("is_bot", "UInt8"),
     ("transport", "LowCardinality(String)"),
+    ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"), ("utm_term", "String"), ("utm_content", "String"),
+    ("gclid", "String"), ("gbraid", "String"), ("wbraid", "String"), ("fbclid", "String"), ("msclkid", "String"), ("ttclid", "String"), ("li_fat_id", "String"),
+    ("source", "LowCardinality(String)"), ("channel", "LowCardinality(String)"),
+    ("browser", "LowCardinality(String)"), ("browser_version", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"), ("os_version", "LowCardinality(String)"), ("device", "LowCardinality(String)"),
+    ("country", "LowCardinality(String)"), ("region", "LowCardinality(String)"), ("city", "String"),
+    # commerce (issue 12, beacon/commerce.py): exact amounts, never floats; '' / 0 / [] on other events
+    ("order_id", "String"), ("revenue", "Decimal(18, 4)"), ("currency", "LowCardinality(String)"), ("coupon", "String"),
+    ("items", "Array(Tuple(sku String, name String, category String, quantity UInt32, price Decimal(18, 4)))"),
 )
 
 
