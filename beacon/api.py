@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from beacon import metrics
+from beacon import customers, metrics
 from beacon.flusher import lag_from
 from beacon.scope import MALL
 
@@ -202,4 +202,5 @@ def routes(core: Any) -> list[Route]:
         Route("/readyz", readyz),
         Route("/metrics", metrics_view),
         Route("/api/v1/stats", stats),
+        *customers.routes(core),
     ]

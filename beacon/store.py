@@ -100,6 +100,8 @@ class Store:
         self.command(f"ALTER TABLE {self.full_table} MODIFY TTL {ttl}")
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING "
                      f"non_replicated_deduplication_window = {int(self.dedup_window)}")
+        from beacon import customers  # the account links of signed-in customers: a table of their own
+        self.command(customers.ddl(self))
 
     # -- writes ---------------------------------------------------------------
 
@@ -160,7 +162,7 @@ class Store:
     PARTNER_COLUMNS = ("event_id", "received_at", "visitor_id", "event", "url", "referrer", "props", "mode", "is_bot")
 
     def events(self, scope: str, limit: int, before: tuple[int, str] | None = None,
-               visitor: str | None = None) -> list[dict[str, Any]]:
+               visitor: str | None = None, visitors: list[str] | None = None) -> list[dict[str, Any]]:
         """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
         cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
@@ -169,6 +171,9 @@ class Store:
         if visitor is not None:
             params["visitor"] = visitor
             cursor = "AND visitor_id = {visitor:String} "
+        if visitors is not None:  # one customer's devices (beacon/customers.py)
+            params["visitors"] = visitors
+            cursor += "AND has({visitors:Array(String)}, visitor_id) "
         if before is not None:
             params["ms"], params["eid"] = before
             cursor += ("AND (received_at, event_id) < "
