@@ -19,6 +19,7 @@ import dataclasses
 import zlib
 from typing import Any
 
+from beacon.query import commerce
 from beacon.query.model import (
     PROP_PREFIX,
     Combination,
@@ -78,6 +79,8 @@ class Builder:
         self.filter_dims = sorted({d for f in q.filters for d in _dims(f)})
         self.event_plan = any(is_event_level(d) for d in (*q.dimensions, *self.filter_dims))
         self.cols: dict[str, str] = {}
+        self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
+        self.customers = "customers" in q.metrics
 
     # -- expressions ----------------------------------------------------------
 
@@ -93,6 +96,8 @@ class Builder:
             return "formatDateTime(toStartOfHour(received_at), '%Y-%m-%d %H:00:00')"
         if dim == "time:day":
             return "toString(toDate(received_at))"
+        if dim in commerce.COMMERCE_DIMENSIONS:
+            return commerce.dimension(dim)
         return self.cols[dim]
 
     def condition(self, f: Filter, expr: Any) -> str:
@@ -129,6 +134,8 @@ class Builder:
         need = {"received_at", "event_id", "event", "url", "visitor_id", "utm_source", "utm_medium", "utm_campaign",
                 "props"}
         need |= {FIRST_EVENT_COLUMNS[d] for d in (*self.q.dimensions, *self.filter_dims) if d in FIRST_EVENT_COLUMNS}
+        shop = commerce.inner(self.table, self.table + "_accounts", scope, self.customers) if self.commerce else ""
+        need |= commerce.columns(self.customers) if self.commerce else set()
         cols = ", ".join(sorted(need))
         marked = (
             f"SELECT {cols}, vkey, ms, "
@@ -137,7 +144,7 @@ class Builder:
             "FROM (SELECT *, if(visitor_id = '', toString(event_id), visitor_id) AS vkey, "
             "toUnixTimestamp64Milli(received_at) AS ms, "
             "if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', '', "
-            "concat(utm_source, '\\0', utm_medium, '\\0', utm_campaign)) AS camp "
+            f"concat(utm_source, '\\0', utm_medium, '\\0', utm_campaign)) AS camp{shop} "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
             "WINDOW w AS (PARTITION BY vkey ORDER BY ms, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), "
             "wprev AS (PARTITION BY vkey ORDER BY ms, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
@@ -153,10 +160,11 @@ class Builder:
         events = self.events()
         dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
         group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
         if not self.event_plan:
             attrs = "".join(f", {visit_aggregate(d)} AS {self.cols[d]}" for d in visit_dims)
             visits = (f"SELECT vkey, visit_no, any(visitor_id) AS visitor_id, count() AS v_events, "
-                      f"countIf({PAGEVIEW}) AS v_pageviews, max(ms) - min(ms) AS v_duration{attrs} "
+                      f"countIf({PAGEVIEW}) AS v_pageviews, max(ms) - min(ms) AS v_duration{attrs}{shop} "
                       f"FROM ({events}) GROUP BY vkey, visit_no")
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
             return (f"SELECT {dim_cols}*, v_events AS m_events, v_pageviews AS m_pageviews FROM ({visits}) "
@@ -166,7 +174,7 @@ class Builder:
                     f"{attrs} FROM ({events}) WINDOW v AS (PARTITION BY vkey, visit_no)")
         select_dims = ", ".join(dims) + ", " if dims else ""
         return (f"SELECT {select_dims}vkey, visit_no, any(visitor_id) AS visitor_id, count() AS m_events, "
-                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews) AS v_pageviews, any(v_duration) AS v_duration "
+                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews) AS v_pageviews, any(v_duration) AS v_duration{shop} "
                 f"FROM ({attached}) WHERE {self.where(self.event_expr)} GROUP BY {group}")
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
@@ -183,6 +191,7 @@ class Builder:
             "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
             "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
         ])
+        select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
         ordering = {
             "o_visitors": "visitors", "o_visits": "visits", "o_pageviews": "pageviews", "o_events": "events",
             "o_bounce_rate": "if(visits = 0, 0, bounces / visits)",
