@@ -74,7 +74,13 @@ def amount(value: Any, field: str, currency: str) -> str:
 
 
 def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """The typed fields of commerce event `name` from `raw` (JSON or pixel), checked; Invalid otherwise."""
+    """The typed fields of commerce event `name` from `raw` (JSON or pixel), checked; Invalid otherwise.
+
+    In POST /e they sit at the event's top level or in its "c" object (what beacon.js sends)."""
+    if "c" in raw:
+        raw = raw["c"]
+        if not isinstance(raw, dict):
+            raise Invalid("c (the commerce fields) must be an object")
     out: dict[str, Any] = {}
     order_id = _text(raw.get("order_id"), "order_id", MAX_ID, required=name in NEEDS_ORDER)
     if order_id:
@@ -149,3 +155,8 @@ def splice(line: bytes, fields: dict[str, Any]) -> bytes:
     if not fields:
         return line
     return line[:-1] + b"," + orjson.dumps(fields)[1:]
+
+
+def without_fields(props: dict[str, str]) -> dict[str, str]:
+    """Custom properties of a commerce event, less the typed fields beacon.js also leaves in them."""
+    return {k: v for k, v in props.items() if k not in FIELDS} if any(k in FIELDS for k in props) else props

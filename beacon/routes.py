@@ -155,10 +155,11 @@ class BeaconRoutes:
                 except Invalid:
                     metrics.EVENTS_REJECTED.labels("invalid_commerce").inc()
                     return []
+            props = check_props(fields.get("p"), core.limits)
             return [(name,
                      check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
                      check_url(fields.get("r"), core.limits, "r"),
-                     check_props(fields.get("p"), core.limits), shop)]
+                     props if shop is None else commerce.without_fields(props), shop)]
         except Invalid:
             metrics.EVENTS_REJECTED.labels("invalid").inc()
             return []
@@ -264,11 +265,12 @@ class BeaconRoutes:
                 raise Invalid(f"event {i}: must be an object")
             try:
                 name = check_event_name(ev.get("e", "pageview"), core.limits)
+                shop = commerce.check(name, ev) if name in commerce.EVENTS else None
+                props = check_props(ev.get("p"), core.limits)
                 checked.append((name,
                                 check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
                                 check_url(ev.get("r"), core.limits, "r"),
-                                check_props(ev.get("p"), core.limits),
-                                commerce.check(name, ev) if name in commerce.EVENTS else None))
+                                props if shop is None else commerce.without_fields(props), shop))
             except Invalid as exc:
                 raise Invalid(f"event {i}: {exc}") from None
         return checked

@@ -378,6 +378,25 @@ def test_custom_events_land_and_bad_calls_neither_throw_nor_send(stack, visitor)
     assert cart["url"] == stack.site.page_url(token) and cart["transport"] == "beacon"
 
 
+PURCHASE = ("beacon('purchase', {order_id: 'O-77', revenue: 59.9, currency: 'EUR', coupon: 'SUMMER', gift: true, "
+            "items: [{sku: 'X-1', name: 'Boot', quantity: 2, price: '19.95'}, {sku: 'Y-2', price: 20}]})")
+
+
+@pytest.mark.parametrize("sendbeacon", ["present", "missing"])
+def test_beacon_purchase_sends_a_typed_order(stack, visitor, sendbeacon):
+    v = visitor(init_script="" if sendbeacon == "present" else "delete Navigator.prototype.sendBeacon")
+    token = new_token()
+    v.open(stack.site.page_url(token))
+    v.wait_hits(**({"mall_e": 1} if sendbeacon == "present" else {"mall_gif": 2}))
+    v.page.evaluate(PURCHASE)
+    v.wait_hits(**({"mall_e": 2} if sendbeacon == "present" else {"mall_gif": 3}))
+    [order] = [r for r in events(stack.rows(token), "mall") if r["event"] == "purchase"]
+    got = tuple(order[k] for k in ("order_id", "revenue", "currency", "coupon", "items"))
+    # the pixel fallback carries the order without its items (beacon.js keeps under 2 KB)
+    assert got == ("O-77", "59.9", "EUR", "SUMMER", 2 if sendbeacon == "present" else 0)
+    assert order["props"] == {"gift": "true"}
+
+
 @pytest.mark.parametrize("without", ["missing", "refusing"])
 def test_without_sendbeacon_the_pixel_carries_the_events(stack, visitor, without):
     replace = ("delete Navigator.prototype.sendBeacon" if without == "missing"
