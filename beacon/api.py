@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from beacon import customers, metrics, query
+from beacon import attribution, customers, metrics, query
 from beacon.flusher import lag_from
 from beacon.query import funnel
 from beacon.scope import MALL
@@ -202,6 +202,17 @@ def routes(core: Any) -> list[Route]:
                                                         include_bots(request)))
         if endpoint == "events":
             return await partner_events(request, owner.id)
+        if endpoint == "conversions":  # issue 12: aggregate counts for its own clicks, if the mall allows
+            if not owner.attribution:
+                return JSONResponse({"error": "attribution is not enabled for this partner"}, status_code=403)
+            try:
+                start, end, _ = parse_range(request)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"partner": owner.id, "window_days": owner.attribution_window_days,
+                                 "min_count": owner.attribution_min_count,
+                                 **await asyncio.to_thread(attribution.conversions, core.store, core.partners, owner,
+                                                           start, end)})
         return JSONResponse({"error": "not found; use stats or events"}, status_code=404)
 
     async def partner_events(request: Request, scope: str) -> Response:

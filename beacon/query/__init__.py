@@ -97,6 +97,7 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
     if fmt not in ("csv", "ndjson"):
         raise QueryError(f"export format must be csv or ndjson, not {fmt!r}")
     q = parse(body, now)
+    commerce.check(q, scope)
     names = [*q.dimensions, *q.metrics]
     paged = "pagination" in body
     end = q.offset + q.limit if paged else None
