@@ -14,7 +14,7 @@ from beacon import partners as reg
 from beacon.identity import Identity
 
 from .conftest import API_KEY, KEY
-from .test_partners import A, A_KEY, B_KEY, MALL, MALL_ID
+from .test_partners import A_KEY, B_KEY, MALL, MALL_ID, A
 
 UTC = dt.timezone.utc
 D = dt.datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=3)
