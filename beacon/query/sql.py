@@ -1,16 +1,16 @@
 """A typed Query -> one ClickHouse SELECT; every value the client sent is a bound parameter.
 
-Visits are computed at query time with window functions, per (scope, visitor) in
-received_at order: an event starts a new visit when it comes more than the visit
-timeout after the visitor's previous event, or when it carries a campaign
-(utm_source, utm_medium, utm_campaign) other than the last campaign the visitor came
-with. The visit's attributes (visit:*) are its first event's values; entry and exit
-page are its first and last pageview's path; a bounce is a visit of one pageview.
+Visits are computed at query time, per (scope, visitor) in received_at order: an
+event starts a new visit when it comes more than the visit timeout after the
+visitor's previous event, or when it carries a campaign (utm_source, utm_medium,
+utm_campaign) other than the last campaign the visitor came with. The visit's
+attributes (visit:*) are its first event's values; entry and exit page are its first
+and last pageview's path; a bounce is a visit of one pageview.
 
 Two plans give the same numbers. When every dimension and filter is about the visit,
-the visits are grouped (a hash aggregation, cheap); when one is about single events
-(event:*, time:*), each event gets its visit's attributes by a window over the visit,
-the filter is applied to events, and a visit counts when one of its events matches.
+one row per visit is aggregated; when one is about single events (event:*, time:*),
+each event carries its visit's values, the filter is applied to events, and a visit
+counts when one of its events matches.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from beacon.query.model import (
     is_event_level,
 )
 
-ORDER = "(received_at, event_id)"
-
 # visit:<name> -> the column of the visit's first event it takes
 FIRST_EVENT_COLUMNS = {
     "visit:source": "source", "visit:channel": "channel", "visit:referrer": "referrer",
@@ -42,15 +40,6 @@ FIRST_EVENT_COLUMNS = {
 }
 PAGE = "path(url)"
 PAGEVIEW = "event = 'pageview'"
-
-
-def visit_aggregate(dim: str) -> str:
-    """The aggregate over one visit's events that gives visit dimension `dim`."""
-    if dim == "visit:entry_page":
-        return f"argMinIf({PAGE}, {ORDER}, {PAGEVIEW})"
-    if dim == "visit:exit_page":
-        return f"argMaxIf({PAGE}, {ORDER}, {PAGEVIEW})"
-    return f"argMin(toString({FIRST_EVENT_COLUMNS[dim]}), {ORDER})"
 
 
 @dataclasses.dataclass
