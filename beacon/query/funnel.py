@@ -17,7 +17,7 @@ from typing import Any
 
 from beacon.event import EVENT_NAME
 from beacon.query.model import QueryError, parse
-from beacon.query.sql import PAGE, Builder
+from beacon.query.sql import Builder
 
 DEFAULT_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 KEYS = ("steps", "date_range", "window", "include", "site_id")
@@ -68,8 +68,10 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     window = _window(body.get("window"))
     q = parse({"metrics": ["visitors"], "date_range": body.get("date_range"), "include": body.get("include", {})}, now)
     b = Builder(q, scope, store.full_table, visit_timeout)
-    events = b.events()
-    conds = ", ".join(f"{'event' if kind == 'event' else PAGE} = {b.p.bind(value, 'String')}" for kind, value in steps)
+    visitors, _ = b.visitors(["event", "page"])  # each visitor's events in time order, with visit numbers
+    events = (f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
+              "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page")
+    conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
     if window is None:
         per = (f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
                f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no) GROUP BY vkey")
