@@ -98,7 +98,7 @@ def aggregates(q: Query, filter_dims: list[str], customers: bool) -> str:
 
 
 def top() -> str:
-    return (", sum(m_conversions) AS conversions, uniqExactIf(visitor_id, m_converted = 1 AND visitor_id != '') "
+    return (", sum(m_conversions) AS conversions, uniqExactIf(vkey, m_converted = 1 AND has_id = 1) "
             "AS converted, sumMap(m_revenue) AS revenue, sumMap(m_orders) AS orders, "
             "uniqExactIf(m_account, m_account != '') AS customers")
 

@@ -70,7 +70,7 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     b = Builder(q, scope, store.full_table, visit_timeout)
     visitors, _ = b.visitors(["event", "page"])  # each visitor's events in time order, with visit numbers
     events = (f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
-              "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page")
+              "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page WHERE has_id = 1")
     conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
     if window is None:
         per = (f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"

@@ -116,7 +116,7 @@ class Builder:
     # -- the query -------------------------------------------------------------
 
     def visitors(self, event_cols: list[str]) -> tuple[str, list[str]]:
-        """One row per visitor (vkey): its events in time order, split into visits.
+        """One row per visitor (vkey, a 64-bit hash of the id): its events in time order, split into visits.
 
         Array functions over each visitor's events rather than window functions over all
         of them: one hash aggregation and many small sorts instead of a global sort. The
@@ -134,9 +134,14 @@ class Builder:
         gap = self.p.bind(self.gap_ms, "Int64")
         first_cols = {FIRST_EVENT_COLUMNS[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS}
         pages = any(d in ("visit:entry_page", "visit:exit_page") for d in self.visit_dims)
-        cols = sorted(first_cols | set(event_cols) | ({"page"} if pages else set()))
+        cols = sorted(set(event_cols) | ({"page"} if pages else set()))
         sources = {"page": PAGE}
         arrays = "".join(f", arraySort((x, k) -> k, groupArray({sources.get(c, c)}), keys) AS s_{c}" for c in cols)
+        if first_cols:  # the first events' values: picked in arrival order, then put in visit order
+            arrays += (", arraySort((s, p) -> p, starts, arraySort((i, k) -> k, arrayEnumerate(keys), keys)) AS starts_orig"
+                       ", arrayFilter((k, s) -> s = 1, keys, starts_orig) AS start_keys")
+            arrays += "".join(f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), "
+                              f"start_keys) AS f_{c}" for c in sorted(first_cols))
         per_visit = ["v_pageviews", "v_events", "v_duration"]
         visit_attrs = ""
         for d in self.visit_dims:
@@ -144,11 +149,11 @@ class Builder:
                 fn = "argMinIf" if d == "visit:entry_page" else "argMaxIf"
                 expr = f"arrayReduceInRanges('{fn}', ranges, s_page, positions, is_pv)"
             else:
-                expr = f"arrayFilter((x, s) -> s = 1, arrayMap(x -> toString(x), s_{FIRST_EVENT_COLUMNS[d]}), starts)"
+                expr = f"f_{FIRST_EVENT_COLUMNS[d]}"
             visit_attrs += f", {expr} AS {self.cols[d]}"
             per_visit.append(self.cols[d])
         return (
-            "SELECT vkey, any(visitor_id) AS visitor_id, "
+            "SELECT vkey, max(visitor_id != '') AS has_id, "
             "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
             f"+ ({PAGEVIEW})) AS keys, "
             "arraySort((c, k) -> k, groupArray(if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', 0, "
@@ -168,7 +173,7 @@ class Builder:
             "arrayMap(r -> r.2, ranges) AS v_events, "
             "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
             f"AS v_duration{visit_attrs} "
-            f"FROM (SELECT *, if(visitor_id = '', toString(event_id), visitor_id) AS vkey{self.shop(scope)} "
+            f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
             "GROUP BY vkey"
         ), per_visit
@@ -190,7 +195,7 @@ class Builder:
             for d in self.visit_dims:
                 self.cols[d] += "_1"
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-            return (f"SELECT {dim_cols}vkey, visitor_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+            return (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
                     f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
                     f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
         event_cols = ["event", "page"]
@@ -211,8 +216,8 @@ class Builder:
         dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
         select_dims = ", ".join(dims) + ", " if dims else ""
         group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
-        rows = f"SELECT vkey, visitor_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
-        return (f"SELECT {select_dims}vkey, visit_no, any(visitor_id) AS visitor_id, count() AS m_events, "
+        rows = f"SELECT vkey, has_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
+        return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
                 f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
                 f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
 
@@ -226,7 +231,7 @@ class Builder:
             order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
         order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
         select = ", ".join(dims + [
-            "uniqExactIf(visitor_id, visitor_id != '') AS visitors", "count() AS visits",
+            "uniqExactIf(vkey, has_id = 1) AS visitors", "count() AS visits",
             "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
             "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
         ])
