@@ -12,7 +12,7 @@ import html
 import logging
 from typing import Any
 
-from beacon import metrics
+from beacon import customers, metrics
 from beacon.api import next_cursor, parse_page
 from beacon.event import query_value
 from beacon.identity import cookie_value
@@ -104,7 +104,10 @@ class VisitorRights:
             return await send_json(send, 400, {"error": str(exc)})
         rows = await asyncio.to_thread(self.core.store.events, sc.id, limit, before, visitor)
         cursor = next_cursor(rows, limit)
-        await send_json(send, 200, {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor})
+        body = {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor}
+        if not sc.is_partner:  # the account this browser was linked to by the mall (stored form: id or hash)
+            body["accounts"] = await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
+        await send_json(send, 200, body)
 
     async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "POST":
@@ -113,7 +116,13 @@ class VisitorRights:
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
                                    [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
-        rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0], sc.id,
-                                       visitor, "visitor")
-        await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
+        secret = self.core.settings.secret_keys[0]
+        linked = [] if sc.is_partner else await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
+        rows = 0
+        for account in linked:  # every device of the account, and the link itself
+            rows += (await asyncio.to_thread(customers.forget_account, self.core.store, secret, sc.id, account,
+                                             "visitor"))[1]
+        rows += await asyncio.to_thread(forget_visitor, self.core.store, secret, sc.id, visitor, "visitor")
+        body = {"forgotten": rows, "accounts_unlinked": len(linked)} if linked else {"forgotten": rows}
+        await send_json(send, 200, body, [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
 

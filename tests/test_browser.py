@@ -439,6 +439,23 @@ def test_custom_events_land_and_bad_calls_neither_throw_nor_send(stack, visitor)
     assert cart["url"] == stack.site.page_url(token) and cart["transport"] == "beacon"
 
 
+PURCHASE = ("beacon('purchase', {order_id: 'O-77', revenue: 59.9, currency: 'EUR', coupon: 'SUMMER', gift: true, "
+            "items: [{sku: 'X-1', name: 'Boot', quantity: 2, price: '19.95'}, {sku: 'Y-2', price: 20}]})")
+
+
+def test_beacon_purchase_sends_a_typed_order(stack, visitor):
+    v = visitor()
+    token = new_token()
+    v.open(stack.site.page_url(token))
+    v.wait_hits(mall_e=1)
+    v.page.evaluate(PURCHASE)
+    v.wait_hits(mall_e=2)
+    [order] = [r for r in events(stack.rows(token), "mall") if r["event"] == "purchase"]
+    got = tuple(order[k] for k in ("order_id", "revenue", "currency", "coupon", "items"))
+    assert got == ("O-77", "59.9", "EUR", "SUMMER", 2)
+    assert order["props"] == {"gift": "true"}
+
+
 @pytest.mark.parametrize("partitioned", [False, True], ids=["unpartitioned", "partitioned"])
 @pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
 def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack, visitor, partitioned,

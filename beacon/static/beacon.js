@@ -1,15 +1,15 @@
-/*! Beacon: pageviews (SPA too), beacon('event',name,props). Never throws */
+/*! Beacon: pageviews, events, commerce (README). Never throws */
 (function (w, d, n, h) { try {
 var stub = w.beacon, queue = stub && stub.q || [], batch = [], first = 1, hold, last, ref, i, s = d.currentScript,
  ep = (s.getAttribute("data-endpoint") || new URL(s.src).origin).replace(/\/+$/, ""),
  NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 if (stub && stub.l) return;
-// GPC: a partner sends nothing
 if (s.hasAttribute("data-partner") && n.globalPrivacyControl === true) return (w.beacon = function () {}).l = 1;
 (w.beacon = function (cmd, e, p) {
- cmd == "event" && typeof e == "string" && NAME.test(e) ? send(e, p) : cmd == "pageview" && pv();
+ cmd == "event" ? typeof e == "string" && NAME.test(e) && send(e, p) : cmd == "pageview" ? pv()
+  : NAME.test(cmd) && e === Object(e) && send(cmd, e, e);
 }).l = 1;
-// One id: the first request waits for other frames' first (a lock), the rest for its cookie
+// One id: 1st request waits for other frames' 1st (a lock), the rest for its cookie
 function post(evs) { try {
  if (hold) return hold.push.apply(hold, evs);
  var f = function () {
@@ -19,20 +19,20 @@ function post(evs) { try {
  hold = first && [], first = 0;
 } catch (x) {} }
 function go() { var q = hold; hold = 0; q && q.length && post(q) }
-function send(e, props) { try {
+function send(e, props, shop) { try {
  var p = {}, c = 0, k, v, t, ev;
  if (props && typeof props == "object") for (k in props) {
   v = props[k]; t = typeof v;
   if (NAME.test(k) && c < 32 && (t == "string" || t == "boolean" || t == "number" && isFinite(v))) p[k] = v, c++;
  }
- ev = {e: e, u: location.href, r: ref, p: p};
+ ev = {e: e, u: location.href, r: ref, p: p, c: shop};
  batch ? batch.push(ev) : post([ev]);
 } catch (x) {} }
 function pv() {
  var u = location.href;
  if (u != last) ref = last == null ? d.referrer : last, last = u, send("pageview");
 }
-pv(); // + queued calls
+pv();
 for (i = 0; i < queue.length; i++) w.beacon.apply(w, queue[i]);
 while (batch.length) post(batch.splice(0, 25));
 batch = 0;

@@ -37,6 +37,7 @@ from beacon.redis_server import EmbeddedRedis
 from beacon.store import Store
 
 COLUMNS = ("scope", "visitor_id", "mode", "event", "url", "referrer", "props", "transport", "is_bot")
+COLUMNS += ("order_id", "toString(revenue) AS revenue", "currency", "coupon", "length(items) AS items")  # issue 12
 
 
 def rows_server(port: int, store: Store, r: redis.Redis, stream: str) -> http.server.ThreadingHTTPServer:
@@ -53,7 +54,8 @@ def rows_server(port: int, store: Store, r: redis.Redis, stream: str) -> http.se
             found = store.query(f"SELECT {', '.join(COLUMNS)} FROM {store.full_table} "
                                 "WHERE position(url, {q:String}) > 0 ORDER BY received_at, toUInt128(event_id)",
                                 {"q": q})
-            body = json.dumps([dict(zip(COLUMNS, row)) for row in found], default=_plain).encode()
+            names = [c.split(" AS ")[-1] for c in COLUMNS]
+            body = json.dumps([dict(zip(names, row)) for row in found], default=_plain).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
