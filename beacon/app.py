@@ -36,6 +36,7 @@ from beacon.types import Receive, Send
 log = logging.getLogger("beacon.app")
 
 ANY_HOST = frozenset({"/healthz", "/readyz"})
+BY_ADDRESS = ANY_HOST | {"/metrics"}  # what a balancer or a scraper asks for by IP (/metrics has its key)
 PARTNER_API = "/api/v1/partners/"
 
 
@@ -141,7 +142,7 @@ class Beacon:
             req = Request(scope["headers"])
             sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
             if sc is None:
-                if path in ANY_HOST:  # balancers check health by IP address
+                if path in BY_ADDRESS:  # balancers and scrapers ask by IP address
                     await self.starlette(scope, receive, send)
                     return
                 await send_json(send, 404, {"error": "unknown host or partner"})

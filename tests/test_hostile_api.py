@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from .conftest import API_KEY
-from .test_partners import A, A_ID, A_KEY, B, B_KEY, MALL, MALL_ID, pclient, cookies  # noqa: F401 - fixtures
+from .test_partners import A_ID, A_KEY, B_KEY, MALL, MALL_ID, A, B, cookies, pclient  # noqa: F401 - fixtures
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 BAD_CURSOR = "1_------------------------------------"
