@@ -173,7 +173,10 @@ class SyncRefused(ValueError):
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
-_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.I)
+# `/` or `\` hidden by (repeated) percent-encoding, a doubly encoded `.`, or an empty
+# segment: harmless to a browser, but a partner server that decodes again or joins
+# paths naively could be walked out of its prefix with them.
+_HIDDEN_SEPARATOR = re.compile(r"%(25)*(2f|5c)|%(25)+2e|//", re.I)
 
 
 def _url(text: str) -> ada_url.URL | None:
@@ -202,8 +205,8 @@ def sync_target(partner: Partner, to: str, uid: str) -> str:
         raise SyncRefused("to must not carry user information")
     if "%" in authority:
         raise SyncRefused("to must not percent-encode its host")
-    if _ENCODED_SEPARATOR.search(url.pathname):
-        raise SyncRefused("to must not hide / or \\ as %2F or %5C in its path")
+    if _HIDDEN_SEPARATOR.search(url.pathname):
+        raise SyncRefused("to must not hide / or \\ as %2F or %5C, nor have an empty segment, in its path")
     for allowed in partner.sync_allow:
         a = ada_url.URL(allowed)
         prefix = a.pathname

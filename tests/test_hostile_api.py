@@ -72,6 +72,10 @@ def test_a_bad_limit_answers_400_or_the_default(pclient, cookies, limit):  # noq
     "https://match.a.test/sync/%2f..%2f..%2fevil",
     "https://match.a.test/sync/..%2fevil",
     "https://match.a.test/sync/..%5Cevil",
+    "https://match.a.test/sync/%252e%252e/%252e%252e/evil",
+    "https://match.a.test/sync/..%252fevil",
+    "https://match.a.test/sync//evil.test/x",
+    "https://match.a.test/sync/%5c%5cevil.test",
     "https://match.a.test//evil/sync",
     "https://match.a.test:8443/sync",
     "https://match.a.test:443@evil.test/sync",
@@ -80,21 +84,18 @@ def test_a_bad_limit_answers_400_or_the_default(pclient, cookies, limit):  # noq
     "HTTPS://EVIL.test/sync",
     "https://match.a.test./sync",
     "https://match.a.test/sync/..",
-    "https://match.a.test/sync/%2e",
 ])
 def test_sync_refuses_targets_a_browser_resolves_outside_the_prefix(pclient, cookies, to):  # noqa: F811
     res = pclient.get(f"{A}/sync?to={quote(to, safe='')}", headers={"cookie": cookies}, follow_redirects=False)
-    if res.status_code == 302:  # only if what the browser will open is inside the prefix
-        assert res.headers["location"].startswith("https://match.a.test/sync/"), to
-        assert ".." not in res.headers["location"] and "%2e" not in res.headers["location"].lower(), to
-    else:
-        assert res.status_code == 400 and "location" not in res.headers, to
+    assert res.status_code == 400 and "location" not in res.headers, to
+    assert res.json()["error"]
 
 
 @pytest.mark.parametrize("to, location", [
     ("HTTPS://Match.A.test:443/sync/x?u={uid}", f"https://match.a.test/sync/x?u={A_ID}"),
     ("https://match.a.test/sync/./x/{uid}", f"https://match.a.test/sync/x/{A_ID}"),
     ("https://match.a.test/sync/a/../b", "https://match.a.test/sync/b"),
+    ("https://match.a.test/sync/%2e/x", "https://match.a.test/sync/x"),
 ])
 def test_sync_sends_the_url_as_a_browser_resolves_it(pclient, cookies, to, location):  # noqa: F811
     res = pclient.get(f"{A}/sync?to={quote(to, safe='')}", headers={"cookie": cookies}, follow_redirects=False)
