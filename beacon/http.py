@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 # httptools.parse_url stores offsets in 16 bits; stay well below.
 TARGET_KEEP = 32 * 1024
 TRUNCATED = "beacon.truncated"
+LINGER = 2.0  # seconds a refused connection's input is still read (and dropped) before closing
 
 
 async def _refuse_app(status: int, reason: bytes, scope: Any, receive: Any, send: Any) -> None:
@@ -50,6 +51,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # bytes received while reading the current request's head
         self._target_bytes = 0  # of which were its request target
+        self._discarding = False  # answered and closing: input is dropped
         self.url = b""
 
     # -- the header-read timeout ---------------------------------------------
@@ -71,12 +73,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._close_with(408, b"request header not received in time")
 
     def _close_with(self, status: int, reason: bytes) -> None:
-        if self.transport.is_closing():
+        """Answer, then close. Like nginx's lingering close, what the client is still sending
+        is read and dropped for a moment first: closing with unread bytes would reset the
+        connection and the client would likely never see the answer."""
+        if self.transport.is_closing() or self._discarding:
             return
+        self._discarding = True
+        self._disarm()
         self.transport.write(b"".join([STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n",
                                        b"content-length: ", str(len(reason)).encode(), b"\r\n",
                                        b"connection: close\r\n\r\n", reason]))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -94,6 +105,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- the header size limit -----------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         reading_head = self._header_timer is not None
         if reading_head:
             self._header_bytes += len(data)

@@ -129,7 +129,7 @@ def test_header_fields_over_the_limit_answer_431(server):
 def test_an_8_mb_header_is_refused_not_answered(server):
     res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nX-Big: " + b"a" * 8_000_000 +
                    b"\r\nConnection: close\r\n\r\n")
-    assert status(res) in (0, 431)  # 431, or the connection closed under the sender
+    assert status(res) in (0, 431)  # 431 (read while the server drops the rest), or a reset under load
     assert b"GIF89a" not in res
     assert httpx.get(f"http://127.0.0.1:{server}/healthz").text == "ok"
 
