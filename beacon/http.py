@@ -24,6 +24,7 @@ Everything else is uvicorn's own code path.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -31,6 +32,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 # httptools.parse_url stores offsets in 16 bits; stay well below.
 TARGET_KEEP = 32 * 1024
 TRUNCATED = "beacon.truncated"
+# RFC 3986 host (reg-name or IP literal) and optional port: no `/`, `@`, spaces or `\`.
+HOST_VALUE = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
 LINGER = 2.0  # seconds a refused connection's input is still read (and dropped) before closing
 
 
@@ -145,16 +148,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """A refusal (status, reason) for a head we must not serve; fixes up the target otherwise."""
         size = 0
         hosts = 0
+        host = b""
         for name, value in self.headers:
             size += len(name) + len(value) + 4
             if name == b"host":
                 hosts += 1
+                host = value
         if size > self.max_header_bytes:
             return 431, b"request header fields too large"
         if hosts > 1:
             return 400, b"more than one Host header"
         if hosts == 0 and self.parser.get_http_version() == "1.1":
             return 400, b"HTTP/1.1 request without a Host header"
+        if not HOST_VALUE.fullmatch(host):
+            return 400, b"invalid Host header"
         url = self.url
         if url[:1] != b"/" and url != b"*":
             scheme, sep, rest = url.partition(b"://")

@@ -82,6 +82,13 @@ def test_two_host_headers_answer_400_and_set_no_cookie(server):
     assert status(res) == 400 and b"Host" in res and cookies(res) == []
 
 
+@pytest.mark.parametrize("host", [b"shop.test/evil", b"u@shop.test", b"shop.test:80:80", b"shop test",
+                                  b"shop.test\\x", b"[::1"])
+def test_an_invalid_host_value_answers_400(server, host):
+    res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    assert status(res) == 400 and cookies(res) == [], host
+
+
 def test_no_host_on_http_1_1_answers_400_but_http_1_0_is_served(server):
     res = exchange(server, b"GET /p.gif HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert status(res) == 400 and cookies(res) == []
