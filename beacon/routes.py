@@ -140,7 +140,7 @@ class BeaconRoutes:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
-        if len(qs) > self.s.max_query_bytes:
+        if len(qs) > self.s.max_query_bytes or "beacon.truncated" in asgi:  # see beacon/http.py
             metrics.EVENTS_REJECTED.labels("query_too_long").inc()
             return []
         fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
