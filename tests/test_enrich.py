@@ -164,3 +164,44 @@ def test_the_enricher_encodes_only_what_is_not_empty():
     assert e.event(PAGE, "https://www.google.de/") == b',"source":"Google","channel":"Organic Search"'
     assert e.event(PAGE + "?utm_source=nl&utm_medium=email", "https://t.co/x") == (
         b',"utm_source":"nl","utm_medium":"email","source":"nl","channel":"Email"')
+
+
+def _city_mmdb(path) -> str:
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City")
+    w.insert_network(IPSet(["81.2.69.0/24"]), {"country": {"iso_code": "GB"}, "city": {"names": {"en": "London"}},
+                                               "subdivisions": [{"iso_code": "ENG", "names": {"en": "England"}}]})
+    w.insert_network(IPSet(["2a02:1810::/32"]), {"country": {"iso_code": "BE"},
+                                                 "subdivisions": [{"names": {"en": "Flanders"}}]})
+    w.to_db_file(str(path))
+    return str(path)
+
+
+def test_an_operators_mmdb_adds_region_and_city_and_the_shipped_data_fills_its_gaps(tmp_path):
+    geo = Geo(_city_mmdb(tmp_path / "city.mmdb"))
+    assert geo.fields("81.2.69.142") == {"country": "GB", "region": "GB-ENG", "city": "London"}
+    assert geo.fields("2a02:1810::1") == {"country": "BE", "region": "Flanders"}
+    assert geo.fields("8.8.8.8") == {"country": "US"}  # not in the operator's file
+    assert geo.fields("10.0.0.1") == {}
+    geo.close()
+
+
+def test_anonymous_mode_gets_country_but_not_region_or_city(tmp_path):
+    e = Enricher(config.load({"secret_keys": "k", "geoip_db": _city_mmdb(tmp_path / "c.mmdb")}, environ={}))
+    assert e.client("81.2.69.142", "", False) == b',"country":"GB","region":"GB-ENG","city":"London"'
+    assert e.client("81.2.69.142", "", False, precise=False) == b',"country":"GB"'
+
+
+def test_a_geoip_db_that_cannot_be_read_is_one_clear_line_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.mmdb"
+    bad.write_bytes(b"not a database")
+    done = subprocess.run([sys.executable, "-m", "beacon", "serve", "--geoip-db", str(bad), "--secret-keys", "k",
+                           "--redis-url", "redis://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(f"beacon: BEACON_GEOIP_DB='{bad}'") and "Traceback" not in done.stderr

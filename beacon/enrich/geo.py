@@ -17,10 +17,12 @@ from typing import Any
 
 import iptocc
 
+from beacon.config import ConfigError
+
 FIELDS = ("country", "region", "city")
 
 
-class GeoError(ValueError):
+class GeoError(ConfigError):
     """The configured database cannot be opened; the message names the file and why."""
 
 
