@@ -73,7 +73,7 @@ def test_an_unknown_agent_is_device_other_with_no_browser(agents):
     ("https://shop.test/p?gclid=Cj0KCQ&gbraid=0AAA&wbraid=ClkK&fbclid=IwAR1&msclkid=abc123&ttclid=E.C.P&li_fat_id=9f2e",
      {"gclid": "Cj0KCQ", "gbraid": "0AAA", "wbraid": "ClkK", "fbclid": "IwAR1", "msclkid": "abc123",
       "ttclid": "E.C.P", "li_fat_id": "9f2e"}),
-    ("https://shop.test/?UTM_Source=Google&utm_medium=cpc+ads", {"utm_source": "Google", "utm_medium": "cpc ads"}),
+    ("https://shop.test/?utm_source=Google&utm_medium=cpc+ads&UTM_CAMPAIGN=x", {"utm_source": "Google", "utm_medium": "cpc ads"}),
     ("https://shop.test/?utm_source=a&utm_source=b&utm_medium=", {"utm_source": "a"}),
     ("https://shop.test/?x=1#utm_source=hash", {}),
     ("https://shop.test/?utm_sourcex=1&my_gclid=2", {}),

@@ -5,7 +5,7 @@ One module per derivation: `campaign` (UTM parameters and click ids from the pag
 OS, device type) and `geo` (full client address -> country, region, city). `Enricher`
 puts them on the hot path: each returns the derived columns already encoded as JSON
 members, cached by what they depend on (user agent and address per visitor, referrer host
-per source), so a returning visitor costs a few dictionary look-ups. Empty columns are
+per referrer), so a returning visitor costs a few dictionary look-ups. Empty columns are
 left out of the line; ClickHouse stores '' for them.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from beacon.enrich.agent import Agents
-from beacon.enrich.campaign import campaign
+from beacon.enrich.campaign import campaign, maybe
 from beacon.enrich.geo import Geo, GeoError
-from beacon.enrich.source import Internal, Sources, bare, classify, host_of
+from beacon.enrich.source import Internal, Sources, bare, classify, host_of, on_host
 
 __all__ = ["Enricher", "GeoError", "members"]
 
@@ -49,18 +49,27 @@ class Enricher:
 
     def event(self, url: str, referrer: str) -> bytes:
         """Campaign, source and channel columns of one event, encoded."""
-        camp = campaign(url)
-        if camp:
-            source, channel = classify(self.sources, self.internal, host_of(url), host_of(referrer), camp)
-            return members({**camp, "source": source, "channel": channel} if source else {**camp, "channel": channel})
+        if maybe(url):
+            camp = campaign(url)
+            if camp:
+                source, channel = classify(self.sources, self.internal, host_of(url), host_of(referrer), camp)
+                return members({**camp, "source": source, "channel": channel} if source else {**camp, "channel": channel})
         if not referrer:
             return _DIRECT
-        return self._referred(host_of(referrer), bare(host_of(url)))
+        host, encoded = self._referrer(referrer)
+        if encoded is _DIRECT or on_host(url, host):  # no referrer host, or an internal one
+            return _DIRECT
+        return encoded
 
-    @functools.lru_cache(maxsize=16384)  # noqa: B019 - one instance per process; referrer hosts repeat
-    def _referred(self, ref_host: str, page_host: str) -> bytes:
-        source, channel = classify(self.sources, self.internal, page_host, ref_host, {})
-        return members({"source": source, "channel": channel} if source else {"channel": channel})
+    @functools.lru_cache(maxsize=16384)  # noqa: B019 - one instance per process; referrers repeat
+    def _referrer(self, referrer: str) -> tuple[str, bytes]:
+        """(referrer host without `www.`, its encoded source and channel), the latter _DIRECT when
+        the referrer has no host or is one of the mall's own."""
+        host = bare(host_of(referrer))
+        if not host or self.internal.listed(host):
+            return host, _DIRECT
+        source, channel = classify(self.sources, self.internal, "", host, {})
+        return host, members({"source": source, "channel": channel})
 
 
 _DIRECT = members({"channel": "Direct"})

@@ -105,10 +105,23 @@ class Internal:
         self.suffix = "." + suffix if suffix else ""
         self.bare = suffix
 
+    def listed(self, host: str) -> bool:
+        """One of the configured hosts (`host` without `www.`)."""
+        return host in self.hosts or (bool(self.suffix) and (host == self.bare or host.endswith(self.suffix)))
+
     def __call__(self, host: str, page_host: str) -> bool:
-        host, page_host = bare(host), bare(page_host)
-        return (host == page_host or host in self.hosts
-                or (bool(self.suffix) and (host == self.bare or host.endswith(self.suffix))))
+        host = bare(host)
+        return host == bare(page_host) or self.listed(host)
+
+
+def on_host(url: str, host: str) -> bool:
+    """Whether the absolute `url` is on `host` (both compared without `www.`), without parsing it."""
+    start = url.find("://")
+    rest = url[start + 3:] if start >= 0 else ""
+    if rest.startswith("www."):
+        rest = rest[4:]
+    n = len(host)
+    return rest.startswith(host) and (len(rest) == n or rest[n] in "/?#:")
 
 
 def classify(sources: Sources, internal: Internal, page_host: str, ref_host: str,
