@@ -205,3 +205,12 @@ def test_a_geoip_db_that_cannot_be_read_is_one_clear_line_from_the_cli(tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(f"beacon: BEACON_GEOIP_DB='{bad}'") and "Traceback" not in done.stderr
+
+
+def test_a_referrer_on_the_pages_own_host_is_internal_whatever_the_www():
+    from beacon.enrich.source import on_host
+
+    assert on_host("https://www.shop.test/a", "shop.test") and on_host("http://shop.test", "shop.test")
+    assert on_host("https://shop.test:8443/", "shop.test")
+    assert not on_host("https://shop.test.evil.example/", "shop.test")
+    assert not on_host("https://myshop.test/", "shop.test") and not on_host("", "shop.test")

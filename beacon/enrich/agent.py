@@ -34,6 +34,7 @@ def _browser_name(family: str) -> str:
 class Agents:
     def __init__(self) -> None:
         self.parser = _parser()
+        self.parser("Mozilla/5.0", Domain.ALL)  # builds the regex set now (~0.5 s), not on the first request
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one instance per process; user agents repeat
     def fields(self, ua: str, is_bot: bool) -> dict[str, str]:

@@ -115,13 +115,14 @@ class Internal:
 
 
 def on_host(url: str, host: str) -> bool:
-    """Whether the absolute `url` is on `host` (both compared without `www.`), without parsing it."""
-    start = url.find("://")
-    rest = url[start + 3:] if start >= 0 else ""
-    if rest.startswith("www."):
-        rest = rest[4:]
-    n = len(host)
-    return rest.startswith(host) and (len(rest) == n or rest[n] in "/?#:")
+    """Whether the absolute `url` is on `host` (given without `www.`), without parsing the URL."""
+    i = url.find("://") + 3
+    if url.startswith("www.", i):
+        i += 4
+    if not url.startswith(host, i):
+        return False
+    j = i + len(host)
+    return j == len(url) or url[j] in "/?#:"
 
 
 def classify(sources: Sources, internal: Internal, page_host: str, ref_host: str,
