@@ -214,3 +214,18 @@ def test_a_referrer_on_the_pages_own_host_is_internal_whatever_the_www():
     assert on_host("https://shop.test:8443/", "shop.test")
     assert not on_host("https://shop.test.evil.example/", "shop.test")
     assert not on_host("https://myshop.test/", "shop.test") and not on_host("", "shop.test")
+
+
+def test_the_update_script_turns_matomos_yaml_into_the_shipped_table():
+    from beacon.enrich.update_referrers import build
+
+    table = build({
+        "ai": 'ChatGPT:\n  - chatgpt.com\n',
+        "search": "Google:\n  -\n    urls:\n      - google.com\n      - 'google.{}'\n    params:\n      - q\n"
+                  "ChatGPT:\n  -\n    urls:\n      - chatgpt.com\n    params: []\n"
+                  "Bing Images:\n  -\n    urls:\n      - bing.com/images/search\n    params:\n      - q\n",
+        "social": "Twitter:\n  - twitter.com\n  - t.co\n",
+    })
+    assert table == {"chatgpt.com": ["ChatGPT", "ai"], "google.com": ["Google", "search"],
+                     "google.{}": ["Google", "search"], "bing.com": ["Bing Images", "search"],
+                     "twitter.com": ["Twitter", "social"], "t.co": ["Twitter", "social"]}
