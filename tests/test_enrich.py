@@ -75,6 +75,7 @@ def test_an_unknown_agent_is_device_other_with_no_browser(agents):
       "ttclid": "E.C.P", "li_fat_id": "9f2e"}),
     ("https://shop.test/?utm_source=Google&utm_medium=cpc+ads&UTM_CAMPAIGN=x", {"utm_source": "Google", "utm_medium": "cpc ads"}),
     ("https://shop.test/?utm_source=a&utm_source=b&utm_medium=", {"utm_source": "a"}),
+    ("https://shop.test/?utm_source=a%00b%0A&utm_term=%20", {"utm_source": "ab"}),
     ("https://shop.test/?x=1#utm_source=hash", {}),
     ("https://shop.test/?utm_sourcex=1&my_gclid=2", {}),
 ])

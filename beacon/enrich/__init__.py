@@ -31,11 +31,11 @@ def members(fields: dict[str, str]) -> bytes:
 
 class Enricher:
     def __init__(self, settings: Any) -> None:
-        hosts = [*settings.site_origins, *settings.mall_hosts, *getattr(settings, "internal_hosts", ())]
+        hosts = [*settings.site_origins, *settings.mall_hosts, *settings.internal_hosts]
         self.sources = Sources()
         self.internal = Internal(hosts, settings.cookie_domain)
         self.agents = Agents()
-        self.geo = Geo(getattr(settings, "geoip_db", ""))
+        self.geo = Geo(settings.geoip_db)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one instance per process; keyed per visitor
     def client(self, addr: str, ua: str, is_bot: bool, precise: bool = True) -> bytes:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from beacon.event import clean_text
+
 UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "li_fat_id")
 FIELDS = UTM + CLICK_IDS
@@ -32,7 +34,7 @@ def campaign(url: str) -> dict[str, str]:
             continue
         for k, v in parse_qsl(part, keep_blank_values=False):
             if k in _WANTED and k not in out:
-                v = v.strip()
+                v = clean_text(v, _LIMIT).strip()  # %00 and friends decode to control characters
                 if v:
-                    out[k] = v[:_LIMIT]
+                    out[k] = v
     return out
