@@ -66,11 +66,16 @@ def _lossy(host: str) -> str:
     return ".".join(labels)
 
 
+@functools.cache
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 class Sources:
     """The referrer lists: host -> (source name, category) with category search, social or ai."""
 
     def __init__(self, path: Path = DATA) -> None:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = _load(path)
         self.hosts: dict[str, tuple[str, str]] = {h: (v[0], v[1]) for h, v in doc["hosts"].items()}
         self.names: dict[str, tuple[str, str]] = {}
         for name, cat in self.hosts.values():
