@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from beacon import api, config, partners
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
+from beacon.enrich import Enricher
 from beacon.event import Anonymiser, Limits
 from beacon.http import TRUNCATED
 from beacon.identity import Identity
@@ -59,6 +60,7 @@ class Core:
                                     settings.retention_days, settings.dedup_window)
         self.consent = Consent(settings)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
+        self.enrich = Enricher(settings)
         self.redis: Any = None
         self.buffer: Any = None
         self.spool: Spool | None = None

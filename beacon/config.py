@@ -99,6 +99,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("trusted_proxies", _networks, (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`."),
     Option("ipv4_prefix", int, 24, "IPv4 addresses are truncated to this prefix before they are stored."),
     Option("ipv6_prefix", int, 48, "IPv6 addresses are truncated to this prefix before they are stored."),
+    Option("geoip_db", str, "", "MaxMind or DB-IP `.mmdb` (City or Country) read before the shipped country data; adds region and city. Empty: country only, from iptocc."),
+    Option("internal_hosts", _csv, (), "More of the mall's own hosts whose referrers are internal (no source); the page's host, `BEACON_SITE_ORIGINS`, `BEACON_MALL_HOSTS` and `BEACON_COOKIE_DOMAIN` count already."),
     Option("max_query_bytes", int, 8192, "Pixel query strings longer than this are not recorded (the GIF is still served)."),
     Option("max_url_length", int, 2048, "Page URL and referrer are truncated to this many characters."),
     Option("max_event_length", int, 64, "Longest event name."),
