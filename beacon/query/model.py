@@ -31,6 +31,7 @@ TIME_DIMENSIONS = ("time:hour", "time:day")
 # Issue 12 (beacon/query/commerce.py): conversions, revenue per currency, signed-in customers.
 COMMERCE_METRICS = ("conversions", "conversion_rate", "total_revenue", "average_revenue", "customers")
 COMMERCE_DIMENSIONS = ("event:goal", "event:product")
+UNORDERABLE = ("total_revenue", "average_revenue", "conversion_rate")
 METRICS += COMMERCE_METRICS
 EVENT_DIMENSIONS += COMMERCE_DIMENSIONS
 PROP_PREFIX = "event:props:"
@@ -294,7 +295,11 @@ def _order_by(raw: Any, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -
     """Default: time ascending when there is a time dimension, else the first metric descending."""
     if raw is None:
         time = [d for d in dimensions if d in TIME_DIMENSIONS]
-        return ((time[0], "asc"),) if time else ((metrics[0], "desc"),)
+        if time:
+            return ((time[0], "asc"),)
+        # revenue (per currency) and conversion_rate cannot be ordered by: the first metric that can
+        orderable = [m for m in metrics if m not in UNORDERABLE]
+        return ((orderable[0], "desc"),) if orderable else ()
     if not isinstance(raw, list):
         raise QueryError("order_by must be a list of [metric_or_dimension, \"asc\"|\"desc\"]")
     out = []
