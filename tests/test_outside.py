@@ -3,12 +3,19 @@ against a running Beacon, each kept here once fixed (real engines)."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
 import pytest
 
 from beacon import query
 
-from .conftest import API_KEY
+from .conftest import API_KEY, free_port
 from .test_commerce_query import DAY, NOW, ask, day  # noqa: F401 - `day` is a fixture
+from .test_operators import beacon, one_line
 
 # -- Query API v2: ordering by issue 12's metrics -----------------------------------------
 
@@ -54,3 +61,74 @@ def test_ordering_by_conversions_over_http_is_not_a_503(day, client):  # noqa: F
                       json={"metrics": ["conversions"], "date_range": [DAY, DAY],
                             "order_by": [["conversions", "desc"]]})
     assert res.status_code == 200, res.text
+
+
+# -- Operators: one line, nothing printed as up, nothing broken -----------------------------
+
+
+@pytest.mark.parametrize("flag, value, named", [
+    ("--port", "70000", "BEACON_PORT"),
+    ("--port", "-1", "BEACON_PORT"),
+    ("--retention-days", "-5", "BEACON_RETENTION_DAYS"),  # a TTL in the past deletes every row
+    ("--max-body-bytes", "-1", "BEACON_MAX_BODY_BYTES"),
+    ("--batch-rows", "0", "BEACON_BATCH_ROWS"),
+    ("--cookie-name", "bcn;Domain=evil.example", "BEACON_COOKIE_NAME"),
+    ("--mall-hosts", "localhost:8080", "BEACON_MALL_HOSTS"),  # never matches a Host: everything 404
+])
+def test_a_bad_value_is_one_line_and_nothing_starts(tmp_path, flag, value, named):
+    res = beacon("up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()), f"{flag}={value}")
+    assert named in one_line(res)
+    assert "Beacon is up" not in res.stdout and not (tmp_path / "d" / "redis").exists()
+
+
+@pytest.mark.parametrize("setting, value, named", [
+    ("BEACON_GEOIP_DB", "/etc/hostname", "BEACON_GEOIP_DB"),
+    ("BEACON_PARTNERS_FILE", "/etc/hostname", "/etc/hostname"),
+])
+def test_a_bad_file_stops_up_before_it_says_up(tmp_path, setting, value, named):
+    """These used to print "Beacon is up", the snippet and a key, then a flusher warning and the error."""
+    res = beacon("up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()), env={setting: value})
+    assert named in one_line(res)
+    assert "Beacon is up" not in res.stdout and "Bearer" not in res.stdout
+
+
+def test_partners_add_that_would_break_the_registry_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "partners.toml"
+    env = {"BEACON_PARTNERS_FILE": str(path)}
+    assert beacon("partners", "add", "--id", "adco", "--ad-host", "ads.a.test", env=env).returncode == 0
+    before = path.read_text()
+    assert "appears twice" in one_line(beacon("partners", "add", "--id", "adco", "--ad-host", "ads.z.test", env=env))
+    assert "already belongs" in one_line(beacon("partners", "add", "--id", "zz", "--ad-host", "ads.a.test", env=env))
+    assert "partners add: id" in one_line(beacon("partners", "add", "--id", "BAD!", env=env))
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["partners.toml"]
+    listed = beacon("partners", "list", env=env)
+    assert listed.returncode == 0 and listed.stdout.startswith("adco\t")
+
+
+@pytest.mark.parametrize("target", [["--scope", "mall", "--visitor", "x"], ["--account", "x"]])
+def test_forget_on_a_data_dir_without_events_is_one_line(tmp_path, target):
+    assert "nothing to forget" in one_line(beacon("forget", "--data-dir", str(tmp_path), *target))
+
+
+def test_up_prints_the_port_it_bound_and_a_mall_host_when_hosts_are_set(tmp_path):
+    data = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", "0",
+                             "--mall-hosts", "shop.test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "api/v1/stats" in line:
+                break
+        text = "".join(lines)
+        port = int(re.search(r"Beacon is up on http://127\.0\.0\.1:(\d+)", text).group(1))
+        assert port != 0
+        curl = re.search(r"curl (.*) '(http://[^']+)'", text)
+        headers = dict(h.split(": ", 1) for h in re.findall(r"-H '([^']+)'", curl.group(1)))
+        res = httpx.get(curl.group(2), headers=headers, timeout=10)  # what the operator pastes answers
+        assert res.status_code == 200 and res.json()["scope"] == "mall"
+        assert "BEACON_MALL_HOSTS is set" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
