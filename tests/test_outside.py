@@ -3,7 +3,9 @@ against a running Beacon, each kept here once fixed (real engines)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +134,56 @@ def test_up_prints_the_port_it_bound_and_a_mall_host_when_hosts_are_set(tmp_path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+# -- /partners/<id>/ on a single host: the partner's tag must reach the partner's scope -----
+
+# beacon.js run by node with the least of a browser around it: where does its first request go?
+NODE_HARNESS = """
+const sent = [];
+globalThis.window = globalThis;
+globalThis.location = {href: "https://shop.test/item"};
+globalThis.history = {pushState() {}, replaceState() {}};
+globalThis.addEventListener = () => {};
+Object.defineProperty(globalThis, "navigator", {value: {}});
+globalThis.document = {referrer: "", currentScript: {src: process.argv.at(-1), getAttribute: () => null,
+                                                     hasAttribute: () => false}};
+globalThis.fetch = (url) => { sent.push(url); return new Promise(() => {}); };
+eval(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(sent));
+"""
+
+
+@pytest.fixture
+def prefixed(make_client, tmp_path):
+    from .test_partners import REGISTRY
+    path = tmp_path / "partners.toml"
+    path.write_text(REGISTRY)
+    return make_client(partners_file=str(path), mall_hosts="shop.test")
+
+
+def test_beacon_js_is_served_under_the_partner_prefix_and_sends_there(prefixed):
+    """`https://beacon.shop.example/partners/<id>/beacon.js` answered 404, and the script
+    loaded from there would have sent the partner's ad events to the mall's scope."""
+    res = prefixed.get("https://shop.test/partners/a/beacon.js")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/javascript")
+    mall = prefixed.get("https://shop.test/beacon.js")
+    assert mall.status_code == 200 and res.headers["etag"] != mall.headers["etag"]
+    assert prefixed.get("https://shop.test/partners/a/beacon.js",
+                        headers={"if-none-match": res.headers["etag"]}).status_code == 304
+    assert prefixed.get("https://shop.test/partners/nobody/beacon.js").status_code == 404
+    assert prefixed.get("https://shop.test/partners/a/healthz").status_code == 200
+    node = shutil.which("node")
+    if node is None:  # the server half above always runs; the script's half needs node
+        pytest.skip("node is not installed")
+    for script, src, endpoint in [(res.text, "https://shop.test/partners/a/beacon.js", "https://shop.test/partners/a/e"),
+                                  (mall.text, "https://shop.test/beacon.js", "https://shop.test/e")]:
+        out = subprocess.run([node, "-e", NODE_HARNESS, src], input=script, capture_output=True, text=True, timeout=30)
+        assert json.loads(out.stdout) == [endpoint], out.stderr
+
+
+def test_a_pageview_sent_to_the_prefix_lands_in_the_partner_scope(prefixed, flush, rows):
+    res = prefixed.post("https://shop.test/partners/a/e", content=b'{"e":"pageview","u":"https://shop.test/x"}',
+                        headers={"content-type": "text/plain"})
+    assert res.status_code == 204
+    assert flush() == 1 and [r["scope"] for r in rows()] == ["a"]
