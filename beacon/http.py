@@ -171,6 +171,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             authority, target = rest[:cut], rest[cut:]
             if not authority or b"@" in authority:
                 return 400, b"absolute request target needs a host and no user information"
+            if not HOST_VALUE.fullmatch(authority):  # held to what a Host header must be
+                return 400, b"invalid authority in the absolute request target"
             # RFC 9112 3.2.2: the target's authority wins over any Host header.
             self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"] + [(b"host", authority)]
             self.url = url = target if target[:1] == b"/" else b"/" + target

@@ -107,6 +107,14 @@ def test_an_absolute_form_target_is_served_for_its_own_authority(server):
         assert status(refused) == 400 and cookies(refused) == [], bad
 
 
+@pytest.mark.parametrize("target", [b"http://[zz/p.gif", b"http://ads.a.test:99999999/p.gif",
+                                    b"http://ads.a.test:80:80/p.gif", b"http://ads .a.test/p.gif"])
+def test_an_absolute_target_with_an_invalid_authority_answers_400(server, target):
+    """Found from outside: the authority replaced the Host header without the Host header's checks."""
+    res = exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+    assert status(res) == 400 and cookies(res) == [], target
+
+
 @pytest.mark.parametrize("size", [70_000, 1_000_000])
 def test_a_huge_pixel_query_still_answers_the_gif_and_records_nothing(server, size):
     before = rejected(server, "query_too_long")
