@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level="DEBUG" if s.log_level == "trace" else s.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP client's own retry warnings would come before Beacon's one line naming the cause.
+    for noisy in ("urllib3.connectionpool", "clickhouse_connect"):  # clickhouse_connect resets "urllib3"
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
     from beacon.partners import RegistryError
     try:
         if args.command == "partners":

@@ -211,6 +211,8 @@ def _check_ranges(s: Any) -> None:
             raise ConfigError(f"BEACON_{name.upper()}={getattr(s, name)!r}: must be above 0")
     if not _COOKIE_NAME.fullmatch(s.cookie_name):
         raise ConfigError(f"BEACON_COOKIE_NAME={s.cookie_name!r}: 1-64 cookie name characters (no ; = , spaces)")
+    if s.clickhouse_url and not s.clickhouse_url.lower().startswith(("http://", "https://", "chdb://")):
+        raise ConfigError("BEACON_CLICKHOUSE_URL must start with http://, https:// or chdb://")
     for host in s.mall_hosts:
         if not _HOST_NAME.fullmatch(host):
             raise ConfigError(f"BEACON_MALL_HOSTS: {host!r} is not a host name (no scheme, port or path: shop.example)")

@@ -187,3 +187,14 @@ def test_a_pageview_sent_to_the_prefix_lands_in_the_partner_scope(prefixed, flus
                         headers={"content-type": "text/plain"})
     assert res.status_code == 204
     assert flush() == 1 and [r["scope"] for r in rows()] == ["a"]
+
+
+def test_an_unreachable_clickhouse_is_one_line_without_the_clients_warnings(tmp_path):
+    line = one_line(beacon("migrate", "--data-dir", str(tmp_path), "--clickhouse-url", f"http://127.0.0.1:{free_port()}"))
+    assert line.startswith("beacon: ClickHouse 'http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("url", ["ftp://clickhouse.example", "clickhouse.example:8123"])
+def test_a_clickhouse_url_of_another_scheme_is_refused(tmp_path, url):
+    """It was taken for http://localhost:8123 or http://<host>:8123 without a word."""
+    assert "BEACON_CLICKHOUSE_URL" in one_line(beacon("migrate", "--data-dir", str(tmp_path), "--clickhouse-url", url))
