@@ -41,7 +41,8 @@ NEW = [name for name, _ in COLUMNS[13:]]
 
 
 def test_the_previous_release_ends_with_transport_and_enrichment_adds_22_columns():
-    assert [name for name, _ in COLUMNS[:13]][-1] == "transport" and len(NEW) == 22
+    assert [name for name, _ in COLUMNS[:13]][-1] == "transport" and len(NEW) == 22 + 5  # enrichment, commerce
+    assert NEW[22:] == ["order_id", "revenue", "currency", "coupon", "items"]
 
 
 def test_migrate_adds_the_new_columns_and_old_rows_read_empty(store):
