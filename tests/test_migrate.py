@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 
 from beacon.store import COLUMNS, Store
 
@@ -58,7 +59,9 @@ def test_migrate_adds_the_new_columns_and_old_rows_read_empty(store):
                          "ORDER BY position")
         assert got == [(n, t) for n, t in COLUMNS]
         old = prev.query(f"SELECT visitor_id, event, props, {', '.join(NEW)} FROM beacon_prev.events ORDER BY visitor_id")
-        assert old == [("v1", "pageview", {}, *[""] * 22), ("v2", "add_to_cart", {"sku": "X-1"}, *[""] * 22)]
+        no_shop = ("", Decimal(0), "", "", [])  # the commerce columns: order_id, revenue, currency, coupon, items
+        assert old == [("v1", "pageview", {}, *[""] * 22, *no_shop), ("v2", "add_to_cart", {"sku": "X-1"}, *[""] * 22,
+                                                                       *no_shop)]
         # a row of the new release lands beside them with its derived columns
         prev.insert_lines(OLD_ROWS.split(b"\n")[0][:-1].replace(b"-000000000001", b"-000000000003")
                           .replace(b'"v1"', b'"v3"') + b',"utm_source":"x","channel":"Unassigned","country":"GB"}\n', "new")
