@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from beacon import api, config, partners
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
+from beacon.dashboard import Dashboard
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
@@ -121,6 +122,7 @@ class Beacon:
         self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
                      "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
+        self.dashboard = Dashboard(core)
         self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
@@ -141,6 +143,9 @@ class Beacon:
             handler = self.fast.get(path)
             if handler is not None:
                 await handler(scope, receive, send, sc, req)
+                return
+            if path == "/dashboard" or path.startswith("/dashboard/"):  # every scope has its own dashboard
+                await self.dashboard(scope, receive, send, sc, path)
                 return
             if sc.is_partner and path != "/beacon.js":
                 await send_json(send, 404, {"error": "not found"})

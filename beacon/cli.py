@@ -93,6 +93,9 @@ Embed on every page:
   <noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"></noscript>
   <script>navigator.sendBeacon("{origin}/e", JSON.stringify({{e: "pageview", u: location.href, r: document.referrer}}))</script>
 
+Dashboard:
+  {origin}/dashboard  (sign in with the mall API key below)
+
 Stats:
   curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)

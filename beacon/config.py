@@ -78,6 +78,7 @@ OPTIONS: tuple[Option, ...] = (
     # secrets
     Option("secret_keys", _csv, (), "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty."),
     Option("mall_api_key", str, "", "Bearer key for `/api/v1/stats`. `beacon up` generates one under the data dir when empty."),
+    Option("dashboard_session_age", int, 8 * 3600, "Dashboard sign-in sessions expire after this many seconds."),
     # the mall scope
     Option("mall_hosts", _csv, (), "Host names served as the mall scope. Empty: any host that is not a partner's."),
     Option("partners_file", str, "", "TOML registry of partner scopes (see README, Partners). Empty: no partners."),

@@ -27,6 +27,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_agent", "String"),
     ("is_bot", "UInt8"),
     ("transport", "LowCardinality(String)"),
+    ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"), ("utm_term", "String"), ("utm_content", "String"),
+    ("gclid", "String"), ("gbraid", "String"), ("wbraid", "String"), ("fbclid", "String"), ("msclkid", "String"), ("ttclid", "String"), ("li_fat_id", "String"),
+    ("source", "LowCardinality(String)"), ("channel", "LowCardinality(String)"),
+    ("browser", "LowCardinality(String)"), ("browser_version", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"), ("os_version", "LowCardinality(String)"), ("device", "LowCardinality(String)"),
+    ("country", "LowCardinality(String)"), ("region", "LowCardinality(String)"), ("city", "String"),
 )
 
 
