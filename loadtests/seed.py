@@ -1,0 +1,61 @@
+"""Synthetic enriched events written straight into ClickHouse/chDB with one INSERT ... SELECT.
+
+Used by the dashboard benchmark (10 million rows) and the dashboard browser tests (a few
+thousand): ClickHouse generates the rows itself from `numbers(n)`, so seeding costs seconds,
+not a Python loop. Every value is a pure function of the row number, so a data set is
+reproducible; `id_prefix` marks the visitor ids so a test can look for them where they must
+not appear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+SOURCES = "['', 'Google', 'Facebook', 'Newsletter', 'Bing', 'news.example']"
+CHANNELS = "['Direct', 'Organic Search', 'Organic Social', 'Email', 'Organic Search', 'Referral']"
+REFERRERS = "['', 'https://www.google.com/', 'https://www.facebook.com/', '', 'https://www.bing.com/', 'https://news.example/a']"
+PAGES = "['/', '/shoes', '/bags', '/sale', '/checkout', '/about']"
+BROWSERS = "['Chrome', 'Firefox', 'Safari', 'Edge']"
+OSES = "['Windows', 'macOS', 'Android', 'iOS', 'Linux']"
+DEVICES = "['desktop', 'mobile', 'tablet']"
+COUNTRIES = "['DE', 'FR', 'US', 'GB', 'NL', 'ES']"
+
+
+def seed(store: Any, scope: str, rows: int, visitors: int, end: dt.datetime, days: int, id_prefix: str,
+         host: str = "shop.test") -> None:
+    """`rows` events of `visitors` visitors in `scope`, spread evenly over the `days` before `end`."""
+    span_ms = days * 86_400_000
+    end_ms = int(end.timestamp() * 1000)
+    v = f"cityHash64(intDiv(number, 7) % {int(visitors)}, '{scope}')"  # a visitor's row runs: one visit
+    pick = "arrayElement({arr}, ({h} % length({arr})) + 1)"
+    source = pick.format(arr=SOURCES, h=v)
+    store.command(f"""
+        INSERT INTO {store.full_table}
+            (event_id, received_at, scope, visitor_id, mode, event, url, referrer, props, ip, user_agent, is_bot,
+             transport, utm_source, utm_medium, utm_campaign, source, channel, browser, browser_version, os,
+             device, country)
+        SELECT
+            generateUUIDv4(number),
+            fromUnixTimestamp64Milli(toInt64({end_ms} - 1 - intDiv(number * {span_ms}, {int(rows)})), 'UTC'),
+            {{scope:String}},
+            concat({{prefix:String}}, toString({v} % 1000000007)),
+            'cookie',
+            multiIf(number % 20 = 7, 'signup', number % 50 = 13, 'purchase', 'pageview'),
+            concat('https://{host}', {pick.format(arr=PAGES, h="cityHash64(number)")}),
+            if(number % 7 = 0, {pick.format(arr=REFERRERS, h=v)}, ''),
+            multiIf(number % 20 = 7, map('plan', arrayElement(['free', 'pro'], (number % 2) + 1)),
+                    number % 50 = 13, map('revenue', '25.00', 'currency', 'EUR'), map()),
+            '203.0.113.0', 'Mozilla/5.0 (seed)', 0, 'beacon',
+            if({source} = 'Newsletter', 'newsletter', ''),
+            if({source} = 'Newsletter', 'email', ''),
+            if({source} = 'Newsletter', 'winter-sale', ''),
+            {source},
+            {pick.format(arr=CHANNELS, h=v)},
+            {pick.format(arr=BROWSERS, h=f"({v} + 1)")},
+            '120',
+            {pick.format(arr=OSES, h=f"({v} + 2)")},
+            {pick.format(arr=DEVICES, h=f"({v} + 3)")},
+            {pick.format(arr=COUNTRIES, h=f"({v} + 4)")}
+        FROM numbers({int(rows)})
+    """, {"scope": scope, "prefix": id_prefix})
