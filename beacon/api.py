@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import posixpath
 import re
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from beacon import metrics
+from beacon import metrics, query
 from beacon.flusher import lag_from
 from beacon.scope import MALL
+
+log = logging.getLogger("beacon.api")
 
 
 def bearer(request: Request) -> str:
@@ -104,6 +107,39 @@ def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
     return start, end, interval
 
 
+QUERY_MAX_BYTES = 65536
+
+
+async def read_query(request: Request) -> Any:
+    """The JSON body of a v2 query, at most QUERY_MAX_BYTES; QueryError names what is wrong."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise query.QueryError("content type must be application/json")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > QUERY_MAX_BYTES:
+        raise query.QueryError(f"body larger than {QUERY_MAX_BYTES} bytes")
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > QUERY_MAX_BYTES:
+            raise query.QueryError(f"body larger than {QUERY_MAX_BYTES} bytes")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise query.QueryError(f"malformed JSON: {exc}") from None
+
+
+def export_format(accept: str) -> str | None:
+    """csv or ndjson when the client asks for that type first; None for JSON."""
+    for part in accept.split(","):
+        kind = part.split(";", 1)[0].strip().lower()
+        if kind in query.EXPORT_TYPES:
+            return query.EXPORT_TYPES[kind]
+        if kind in ("application/json", "*/*", "application/*"):
+            return None
+    return None
+
+
 async def lag(core: Any) -> tuple[int, float]:
     stream = core.settings.stream
     return lag_from(await core.redis.xlen(stream), await core.redis.xrange(stream, "-", "+", count=1))
@@ -185,6 +221,31 @@ def routes(core: Any) -> list[Route]:
         return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json",
                         headers=headers)
 
+    async def query_v2(request: Request) -> Response:
+        if bearer_ok(request, core.settings.mall_api_key):
+            scope = MALL
+        else:
+            owner = key_owner(core.partners, bearer(request))
+            if owner is None:
+                return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                    headers={"www-authenticate": "Bearer"})
+            scope = owner.id
+        try:
+            body = await read_query(request)
+            fmt = export_format(request.headers.get("accept", ""))
+            if fmt is None:
+                answer = await asyncio.to_thread(query.run, core.store, scope, body,
+                                                 visit_timeout=core.settings.visit_timeout)
+                return Response(orjson.dumps(answer), media_type="application/json")
+            rows = query.export(core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout)
+        except query.QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse trouble is ours, not the client's: one line, 503
+            log.error("query v2 failed: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            return JSONResponse({"error": "the query could not be answered now; try again"}, status_code=503)
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        return StreamingResponse(rows, media_type=media)
+
     script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
     script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
 
@@ -202,4 +263,5 @@ def routes(core: Any) -> list[Route]:
         Route("/readyz", readyz),
         Route("/metrics", metrics_view),
         Route("/api/v1/stats", stats),
+        Route("/api/v2/query", query_v2, methods=["POST"]),
     ]

@@ -120,6 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("claim_idle", float, 30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds."),
     Option("consumer", str, "", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`."),
     Option("dedup_window", int, 100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window)."),
+    # reports
+    Option("visit_timeout", int, 30, "Minutes without an event after which the next event starts a new visit (Query API v2)."),
     # ops
     Option("access_log", _bool, False, "Log every request (costly on the pixel path)."),
     Option("log_level", str, "info", "Log level."),
@@ -166,6 +168,8 @@ def _check(s: Any) -> None:
         raise ConfigError(f"BEACON_IPV4_PREFIX={s.ipv4_prefix!r}: must be 0..32")
     if not 0 <= s.ipv6_prefix <= 128:
         raise ConfigError(f"BEACON_IPV6_PREFIX={s.ipv6_prefix!r}: must be 0..128")
+    if not 1 <= s.visit_timeout <= 1440:
+        raise ConfigError(f"BEACON_VISIT_TIMEOUT={s.visit_timeout!r}: must be 1..1440 minutes")
     for origin in s.site_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise ConfigError(f"BEACON_SITE_ORIGINS: {origin!r} is not an origin like https://shop.example")
