@@ -44,7 +44,6 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
-    "cross-origin-opener-policy": "same-origin",
     "cache-control": "no-store",
 }
 
@@ -84,6 +83,8 @@ class Dashboard:
                 present = {k.lower() for k, _ in headers}
                 headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
                             if k.encode() not in present]
+                if scope.get("scheme") == "https":  # browsers ignore (and complain about) COOP over http
+                    headers.append((b"cross-origin-opener-policy", b"same-origin"))
                 message = {**message, "headers": headers}
             await send(message)
         await self.app(inner, receive, send_secured)
