@@ -23,8 +23,14 @@ COUNTRIES = "['DE', 'FR', 'US', 'GB', 'NL', 'ES']"
 
 
 def seed(store: Any, scope: str, rows: int, visitors: int, end: dt.datetime, days: int, id_prefix: str,
-         host: str = "shop.test") -> None:
+         host: str = "shop.test", chunk: int = 2_000_000) -> None:
     """`rows` events of `visitors` visitors in `scope`, spread evenly over the `days` before `end`."""
+    for first in range(0, rows, chunk):
+        _seed(store, scope, first, min(chunk, rows - first), rows, visitors, end, days, id_prefix, host)
+
+
+def _seed(store: Any, scope: str, first: int, count: int, rows: int, visitors: int, end: dt.datetime, days: int,
+          id_prefix: str, host: str) -> None:
     span_ms = days * 86_400_000
     end_ms = int(end.timestamp() * 1000)
     v = f"cityHash64(intDiv(number, 7) % {int(visitors)}, '{scope}')"  # a visitor's row runs: one visit
@@ -57,5 +63,5 @@ def seed(store: Any, scope: str, rows: int, visitors: int, end: dt.datetime, day
             {pick.format(arr=OSES, h=f"({v} + 2)")},
             {pick.format(arr=DEVICES, h=f"({v} + 3)")},
             {pick.format(arr=COUNTRIES, h=f"({v} + 4)")}
-        FROM numbers({int(rows)})
+        FROM numbers({int(first)}, {int(count)})
     """, {"scope": scope, "prefix": id_prefix})
