@@ -175,12 +175,16 @@ def _when(raw: Any, end_of_day: bool) -> dt.datetime:
     try:
         if len(raw) == 10:
             day = dt.date.fromisoformat(raw)
-            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-            return start + dt.timedelta(days=1) if end_of_day else start
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+            value = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+            value += dt.timedelta(days=1) if end_of_day else dt.timedelta(0)
+        else:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         raise QueryError(f"date_range bound {_short(raw)} is not an ISO 8601 date or date-time") from None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    if not 1970 <= value.year <= 2299:  # what DateTime64(3) holds
+        raise QueryError(f"date_range bound {_short(raw)} is outside 1970..2299")
+    return value
 
 
 def _date_range(raw: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
