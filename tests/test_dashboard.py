@@ -151,7 +151,7 @@ def test_partners_sign_in_on_their_host_or_under_their_prefix_and_reach_only_the
         assert 'data-panel="headline"' not in dash.get(f"{host}/dashboard").text
         assert dash.get(f"{host}/dashboard/api/panel/headline").status_code == 401
     assert dash.get(f"{a}/dashboard/ops").status_code == 404
-    assert dash.get(f"{a}/dashboard/api/ops").status_code == 404
+    assert dash.get(f"{a}/dashboard/ops/data").status_code == 404
     # The fallback prefix on the mall host: its own cookie path.
     res = sign_in(dash, A_KEY, prefix="/partners/a")
     assert res.status_code == 303 and res.headers["location"] == "/partners/a/dashboard"
@@ -161,10 +161,10 @@ def test_partners_sign_in_on_their_host_or_under_their_prefix_and_reach_only_the
 
 def test_the_operators_page_needs_the_mall_session(dash):
     assert "signin" in dash.get("/dashboard/ops").text
-    assert dash.get("/dashboard/api/ops").status_code == 401
+    assert dash.get("/dashboard/ops/data").status_code == 401
     sign_in(dash)
     assert dash.get("/dashboard/ops").status_code == 200
-    ops = dash.get("/dashboard/api/ops").json()
+    ops = dash.get("/dashboard/ops/data").json()
     assert ops["redis"]["ok"] is True and ops["clickhouse"]["ok"] is True
     assert ops["stream"]["entries"] == 0 and ops["stream"]["dead_letters"] == 0
     assert set(ops) >= {"spool", "flush", "ingest", "drops"}
@@ -194,3 +194,26 @@ def test_pages_carry_no_inline_script_or_style_and_weigh_under_200_kb_compressed
         total += len(gzip.compress(res.content))
     assert total < 200_000, total
     assert (STATIC / "vendor" / "uPlot.LICENSE").read_text().startswith("The MIT License")
+
+
+def test_operators_sign_in_on_their_page_with_the_mall_key(dash):
+    page = dash.get("/dashboard/ops")
+    assert 'action="/dashboard/ops/login"' in page.text
+    res = dash.post("/dashboard/ops/login", data={"key": "wrong"}, headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 401 and "operators" in res.text
+    res = dash.post("/dashboard/ops/login", data={"key": API_KEY}, headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 303 and res.headers["location"] == "/dashboard/ops"
+    assert dash.get("/dashboard/ops/data").json()["redis"]["ok"] is True
+
+
+def test_the_metrics_key_opens_the_operators_page_and_nothing_else(make_client):
+    from beacon.config import OPTIONS
+    if "metrics_key" not in {o.name for o in OPTIONS}:
+        pytest.skip("BEACON_METRICS_KEY arrives with the /metrics protection (branch i9-edges)")
+    client = make_client(metrics_key="the-metrics-key")
+    res = client.post("/dashboard/ops/login", data={"key": "the-metrics-key"}, headers={"origin": MALL},
+                      follow_redirects=False)
+    assert res.status_code == 303 and "beacon_ops=" in set_cookie(res) and "Path=/dashboard/ops" in set_cookie(res)
+    assert client.get("/dashboard/ops/data").status_code == 200
+    assert client.get("/dashboard/api/panel/headline").status_code == 401
+    assert "signin" in client.get("/dashboard").text

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - depends on which branches are merged
     _query = None
 
 HERE = Path(__file__).parent
+OPS_COOKIE = "beacon_ops"
 CSP = ("default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'; object-src 'none'")
 SECURITY_HEADERS = {
@@ -68,7 +69,8 @@ class Dashboard:
             Route("/dashboard/api/panel/{name}", self.panel, methods=["GET"]),
             Route("/dashboard/api/csv/{name}", self.csv, methods=["GET"]),
             Route("/dashboard/ops", self.ops_page, methods=["GET"]),
-            Route("/dashboard/api/ops", self.ops_data, methods=["GET"]),
+            Route("/dashboard/ops/login", self.ops_login, methods=["POST"]),
+            Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
             Mount("/dashboard/static", app=self.static),
         ], middleware=[Middleware(GZipMiddleware, minimum_size=800)])
 
@@ -136,11 +138,14 @@ class Dashboard:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status)
 
-    def signin(self, request: Request, message: str = "", status: int = 200) -> HTMLResponse:
+    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False) -> HTMLResponse:
         sc = self.scope_of(request)
-        response = self.render("signin.html", status, base=self.base(sc), title=self.title(sc), message=message,
-                               is_mall=sc.id == MALL)
-        if request.cookies.get(self.cookie_name(sc)):
+        base = self.base(sc)
+        label = ("Mall API key or metrics key" if self.metrics_key() else "Mall API key") if ops else (
+            "Mall API key" if sc.id == MALL else "Partner API key")
+        response = self.render("signin.html", status, base=base, title="Operators" if ops else self.title(sc),
+                               message=message, action=base + ("/ops/login" if ops else "/login"), label=label)
+        if request.cookies.get(self.cookie_name(sc)) and not ops:
             self.clear_cookie(response, sc)
         return response
 
@@ -153,6 +158,22 @@ class Dashboard:
     def clear_cookie(self, response: Response, sc: Scope) -> None:
         response.delete_cookie(self.cookie_name(sc), path=self.base(sc), httponly=True, samesite="strict")
 
+    def set_session(self, request: Request, response: Response, name: str, path: str, scope: str, key_fp: str) -> None:
+        response.set_cookie(name, self.sessions.dumps(scope, key_fp), max_age=self.sessions.max_age, path=path,
+                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
+
+    # -- operators: the mall's session, or one opened with the metrics key (BEACON_METRICS_KEY) -------------
+
+    def metrics_key(self) -> str:
+        return str(getattr(self.core.settings, "metrics_key", "") or "")
+
+    def ops_session(self, request: Request) -> tuple[bool, str]:
+        ok, why = self.session(request)
+        if ok or not self.metrics_key():
+            return ok, why
+        token = request.cookies.get(OPS_COOKIE, "")
+        return self.sessions.loads(token, "ops", fingerprint(self.metrics_key())) if token else (False, why)
+
     # -- pages ---------------------------------------------------------------------------------------------
 
     async def slash(self, request: Request) -> Response:
@@ -164,7 +185,7 @@ class Dashboard:
             return self.signin(request, why)
         sc = self.scope_of(request)
         return self.render("dashboard.html", base=self.base(sc), title=self.title(sc), is_mall=sc.id == MALL,
-                           lists=panels.LISTS.values(), query_api=_query is not None)
+                           lists=panels.LISTS.values())
 
     async def login(self, request: Request) -> Response:
         sc = self.scope_of(request)
@@ -174,9 +195,7 @@ class Dashboard:
         if not self.key_ok(sc, key):
             return self.signin(request, "That key does not open this dashboard.", status=401)
         response = RedirectResponse(self.base(sc), status_code=303)
-        response.set_cookie(self.cookie_name(sc), self.sessions.dumps(sc.id, self.key_fingerprint(sc)),
-                            max_age=self.sessions.max_age, path=self.base(sc), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -185,22 +204,41 @@ class Dashboard:
             return JSONResponse({"error": "sign-out must come from this site's own page"}, status_code=403)
         response = RedirectResponse(self.base(sc), status_code=303)
         self.clear_cookie(response, sc)
+        if sc.id == MALL and request.cookies.get(OPS_COOKIE):
+            response.delete_cookie(OPS_COOKIE, path=self.base(sc) + "/ops", httponly=True, samesite="strict")
         return response
 
     async def ops_page(self, request: Request) -> Response:
         sc = self.scope_of(request)
         if sc.id != MALL:
             return JSONResponse({"error": "not found"}, status_code=404)
-        ok, why = self.session(request)
+        ok, why = self.ops_session(request)
         if not ok:
-            return self.signin(request, why)
+            return self.signin(request, why, ops=True)
         return self.render("ops.html", base=self.base(sc), title="Operators")
+
+    async def ops_login(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if sc.id != MALL:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self.same_origin(request):
+            return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        key = await form_key(request)
+        response = RedirectResponse(self.base(sc) + "/ops", status_code=303)
+        metrics_key = self.metrics_key()
+        if metrics_key and hmac.compare_digest(key.encode(), metrics_key.encode()):
+            self.set_session(request, response, OPS_COOKIE, self.base(sc) + "/ops", "ops", fingerprint(metrics_key))
+        elif self.key_ok(sc, key):
+            self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
+        else:
+            return self.signin(request, "That key does not open the operators' page.", status=401, ops=True)
+        return response
 
     async def ops_data(self, request: Request) -> Response:
         sc = self.scope_of(request)
         if sc.id != MALL:
             return JSONResponse({"error": "not found"}, status_code=404)
-        if not self.session(request)[0]:
+        if not self.ops_session(request)[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         return JSONResponse(await self.ops.snapshot())
 
@@ -231,7 +269,7 @@ class Dashboard:
             if panel is None:
                 raise KeyError(name)
             if panel.name == "props" and not state.prop:
-                return {"unavailable": "Type a property name to break events down by it."}
+                return {"hint": "Type a property name (say, plan) to break events down by it."}
             answer = await self.ask(sc.id, panels.list_body(panel, state, limit))
             dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
             return {"columns": [dimension, *panel.metrics], "dimension": dimension, "rows": rows_of(answer)}

@@ -144,6 +144,7 @@
     if (name === "series") { series(section, data); return; }
     const box = section.querySelector(".table");
     if (data.unavailable) { unavailable(box, data.unavailable); return; }
+    if (data.hint) { box.replaceChildren(el("p", { class: "muted" }, data.hint)); return; }
     box.replaceChildren(table(data.columns, data.rows, data.dimension));
   }
 

@@ -1,4 +1,4 @@
-// Operators' page: polls /dashboard/api/ops and renders each group as a small table.
+// Operators' page: polls /dashboard/ops/data and renders each group as a small table.
 "use strict";
 (function () {
   const base = document.body.dataset.base;
@@ -24,7 +24,7 @@
   }
 
   async function refresh() {
-    const res = await fetch(base + "/api/ops", { credentials: "same-origin" });
+    const res = await fetch(base + "/ops/data", { credentials: "same-origin" });
     if (res.status === 401) { location.reload(); return; }
     const d = await res.json();
     box.replaceChildren(
