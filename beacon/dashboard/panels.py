@@ -40,7 +40,6 @@ LISTS: dict[str, Panel] = {p.name: p for p in (
     Panel("countries", "Countries", "visit:country"),
     Panel("events", "Custom events", "event:name", ("visitors", "events")),
     Panel("props", "Event properties", "event:props:", ("visitors", "events")),
-    Panel("funnel", "Purchase funnel", "event:goal", ("visitors", "conversions")),
 )}
 FILTERABLE = frozenset(p.dimension for p in LISTS.values() if p.name != "props")
 
@@ -116,6 +115,13 @@ def series_body(state: State) -> dict[str, Any]:
     dimension = "time:hour" if state.start == state.end else "time:day"
     return {"metrics": ["visitors", "pageviews"], "date_range": state.date_range(), "dimensions": [dimension],
             "filters": state.v2_filters(), "order_by": [[dimension, "asc"]]}
+
+
+def funnel_body(state: State) -> dict[str, Any]:
+    """The purchase funnel (issue 12's default steps: product_view, add_to_cart, begin_checkout, purchase).
+
+    Funnels take no filters: the panel says so when the page is filtered."""
+    return {"date_range": state.date_range()}
 
 
 def realtime_body(state: State) -> dict[str, Any]:

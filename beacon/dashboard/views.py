@@ -35,6 +35,10 @@ try:  # the query API (issue 11); panels say "not available" until it is install
     from beacon import query as _query
 except ImportError:  # pragma: no cover - depends on which branches are merged
     _query = None
+try:  # funnels (issue 12)
+    from beacon.query import funnel as _funnel
+except ImportError:  # pragma: no cover - depends on which branches are merged
+    _funnel = None
 
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
@@ -244,11 +248,12 @@ class Dashboard:
 
     # -- data ----------------------------------------------------------------------------------------------
 
-    async def ask(self, scope: str, body: dict[str, Any]) -> dict[str, Any]:
-        if _query is None:
-            raise Unavailable("the query API is not installed in this build")
+    async def ask(self, scope: str, body: dict[str, Any], runner: Any = None) -> dict[str, Any]:
+        module = runner or _query
+        if module is None:
+            raise Unavailable("the query API in this build does not answer it")
         try:
-            return await asyncio.to_thread(_query.run, self.core.store, scope, body)
+            return await asyncio.to_thread(module.run, self.core.store, scope, body)
         except _query.QueryError as exc:
             raise Unavailable(str(exc)) from None
 
@@ -265,6 +270,14 @@ class Dashboard:
             if name == "realtime":
                 answer = await self.ask(sc.id, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
+            if name == "funnel":
+                if _funnel is None:
+                    raise Unavailable("funnels arrive with the commerce metrics (issue 12)")
+                answer = await self.ask(sc.id, panels.funnel_body(state), _funnel)
+                rows = [[next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]]
+                        for s in answer.get("steps", [])]
+                note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
+                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows, "note": note}
             panel = panels.LISTS.get(name)
             if panel is None:
                 raise KeyError(name)
@@ -353,7 +366,7 @@ def rows_of(answer: dict[str, Any]) -> list[list[Any]]:
 
 
 def plain(value: Any) -> Any:
-    """A CSV cell: revenue objects (`{"value": ..., "currency": ...}`) become their value."""
+    """A CSV cell: revenue per currency (`{"EUR": "12.50"}`) becomes `EUR 12.50`."""
     if isinstance(value, dict):
-        return value.get("value", value.get("short", ""))
+        return "; ".join(f"{c} {v}" for c, v in value.items())
     return "" if value is None else value

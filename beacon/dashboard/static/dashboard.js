@@ -7,7 +7,7 @@
     "event:page": "Page", "visit:entry_page": "Entry page", "visit:exit_page": "Exit page",
     "visit:source": "Source", "visit:channel": "Channel", "visit:utm_campaign": "Campaign",
     "visit:browser": "Browser", "visit:os": "OS", "visit:device": "Device", "visit:country": "Country",
-    "event:name": "Event", "event:goal": "Step", time: "Time", visitors: "Visitors", visits: "Visits",
+    "event:name": "Event", step: "Step", conversion_rate: "Conversion", dropoff: "Drop-off", time: "Time", visitors: "Visitors", visits: "Visits",
     pageviews: "Pageviews", events: "Events", conversions: "Conversions",
   };
 
@@ -20,7 +20,11 @@
 
   function fmt(metric, value) {
     if (value === null || value === undefined) return "–";
-    if (typeof value === "object") return value.short || String(value.value);
+    if (typeof value === "object") {  // revenue: an amount per currency
+      const parts = Object.entries(value).map(([c, v]) => c + " " + Number(v).toLocaleString("en", { minimumFractionDigits: 2 }));
+      return parts.length ? parts.join(", ") : "0";
+    }
+    if (metric === "conversion_rate") return value + "%";
     if (metric === "bounce_rate") return Math.round(value) + "%";
     if (metric === "visit_duration") {
       const s = Math.round(value);
@@ -30,8 +34,10 @@
     return String(value);
   }
 
-  function num(value) {
-    return value !== null && typeof value === "object" ? Number(value.value) : Number(value);
+  function num(value) {  // a comparable number; revenue only when it is in one currency
+    if (value === null || typeof value !== "object") return Number(value);
+    const amounts = Object.values(value);
+    return amounts.length === 1 ? Number(amounts[0]) : NaN;
   }
 
   function withFilter(dimension, value) {
@@ -102,7 +108,7 @@
       value.textContent = fmt(m, data.current[m]);
       const now = num(data.current[m]);
       const before = num(data.previous[m]);
-      if (before > 0) {
+      if (before > 0 && !Number.isNaN(now)) {
         const pct = Math.round(((now - before) / before) * 100);
         change.textContent = (pct > 0 ? "+" : "") + pct + "% vs previous";
       } else {
@@ -146,6 +152,7 @@
     if (data.unavailable) { unavailable(box, data.unavailable); return; }
     if (data.hint) { box.replaceChildren(el("p", { class: "muted" }, data.hint)); return; }
     box.replaceChildren(table(data.columns, data.rows, data.dimension));
+    if (data.note) box.appendChild(el("p", { class: "muted" }, data.note));
   }
 
   function controls() {
