@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import hmac
 import io
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +41,7 @@ try:  # funnels (issue 12)
 except ImportError:  # pragma: no cover - depends on which branches are merged
     _funnel = None
 
+log = logging.getLogger("beacon.dashboard")
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
 CSP = ("default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
@@ -256,6 +258,9 @@ class Dashboard:
             return await asyncio.to_thread(module.run, self.core.store, scope, body)
         except _query.QueryError as exc:
             raise Unavailable(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - one failing query costs its panel, not the page (no 500)
+            log.error("dashboard query failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            raise Unavailable("the query failed; the server log says why") from None
 
     async def panel_data(self, request: Request, name: str, limit: int = 10) -> dict[str, Any]:
         """The panel's answer: `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""

@@ -91,6 +91,11 @@
   }
 
   function headline(data) {
+    if (typeof data.unavailable === "string") {  // the whole request failed: every card says so
+      const reason = data.unavailable;
+      data = { current: {}, previous: {}, unavailable: {} };
+      for (const card of document.querySelectorAll(".card")) data.unavailable[card.dataset.metric] = reason;
+    }
     if (data.range) {
       document.getElementById("range").textContent =
         data.range.current.join(" to ") + " (UTC), compared with " + data.range.previous.join(" to ");
@@ -182,7 +187,12 @@
   controls();
   const sections = Array.from(document.querySelectorAll("[data-panel]"));
   // One at a time: the server serialises queries anyway, and the order keeps the top of the page first.
-  (async () => { for (const s of sections) await fill(s); document.body.dataset.loaded = "1"; })();
+  (async () => {
+    for (const s of sections) {
+      try { await fill(s); } catch (err) { console.warn("panel", s.dataset.panel, err); }
+    }
+    document.body.dataset.loaded = "1";
+  })();
   const realtime = document.getElementById("realtime");
   setInterval(() => fill(realtime), 15000);
 })();
