@@ -185,7 +185,7 @@ def expect_headline(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "
     # Conversions light up when the API answers them (issue 12), and say so until then.
     res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query", json=panels.totals_body(tab.state(), panels.COMMERCE),
                      headers={"host": host, "authorization": f"Bearer {key}"}, timeout=30)
-    if res.status_code == 400:
+    if res.status_code != 200:  # a 400 before issue 12's metrics, or any failure of the API
         assert tab.card("conversions") == tab.card("total_revenue") == "not available"
     else:
         assert tab.card("conversions") == shown(res.json()["results"][0]["metrics"][0])
@@ -201,7 +201,7 @@ def expect_lists(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "sho
         res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query", json=panels.list_body(panel, state),
                          headers={"host": host, "authorization": f"Bearer {key}"}, timeout=30)
         box = f"[data-panel='{panel.name}']"
-        if res.status_code == 400:
+        if res.status_code != 200:
             assert tab.page.inner_text(f"{box} .na") == "Not available", panel.name
             continue
         assert res.status_code == 200, res.text
