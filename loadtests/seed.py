@@ -31,7 +31,7 @@ COMMERCE = (", if({e} = 'purchase', concat('order-', toString(number)), ''), "
 
 def seed(store: Any, scope: str, rows: int, visitors: int, end: dt.datetime, days: int, id_prefix: str,
          host: str = "shop.test", chunk: int = 2_000_000) -> None:
-    """`rows` events of `visitors` visitors in `scope`, spread evenly over the `days` before `end`."""
+    """`rows` events of `visitors` visitors in `scope`, spread evenly (in row order) over the `days` before `end`."""
     has = {r[0] for r in store.query("SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String}",
                                      {"d": store.database, "t": store.table})}
     for first in range(0, rows, chunk):
@@ -53,7 +53,7 @@ def _seed(store: Any, scope: str, first: int, count: int, rows: int, visitors: i
              device, country{", order_id, revenue, currency" if commerce else ""})
         SELECT
             generateUUIDv4(number),
-            fromUnixTimestamp64Milli(toInt64({end_ms} - 1 - intDiv(number * {span_ms}, {int(rows)})), 'UTC'),
+            fromUnixTimestamp64Milli(toInt64({end_ms - span_ms} + intDiv(number * {span_ms}, {int(rows)})), 'UTC'),
             {{scope:String}},
             concat({{prefix:String}}, toString({v} % 1000000007)),
             'cookie',
