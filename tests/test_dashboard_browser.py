@@ -234,6 +234,18 @@ def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(
     expect_headline(tab, server)
     expect_lists(tab, server)
 
+    # The keyboard alone: remove the filter with its chip, then put it back by tabbing to the row.
+    tab.page.focus("#filters a.chip")
+    tab.page.keyboard.press("Enter")
+    tab.loaded()
+    assert "f=" not in tab.page.url and len(tab.column("sources")) > 1
+    tab.page.focus("[data-panel='channels'] tbody a")
+    tab.page.keyboard.press("Shift+Tab")
+    tab.page.keyboard.press("Shift+Tab")  # back over the sources panel's CSV link to its last row
+    assert tab.page.evaluate("document.activeElement.closest('[data-panel]').dataset.panel") == "sources"
+    tab.page.goto(tab.origin + "/dashboard?f=visit%3Asource%3DGoogle")
+    tab.loaded()
+
     # Change the range: the filter stays; the numbers follow.
     tab.page.select_option("#period", "30d")
     tab.page.wait_for_url(re.compile(r"period=30d"))
