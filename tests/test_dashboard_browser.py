@@ -33,7 +33,12 @@ from .conftest import free_port
 from .test_browser import CHROMIUM_ARGS, find_chromium
 
 HERE = Path(__file__).parent
+# The README's screenshots: refreshed with BEACON_SCREENSHOTS=1 (otherwise taken into the test's tmp dir).
 DOCS = HERE.parent / "docs"
+
+
+def shot_dir(tmp_path: Path) -> Path:
+    return DOCS if os.environ.get("BEACON_SCREENSHOTS") == "1" else tmp_path
 MALL_KEY = "dashboard-browser-mall-key"
 A_KEY = "bpk_dashboard-browser-partner-a"
 B_KEY = "bpk_dashboard-browser-partner-b"
@@ -221,8 +226,7 @@ def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(
     assert tab.page.is_visible("[data-panel='series'] canvas")  # uPlot drew the time series
     assert len(tab.page.query_selector_all("[data-panel='series'] details tbody tr")) == 7  # its table
     assert re.fullmatch(r"\d+", tab.page.inner_text("#realtime b"))
-    DOCS.mkdir(exist_ok=True)
-    tab.page.screenshot(path=str(DOCS / "dashboard-mall.png"), full_page=True)
+    tab.page.screenshot(path=str(shot_dir(tmp_path) / "dashboard-mall.png"), full_page=True)
 
     # Click a source: the whole page is filtered by it, and the URL says so.
     tab.page.click("[data-panel='sources'] tbody a:text-is('Google')")
@@ -281,7 +285,7 @@ def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(
     tab.close()
 
 
-def test_a_partner_sees_only_its_scope(browser: Any, server: Server) -> None:
+def test_a_partner_sees_only_its_scope(browser: Any, server: Server, tmp_path: Path) -> None:
     tab = Tab(browser, server.origin("ads.a.test"))
     tab.goto("/dashboard")
     tab.sign_in(A_KEY)
@@ -290,7 +294,7 @@ def test_a_partner_sees_only_its_scope(browser: Any, server: Server) -> None:
     mall = server.query(panels.totals_body(tab.state()))["results"][0]["metrics"][0]
     assert partner["visitors"] != mall
     expect_lists(tab, server, A_KEY)
-    tab.page.screenshot(path=str(DOCS / "dashboard-partner.png"), full_page=True)
+    tab.page.screenshot(path=str(shot_dir(tmp_path) / "dashboard-partner.png"), full_page=True)
     with tab.page.expect_download() as info:
         tab.page.click("[data-panel='sources'] a.csv")
     exported = Path(info.value.path()).read_text()
