@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 import logging
 import posixpath
 import re
@@ -129,6 +130,14 @@ async def read_query(request: Request) -> Any:
         raise query.QueryError(f"malformed JSON: {exc}") from None
 
 
+def guarded(rows: Any) -> Any:
+    """An export's chunks; a failure after the first one ends the stream with one log line."""
+    try:
+        yield from rows
+    except Exception as exc:  # noqa: BLE001 - the status is sent already: log it and end the body
+        log.error("query v2 export stopped: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+
+
 def export_format(accept: str) -> str | None:
     """csv or ndjson when the client asks for that type first; None for JSON."""
     for part in accept.split(","):
@@ -238,13 +247,14 @@ def routes(core: Any) -> list[Route]:
                                                  visit_timeout=core.settings.visit_timeout)
                 return Response(orjson.dumps(answer), media_type="application/json")
             rows = query.export(core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout)
+            first = await asyncio.to_thread(next, rows, b"")  # the first page: ClickHouse trouble is still a 503
         except query.QueryError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except Exception as exc:  # noqa: BLE001 - ClickHouse trouble is ours, not the client's: one line, 503
-            log.error("query v2 failed: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            log.error("query v2 failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
             return JSONResponse({"error": "the query could not be answered now; try again"}, status_code=503)
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-        return StreamingResponse(rows, media_type=media)
+        return StreamingResponse(guarded(itertools.chain([first], rows)), media_type=media)
 
     script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
     script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'

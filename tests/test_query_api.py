@@ -141,6 +141,17 @@ def test_csv_export_streams_every_row_with_a_header(api):
     assert [line.split(",")[0] for line in paged.text.splitlines()] == ["event:page", "/shoes", "/hats"]
 
 
+def test_an_export_larger_than_a_page_comes_whole_and_in_order(api, monkeypatch):
+    from beacon import query
+    monkeypatch.setattr(query, "EXPORT_PAGE", 2)
+    body = {"metrics": ["pageviews"], "date_range": [DAY, DAY], "dimensions": ["event:page"],
+            "order_by": [["event:page", "asc"]]}
+    res = api.post(URL, json=body, headers={**AUTH, "accept": "text/csv"})
+    assert res.text.splitlines() == ["event:page,pageviews", "/,4", "/cart,1", "/hats,2", "/sale,1", "/shoes,4"]
+    nd = api.post(URL, json={**body, "pagination": {"limit": 3, "offset": 1}}, headers={**AUTH, "accept": "application/x-ndjson"})
+    assert [orjson.loads(line)["event:page"] for line in nd.text.splitlines()] == ["/cart", "/hats", "/sale"]
+
+
 def test_ndjson_export_for_the_mall_and_for_a_partner(api):
     body = {"metrics": ["visitors", "visits"], "date_range": [DAY, DAY], "dimensions": ["visit:country"]}
     res = api.post(URL, json=body, headers={**AUTH, "accept": "application/x-ndjson"})
@@ -176,3 +187,20 @@ def test_pixel_hits_answer_realtime_with_visits_also_when_cookieless(api, flush)
 
 def test_v1_stats_still_answer(api):
     assert api.get("/api/v1/stats", headers=AUTH).status_code == 200
+
+
+def test_clickhouse_trouble_is_a_503_with_one_log_line(make_settings, store, r, caplog):
+    import copy
+
+    from starlette.testclient import TestClient
+
+    from beacon.app import create_app
+    broken = copy.copy(store)
+    broken.full_table = "beacon_test.no_such_table"
+    with TestClient(create_app(make_settings(), broken), base_url=MALL) as client:
+        res = client.post(URL, json=TOTALS, headers=AUTH)
+        assert res.status_code == 503 and "try again" in res.json()["error"]
+        exported = client.post(URL, json=TOTALS, headers={**AUTH, "accept": "text/csv"})
+    assert exported.status_code == 503 and "try again" in exported.json()["error"]
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "beacon.api"]
+    assert len(lines) == 2 and all("\n" not in line and "no_such_table" in line for line in lines)

@@ -84,7 +84,8 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
     """The query's rows as CSV (a header row first) or NDJSON objects, page by page.
 
     The body is checked here, before the first chunk, so a bad query still raises
-    QueryError; without a pagination object every row is exported.
+    QueryError; the first chunk holds the first page, so a caller that takes it before
+    answering can still answer an error. Without a pagination object every row is exported.
     """
     if fmt not in ("csv", "ndjson"):
         raise QueryError(f"export format must be csv or ndjson, not {fmt!r}")
@@ -94,16 +95,16 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
     end = q.offset + q.limit if paged else None
 
     def chunks() -> Iterator[bytes]:
-        if fmt == "csv":
-            yield _csv_line(names)
+        head = _csv_line(names) if fmt == "csv" else b""  # sent with the first page
         offset = q.offset
         while end is None or offset < end:
             size = EXPORT_PAGE if end is None else min(EXPORT_PAGE, end - offset)
             rows, _ = _rows(store, scope, q, visit_timeout, size, offset, False)
             if fmt == "csv":
-                yield b"".join(_csv_line([*r["dimensions"], *r["metrics"]]) for r in rows)
+                yield head + b"".join(_csv_line([*r["dimensions"], *r["metrics"]]) for r in rows)
             else:
                 yield b"".join(orjson.dumps(dict(zip(names, [*r["dimensions"], *r["metrics"]]))) + b"\n" for r in rows)
+            head = b""
             if len(rows) < size:
                 return
             offset += size

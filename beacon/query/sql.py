@@ -1,16 +1,16 @@
 """A typed Query -> one ClickHouse SELECT; every value the client sent is a bound parameter.
 
-Visits are computed at query time with window functions, per (scope, visitor) in
-received_at order: an event starts a new visit when it comes more than the visit
-timeout after the visitor's previous event, or when it carries a campaign
-(utm_source, utm_medium, utm_campaign) other than the last campaign the visitor came
-with. The visit's attributes (visit:*) are its first event's values; entry and exit
-page are its first and last pageview's path; a bounce is a visit of one pageview.
+Visits are computed at query time, per (scope, visitor) in received_at order: an
+event starts a new visit when it comes more than the visit timeout after the
+visitor's previous event, or when it carries a campaign (utm_source, utm_medium,
+utm_campaign) other than the last campaign the visitor came with. The visit's
+attributes (visit:*) are its first event's values; entry and exit page are its first
+and last pageview's path; a bounce is a visit of one pageview.
 
 Two plans give the same numbers. When every dimension and filter is about the visit,
-the visits are grouped (a hash aggregation, cheap); when one is about single events
-(event:*, time:*), each event gets its visit's attributes by a window over the visit,
-the filter is applied to events, and a visit counts when one of its events matches.
+one row per visit is aggregated; when one is about single events (event:*, time:*),
+each event carries its visit's values, the filter is applied to events, and a visit
+counts when one of its events matches.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from beacon.query.model import (
     is_event_level,
 )
 
-ORDER = "(received_at, event_id)"
-
 # visit:<name> -> the column of the visit's first event it takes
 FIRST_EVENT_COLUMNS = {
     "visit:source": "source", "visit:channel": "channel", "visit:referrer": "referrer",
@@ -42,15 +40,6 @@ FIRST_EVENT_COLUMNS = {
 }
 PAGE = "path(url)"
 PAGEVIEW = "event = 'pageview'"
-
-
-def visit_aggregate(dim: str) -> str:
-    """The aggregate over one visit's events that gives visit dimension `dim`."""
-    if dim == "visit:entry_page":
-        return f"argMinIf({PAGE}, {ORDER}, {PAGEVIEW})"
-    if dim == "visit:exit_page":
-        return f"argMaxIf({PAGE}, {ORDER}, {PAGEVIEW})"
-    return f"argMin(toString({FIRST_EVENT_COLUMNS[dim]}), {ORDER})"
 
 
 @dataclasses.dataclass
@@ -78,13 +67,14 @@ class Builder:
         self.filter_dims = sorted({d for f in q.filters for d in _dims(f)})
         self.event_plan = any(is_event_level(d) for d in (*q.dimensions, *self.filter_dims))
         self.cols: dict[str, str] = {}
+        self.visit_dims: list[str] = []
 
     # -- expressions ----------------------------------------------------------
 
     def event_expr(self, dim: str) -> str:
         """A dimension's value on one event row (visit:* read from the attached visit column)."""
         if dim == "event:page":
-            return PAGE
+            return "page"
         if dim == "event:name":
             return "toString(event)"
         if dim.startswith(PROP_PREFIX):
@@ -119,55 +109,102 @@ class Builder:
 
     # -- the query -------------------------------------------------------------
 
-    def events(self) -> str:
-        """The scope's events in range, each with its visit number (vkey, visit_no)."""
+    def visitors(self, event_cols: list[str]) -> tuple[str, list[str]]:
+        """One row per visitor (vkey, a 64-bit hash of the id): its events in time order, split into visits.
+
+        Array functions over each visitor's events rather than window functions over all
+        of them: one hash aggregation and many small sorts instead of a global sort. The
+        sort key is an integer (received_at in ms, a hash of event_id for ties, pageview
+        or not); every other array is put in that order by it. No lambda captures an
+        array (ClickHouse would copy it once per element). Per visit: `v_pageviews`,
+        `v_events`, `v_duration` (ms) and one array per visit attribute; per event, in
+        time order: `s_<col>` and `vno` (the visit number). Returns the SQL and the names
+        of the per-visit arrays.
+        """
         bots = "" if self.q.include_bots else " AND is_bot = 0"
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         gap = self.p.bind(self.gap_ms, "Int64")
-        need = {"received_at", "event_id", "event", "url", "visitor_id", "utm_source", "utm_medium", "utm_campaign",
-                "props"}
-        need |= {FIRST_EVENT_COLUMNS[d] for d in (*self.q.dimensions, *self.filter_dims) if d in FIRST_EVENT_COLUMNS}
-        cols = ", ".join(sorted(need))
-        marked = (
-            f"SELECT {cols}, vkey, ms, "
-            f"(ms - lagInFrame(ms, 1, toInt64(0)) OVER w) > {gap} "
-            "OR (camp != '' AND camp != ifNull(last_value(nullIf(camp, '')) OVER wprev, camp)) AS new_visit "
-            "FROM (SELECT *, if(visitor_id = '', toString(event_id), visitor_id) AS vkey, "
-            "toUnixTimestamp64Milli(received_at) AS ms, "
-            "if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', '', "
-            "concat(utm_source, '\\0', utm_medium, '\\0', utm_campaign)) AS camp "
+        first_cols = {FIRST_EVENT_COLUMNS[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS}
+        pages = any(d in ("visit:entry_page", "visit:exit_page") for d in self.visit_dims)
+        cols = sorted(set(event_cols) | ({"page"} if pages else set()))
+        sources = {"page": PAGE}
+        arrays = "".join(f", arraySort((x, k) -> k, groupArray({sources.get(c, c)}), keys) AS s_{c}" for c in cols)
+        if first_cols:  # the first events' values: picked in arrival order, then put in visit order
+            arrays += (", arraySort((s, p) -> p, starts, arraySort((i, k) -> k, arrayEnumerate(keys), keys)) AS starts_orig"
+                       ", arrayFilter((k, s) -> s = 1, keys, starts_orig) AS start_keys")
+            arrays += "".join(f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), "
+                              f"start_keys) AS f_{c}" for c in sorted(first_cols))
+        per_visit = ["v_pageviews", "v_events", "v_duration"]
+        visit_attrs = ""
+        for d in self.visit_dims:
+            if d in ("visit:entry_page", "visit:exit_page"):
+                fn = "argMinIf" if d == "visit:entry_page" else "argMaxIf"
+                expr = f"arrayReduceInRanges('{fn}', ranges, s_page, positions, is_pv)"
+            else:
+                expr = f"f_{FIRST_EVENT_COLUMNS[d]}"
+            visit_attrs += f", {expr} AS {self.cols[d]}"
+            per_visit.append(self.cols[d])
+        return (
+            "SELECT vkey, max(visitor_id != '') AS has_id, "
+            "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
+            f"+ ({PAGEVIEW})) AS keys, "
+            "arraySort((c, k) -> k, groupArray(if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', 0, "
+            f"cityHash64(utm_source, utm_medium, utm_campaign))), keys) AS camp{arrays}, "
+            "arraySort(keys) AS sorted, "
+            "arrayMap(k -> intDiv(k, 2048), sorted) AS ms, "
+            "arrayMap(k -> toUInt8(k % 2), sorted) AS is_pv, "
+            "arrayEnumerate(sorted) AS positions, "
+            "arrayFill(x -> x != 0, camp) AS carried, "
+            f"arrayMap((t, tp, c, pc) -> toUInt8((t - tp > {gap}) OR (c != 0 AND pc != 0 AND c != pc)), ms, "
+            "arrayPushFront(arrayPopBack(ms), 0), camp, arrayPushFront(arrayPopBack(carried), 0)) AS starts, "
+            "arrayCumSum(starts) AS vno, "
+            "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
+            "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(keys) + 1)) "
+            "AS ranges, "
+            "arrayReduceInRanges('sum', ranges, is_pv) AS v_pageviews, "
+            "arrayMap(r -> r.2, ranges) AS v_events, "
+            "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
+            f"AS v_duration{visit_attrs} "
+            "FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
-            "WINDOW w AS (PARTITION BY vkey ORDER BY ms, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), "
-            "wprev AS (PARTITION BY vkey ORDER BY ms, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-        )
-        return (f"SELECT *, sum(new_visit) OVER (PARTITION BY vkey ORDER BY ms, event_id "
-                f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_no FROM ({marked})")
+            "GROUP BY vkey"
+        ), per_visit
 
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
-        visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
-        for d in visit_dims:
+        self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
-        events = self.events()
-        dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
-        group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
         if not self.event_plan:
-            attrs = "".join(f", {visit_aggregate(d)} AS {self.cols[d]}" for d in visit_dims)
-            visits = (f"SELECT vkey, visit_no, any(visitor_id) AS visitor_id, count() AS v_events, "
-                      f"countIf({PAGEVIEW}) AS v_pageviews, max(ms) - min(ms) AS v_duration{attrs} "
-                      f"FROM ({events}) GROUP BY vkey, visit_no")
+            visitors, arrays = self.visitors([])
+            joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
+            for d in self.visit_dims:
+                self.cols[d] += "_1"
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-            return (f"SELECT {dim_cols}*, v_events AS m_events, v_pageviews AS m_pageviews FROM ({visits}) "
-                    f"WHERE {self.where(lambda d: self.cols[d])}")
-        attrs = "".join(f", {visit_aggregate(d)} OVER v AS {self.cols[d]}" for d in visit_dims)
-        attached = (f"SELECT *, countIf({PAGEVIEW}) OVER v AS v_pageviews, max(ms) OVER v - min(ms) OVER v AS v_duration"
-                    f"{attrs} FROM ({events}) WINDOW v AS (PARTITION BY vkey, visit_no)")
+            return (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+                    f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
+                    f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+        event_cols = ["event", "page"]
+        if any(d.startswith(PROP_PREFIX) for d in (*self.q.dimensions, *self.filter_dims)):
+            event_cols.append("props")
+        if any(d.startswith("time:") for d in self.q.dimensions):
+            event_cols.append("received_at")
+        visitors, arrays = self.visitors(event_cols)
+        # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
+        spread = ", ".join(f"arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1"
+                           for a in arrays if a != "v_events")
+        for d in self.visit_dims:
+            self.cols[d] += "_1"
+        joined = ", ".join([f"s_{c} AS {c}" for c in event_cols] + [f"{a}_1" for a in arrays if a != "v_events"])
+        dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
         select_dims = ", ".join(dims) + ", " if dims else ""
-        return (f"SELECT {select_dims}vkey, visit_no, any(visitor_id) AS visitor_id, count() AS m_events, "
-                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews) AS v_pageviews, any(v_duration) AS v_duration "
-                f"FROM ({attached}) WHERE {self.where(self.event_expr)} GROUP BY {group}")
+        group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
+        rows = f"SELECT vkey, has_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
+        return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
+                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration "
+                f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
@@ -179,7 +216,7 @@ class Builder:
             order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
         order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
         select = ", ".join(dims + [
-            "uniqExactIf(visitor_id, visitor_id != '') AS visitors", "count() AS visits",
+            "uniqExactIf(vkey, has_id = 1) AS visitors", "count() AS visits",
             "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
             "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
         ])
