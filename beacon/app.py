@@ -135,6 +135,8 @@ class Beacon:
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if "/dashboard" in scope["path"] and await self.dashboard.dispatch(scope, receive, send, self.resolve):
+                return  # every scope has its own dashboard (beacon/dashboard)
             req = Request(scope["headers"])
             sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
             if sc is None:
@@ -143,9 +145,6 @@ class Beacon:
             handler = self.fast.get(path)
             if handler is not None:
                 await handler(scope, receive, send, sc, req)
-                return
-            if path == "/dashboard" or path.startswith("/dashboard/"):  # every scope has its own dashboard
-                await self.dashboard(scope, receive, send, sc, path)
                 return
             if sc.is_partner and path != "/beacon.js":
                 await send_json(send, 404, {"error": "not found"})

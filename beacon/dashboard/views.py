@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - depends on which branches are merged
 log = logging.getLogger("beacon.dashboard")
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
+MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
 CSP = ("default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'; object-src 'none'")
 SECURITY_HEADERS = {
@@ -79,6 +80,18 @@ class Dashboard:
             Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
             Mount("/dashboard/static", app=self.static),
         ], middleware=[Middleware(GZipMiddleware, minimum_size=800)])
+
+    async def dispatch(self, scope: Any, receive: Receive, send: Send, resolve: Any) -> bool:
+        """Serve the request when it is for a dashboard of a scope this host serves; else False."""
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        sc, path = resolve(host, scope["path"])
+        if sc is None or not (path == "/dashboard" or path.startswith("/dashboard/")):
+            return False
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            await JSONResponse({"error": "request target too long"}, status_code=414)(scope, receive, send)
+            return True
+        await self(scope, receive, send, sc, path)
+        return True
 
     async def __call__(self, scope: Any, receive: Receive, send: Send, sc: Scope, path: str) -> None:
         inner = dict(scope)
