@@ -23,7 +23,6 @@ from starlette.applications import Starlette
 from beacon import api, config, partners
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
-from beacon.dashboard import Dashboard
 from beacon.event import Anonymiser, Limits
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
@@ -122,6 +121,7 @@ class Beacon:
         self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
                      "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
+        from beacon.dashboard import Dashboard  # (imported here: the dashboards are not on the beacon path)
         self.dashboard = Dashboard(core)
         self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
 
