@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from beacon import metrics, query
+from beacon import attribution, customers, metrics, query
 from beacon.flusher import lag_from
+from beacon.query import funnel
 from beacon.scope import MALL
 
 log = logging.getLogger("beacon.api")
@@ -210,6 +211,17 @@ def routes(core: Any) -> list[Route]:
                                                         include_bots(request)))
         if endpoint == "events":
             return await partner_events(request, owner.id)
+        if endpoint == "conversions":  # issue 12: aggregate counts for its own clicks, if the mall allows
+            if not owner.attribution:
+                return JSONResponse({"error": "attribution is not enabled for this partner"}, status_code=403)
+            try:
+                start, end, _ = parse_range(request)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"partner": owner.id, "window_days": owner.attribution_window_days,
+                                 "min_count": owner.attribution_min_count,
+                                 **await asyncio.to_thread(attribution.conversions, core.store, core.partners, owner,
+                                                           start, end)})
         return JSONResponse({"error": "not found; use stats or events"}, status_code=404)
 
     async def partner_events(request: Request, scope: str) -> Response:
@@ -256,6 +268,23 @@ def routes(core: Any) -> list[Route]:
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
         return StreamingResponse(guarded(itertools.chain([first], rows)), media_type=media)
 
+    async def funnel_v2(request: Request) -> Response:
+        """Funnels (issue 12, beacon/query/funnel.py): scoped by the key like /api/v2/query."""
+        owner = None if bearer_ok(request, core.settings.mall_api_key) else key_owner(core.partners, bearer(request))
+        if owner is None and not bearer_ok(request, core.settings.mall_api_key):
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
+        try:
+            body = await read_query(request)
+            answer = await asyncio.to_thread(funnel.run, core.store, owner.id if owner else MALL, body,
+                                             visit_timeout=core.settings.visit_timeout)
+        except query.QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse trouble is ours, not the client's: one line, 503
+            log.error("funnel failed: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            return JSONResponse({"error": "the funnel could not be answered now; try again"}, status_code=503)
+        return Response(orjson.dumps(answer), media_type="application/json")
+
     script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
     script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
 
@@ -274,4 +303,6 @@ def routes(core: Any) -> list[Route]:
         Route("/metrics", metrics_view),
         Route("/api/v1/stats", stats),
         Route("/api/v2/query", query_v2, methods=["POST"]),
+        Route("/api/v2/funnel", funnel_v2, methods=["POST"]),
+        *customers.routes(core),
     ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from beacon import config
+from beacon import config, snippet
 
 log = logging.getLogger("beacon")
 
@@ -88,11 +88,7 @@ def cmd_up(s: Any) -> int:
         print(f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
-Embed on every page:
-  <img src="{origin}/p.gif" alt="" width="1" height="1" style="position:absolute;left:-9999px">
-  <noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"></noscript>
-  <script>navigator.sendBeacon("{origin}/e", JSON.stringify({{e: "pageview", u: location.href, r: document.referrer}}))</script>
-
+{snippet.up_message(origin, s.site_origins)}
 Dashboard:
   {origin}/dashboard  (sign in with the mall API key below)
 
@@ -215,6 +211,16 @@ def cmd_forget(s: Any, args: argparse.Namespace) -> int:
     from beacon.privacy import forget_visitor
     if not s.secret_keys:
         s = dataclasses.replace(s, secret_keys=(_secret(Path(s.data_dir) / "secret_key"),))
+    if bool(args.visitor) == bool(args.account):
+        raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
+    if args.account:  # the mall's signed-in customer: every linked device, then the links
+        from beacon.customers import account_key, forget_account
+        visitors, rows = forget_account(_store(s), s.secret_keys[0], "mall", account_key(s.account_hash_key, args.account),
+                                        "operator")
+        print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
+        return 0
+    if not args.scope:
+        raise config.ConfigError("forget --visitor needs --scope (mall or a partner id)")
     rows = forget_visitor(_store(s), s.secret_keys[0], args.scope, args.visitor, "operator")
     print(f"forgot {rows} rows of one visitor in scope {args.scope}")
     return 0
@@ -239,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitioned", action="store_true", help="set the cookie Partitioned (CHIPS)")
     config.add_flags(p)
     f = sub.add_parser("forget", help=cmd_forget.__doc__)
-    f.add_argument("--scope", required=True)
-    f.add_argument("--visitor", required=True)
+    f.add_argument("--scope", default="")
+    f.add_argument("--visitor", default="")
+    f.add_argument("--account", default="", help="a signed-in customer's account id (mall): all its devices")
     config.add_flags(f)
     d = sub.add_parser("dead-letter", help=cmd_dead_letter.__doc__)
     d.add_argument("action", choices=["list", "replay", "drop"])

@@ -95,6 +95,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("partner_consent_mode", _choice("drop", "anonymous"), "drop", "Partner scopes under GPC/DNT/opt-out: `drop`, or `anonymous` (counted, no id)."),
     Option("drop_bots", _bool, False, "Drop events from known bots at ingest (default: keep them flagged `is_bot`)."),
     Option("optout_max_age", int, 5 * 365 * DAY, "Max-Age of opt-out cookies, seconds."),
+    Option("account_hash_key", str, "", "When set, `/api/v1/identify` stores HMAC-SHA256(key, account id) instead of the account id (README, Identify)."),
     # the event
     Option("trusted_proxies", _networks, (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`."),
     Option("ipv4_prefix", int, 24, "IPv4 addresses are truncated to this prefix before they are stored."),

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+COMMERCE_PARAMS = frozenset({"order_id", "revenue", "currency", "coupon"})  # and i.<n>.<field>: beacon/commerce.py
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -170,6 +171,8 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
             fields[key] = value
         elif key.startswith("p.") and len(props) < limits.props:
             props[key[2:]] = value
+        elif key in COMMERCE_PARAMS or key.startswith("i."):
+            fields.setdefault("c", {})[key] = value
     if props:
         fields["p"] = props
     return fields, dropped

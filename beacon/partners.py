@@ -11,6 +11,10 @@ api_key_sha256 = "…"                          # sha256 hex of its API key, nev
 cookie_name = "adco_uid"
 cookie_max_age = 31536000
 cookie_partitioned = false                    # CHIPS
+attribution = false                           # aggregate conversion counts for its clicks (README)
+click_param = "adco_click"                    # its click parameter on mall landing pages
+attribution_window_days = 7
+attribution_min_count = 5                     # days with fewer conversions are left out
 ```
 """
 
@@ -50,6 +54,11 @@ class Partner:
     cookie_name: str = ""
     cookie_max_age: int = 365 * 86400
     cookie_partitioned: bool = False
+    # partner attribution (beacon/attribution.py), off by default
+    attribution: bool = False
+    click_param: str = ""
+    attribution_window_days: int = 7
+    attribution_min_count: int = 5
 
     def scope(self, refresh_age: int) -> Scope:
         return Scope(id=self.id, cookie_name=self.cookie_name, cookie_domain="", cookie_path="/",
@@ -112,9 +121,25 @@ def _partner(raw: dict[str, Any]) -> Partner:
     partitioned = raw.get("cookie_partitioned", False)
     if not isinstance(partitioned, bool):
         raise ValueError("cookie_partitioned must be true or false")
+    attribution = raw.get("attribution", False)
+    click_param = raw.get("click_param", "")
+    window = raw.get("attribution_window_days", 7)
+    min_count = raw.get("attribution_min_count", 5)
+    if not isinstance(attribution, bool):
+        raise ValueError("attribution must be true or false")
+    if not isinstance(click_param, str) or (click_param and not COOKIE_NAME.fullmatch(click_param)):
+        raise ValueError(f"click_param {click_param!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if attribution and not click_param:
+        raise ValueError("attribution = true needs a click_param")
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 90:
+        raise ValueError("attribution_window_days must be 1..90")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or not 1 <= min_count <= 1000:
+        raise ValueError("attribution_min_count must be 1..1000")
     return Partner(id=pid, name=str(raw.get("name", pid)), hosts=tuple(hosts), origins=tuple(origins),
                    sync_allow=tuple(_check_allow(a) for a in allow), api_key_sha256=key_hash,
-                   cookie_name=cookie, cookie_max_age=max_age, cookie_partitioned=partitioned)
+                   cookie_name=cookie, cookie_max_age=max_age, cookie_partitioned=partitioned,
+                   attribution=attribution, click_param=click_param, attribution_window_days=window,
+                   attribution_min_count=min_count)
 
 
 def parse(text: str, source: str, mall_cookie: str = "", mall_hosts: tuple[str, ...] = ()) -> tuple[Partner, ...]:

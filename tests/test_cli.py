@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from beacon import snippet
+
 from .conftest import free_port, start_beacon_up
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
@@ -32,7 +34,8 @@ def beacon_up(tmp_path_factory):
 def test_up_prints_the_snippet_and_the_stats_url(beacon_up):
     base, data, _ = beacon_up
     out = (data / "beacon.log").read_text()
-    assert f'<img src="{base}/p.gif"' in out and "<noscript>" in out and "sendBeacon" in out
+    assert snippet.up_message(base, ()) in out  # the beacon.js tag for its own origin, and BEACON_SITE_ORIGINS
+    assert f'<script async src="{base}/beacon.js"></script>' in out and "BEACON_SITE_ORIGINS is empty" in out
     assert f"{base}/api/v1/stats" in out
     assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
 

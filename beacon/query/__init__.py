@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from beacon.query.model import Query, QueryError, parse
+from beacon.query import commerce
+from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Query, QueryError, parse
 from beacon.query.sql import Builder
 
 __all__ = ["QueryError", "run", "export", "parse", "EXPORT_TYPES"]
@@ -53,14 +54,21 @@ def _metric(name: str, visitors: int, visits: int, pageviews: int, events: int, 
 
 def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int,
           total_rows: bool) -> tuple[list[dict[str, Any]], int | None]:
+    commerce.check(q, scope)
+    denominator = {}
+    if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
+        base, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
+        denominator = commerce.denominators(base)
     sql, params = Builder(q, scope, store.full_table, visit_timeout).build(limit, offset, total_rows)
     n = len(q.dimensions)
     results = []
     total = 0
     for row in store.query(sql, params):
         counts = row[n:n + 7]
+        base = [None if m in COMMERCE_METRICS else _metric(m, *counts) for m in q.metrics]
         results.append({"dimensions": [str(v) for v in row[:n]],
-                        "metrics": [_metric(m, *counts) for m in q.metrics]})
+                        "metrics": commerce.values(q, row, n, base, denominator) if denominator or any(
+                            m in COMMERCE_METRICS for m in q.metrics) else base})
         if total_rows:
             total = int(row[-1])
     if total_rows and not results and offset:  # past the last page: count the groups on their own
@@ -90,6 +98,7 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
     if fmt not in ("csv", "ndjson"):
         raise QueryError(f"export format must be csv or ndjson, not {fmt!r}")
     q = parse(body, now)
+    commerce.check(q, scope)
     names = [*q.dimensions, *q.metrics]
     paged = "pagination" in body
     end = q.offset + q.limit if paged else None

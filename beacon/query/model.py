@@ -28,6 +28,11 @@ VISIT_DIMENSIONS = (
     "visit:country", "visit:region", "visit:city", "visit:entry_page", "visit:exit_page",
 )
 TIME_DIMENSIONS = ("time:hour", "time:day")
+# Issue 12 (beacon/query/commerce.py): conversions, revenue per currency, signed-in customers.
+COMMERCE_METRICS = ("conversions", "conversion_rate", "total_revenue", "average_revenue", "customers")
+COMMERCE_DIMENSIONS = ("event:goal", "event:product")
+METRICS += COMMERCE_METRICS
+EVENT_DIMENSIONS += COMMERCE_DIMENSIONS
 PROP_PREFIX = "event:props:"
 PROP_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 

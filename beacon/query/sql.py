@@ -19,6 +19,7 @@ import dataclasses
 import zlib
 from typing import Any
 
+from beacon.query import commerce
 from beacon.query.model import (
     PROP_PREFIX,
     Combination,
@@ -66,6 +67,9 @@ class Builder:
         self.p = Params()
         self.filter_dims = sorted({d for f in q.filters for d in _dims(f)})
         self.event_plan = any(is_event_level(d) for d in (*q.dimensions, *self.filter_dims))
+        self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
+        self.customers = "customers" in q.metrics
+        self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
 
@@ -83,6 +87,8 @@ class Builder:
             return "formatDateTime(toStartOfHour(received_at), '%Y-%m-%d %H:00:00')"
         if dim == "time:day":
             return "toString(toDate(received_at))"
+        if dim in commerce.COMMERCE_DIMENSIONS:
+            return commerce.dimension(dim)
         return self.cols[dim]
 
     def condition(self, f: Filter, expr: Any) -> str:
@@ -167,10 +173,16 @@ class Builder:
             "arrayMap(r -> r.2, ranges) AS v_events, "
             "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
             f"AS v_duration{visit_attrs} "
-            "FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey "
+            f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
             "GROUP BY vkey"
         ), per_visit
+
+    def shop(self, scope: str) -> str:
+        """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
+        if not self.commerce:
+            return ""
+        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers)
 
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
@@ -191,6 +203,9 @@ class Builder:
             event_cols.append("props")
         if any(d.startswith("time:") for d in self.q.dimensions):
             event_cols.append("received_at")
+        if self.commerce:
+            event_cols += sorted(commerce.columns(self.customers))
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
         spread = ", ".join(f"arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1"
@@ -203,7 +218,7 @@ class Builder:
         group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
         rows = f"SELECT vkey, has_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
         return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
-                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration "
+                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
                 f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
@@ -220,6 +235,7 @@ class Builder:
             "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
             "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
         ])
+        select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
         ordering = {
             "o_visitors": "visitors", "o_visits": "visits", "o_pageviews": "pageviews", "o_events": "events",
             "o_bounce_rate": "if(visits = 0, 0, bounces / visits)",
