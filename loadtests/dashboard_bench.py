@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from beacon import query  # noqa: E402
 from beacon.dashboard import panels  # noqa: E402
+from beacon.query import funnel  # noqa: E402
 from beacon.store import Store  # noqa: E402
 from loadtests.seed import seed  # noqa: E402
 
@@ -32,12 +33,13 @@ TARGET_MS = 300.0
 
 
 def bodies(state: panels.State) -> list[tuple[str, dict]]:
-    out = [("headline", panels.totals_body(state)), ("headline (previous)", panels.totals_body(state.previous())),
-           ("conversions, revenue", panels.totals_body(state, panels.COMMERCE)),
+    cards = panels.HEADLINE + panels.COMMERCE  # the page asks all the cards in one query per period
+    out = [("cards", panels.totals_body(state, cards)), ("cards (previous)", panels.totals_body(state.previous(), cards)),
            ("series", panels.series_body(state)), ("realtime", panels.realtime_body(state))]
     for p in panels.LISTS.values():
         s = panels.State(state.period, state.start, state.end, state.filters, "plan") if p.name == "props" else state
         out.append((p.name, panels.list_body(p, s)))
+    out.append(("funnel", panels.funnel_body(state)))
     return out
 
 
@@ -72,7 +74,7 @@ def main() -> int:
                 try:
                     for _ in range(args.repeat):
                         t0 = time.perf_counter()
-                        answer = query.run(store, "mall", b, now=now)
+                        answer = (funnel if name == "funnel" else query).run(store, "mall", b, now=now)
                         times.append((time.perf_counter() - t0) * 1000)
                 except query.QueryError as exc:
                     cells.append("n/a")
@@ -81,7 +83,7 @@ def main() -> int:
                 ms = statistics.median(times)
                 slow += ms > TARGET_MS
                 cells.append(f"{ms:8.0f} ms" + ("!" if ms > TARGET_MS else " "))
-                rows = rows or str(len(answer["results"]))
+                rows = rows or str(len(answer.get("results", answer.get("steps", []))))
             print(f"{name:<24}{cells[0]:>12}{cells[1]:>16}   {rows}")
         print(f"\nmedian of {args.repeat} runs each; '!' marks a query over the {TARGET_MS:.0f} ms target ({slow} of them)")
         store.close()

@@ -188,12 +188,15 @@ def expect_headline(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "
         assert tab.card(metric) == shown(values[metric]), metric
     assert values["visitors"] > 0
     # Conversions light up when the API answers them (issue 12), and say so until then.
-    res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query", json=panels.totals_body(tab.state(), panels.COMMERCE),
+    res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query",
+                     json=panels.totals_body(tab.state(), panels.HEADLINE + panels.COMMERCE),
                      headers={"host": host, "authorization": f"Bearer {key}"}, timeout=30)
     if res.status_code != 200:  # a 400 before issue 12's metrics, or any failure of the API
         assert tab.card("conversions") == tab.card("total_revenue") == "not available"
     else:
-        assert tab.card("conversions") == shown(res.json()["results"][0]["metrics"][0])
+        commerce = dict(zip(panels.HEADLINE + panels.COMMERCE, res.json()["results"][0]["metrics"]))
+        assert tab.card("conversions") == shown(commerce["conversions"])
+        assert tab.card("total_revenue") == ", ".join(f"{c} {float(v):,.2f}" for c, v in commerce["total_revenue"].items())
     return values
 
 

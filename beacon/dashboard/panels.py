@@ -14,7 +14,7 @@ from typing import Any
 
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
-COMMERCE = ("conversions", "total_revenue")
+COMMERCE = ("conversions", "total_revenue")  # asked with HEADLINE, in one query
 PROP = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_DAYS = 3700
 

@@ -308,8 +308,9 @@ class Dashboard:
             return {"unavailable": f"Not available: {exc}"}
 
     async def headline(self, scope: str, state: panels.State) -> dict[str, Any]:
+        """All the cards in one query per period; without the commerce metrics when the API lacks them."""
         out: dict[str, Any] = {"current": {}, "previous": {}, "unavailable": {}}
-        for metrics in (panels.HEADLINE, panels.COMMERCE):
+        for metrics in (panels.HEADLINE + panels.COMMERCE, panels.HEADLINE):
             try:
                 now = await self.ask(scope, panels.totals_body(state, metrics))
                 before = await self.ask(scope, panels.totals_body(state.previous(), metrics))
@@ -317,8 +318,10 @@ class Dashboard:
                 for m in metrics:
                     out["unavailable"][m] = str(exc)
                 continue
+            out["unavailable"] = {m: why for m, why in out["unavailable"].items() if m not in metrics}
             out["current"].update(zip(metrics, first_metrics(now)))
             out["previous"].update(zip(metrics, first_metrics(before)))
+            break
         out["range"] = {"current": state.date_range(), "previous": state.previous().date_range()}
         return out
 
