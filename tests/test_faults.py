@@ -224,7 +224,9 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
         stored = got["n"]
         extra = sorted(set(stored) - answered)
         doubled = sorted({x for x in stored if stored.count(x) > 1}) if len(stored) != len(set(stored)) else []
-        report.append(f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}")
+        missing = sorted(answered - set(stored))
+        report.append(f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}; "
+                      f"answered but not stored: {len(missing)} {missing[:10]}")
         print("\n".join(report))
         assert n > 500
         assert got["count"] == n
