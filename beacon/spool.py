@@ -70,11 +70,16 @@ class Spool:
         self._fd: int | None = None
         self._path: Path | None = None
         self._sealed: list[tuple[Path, int]] = []  # our files waiting for replay, oldest first (fd keeps the flock)
+        self._name = uuid.uuid4().hex
+        self._files = 0
 
     def _open(self) -> int:
         if self._fd is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._path = self.dir / f"spool-{uuid.uuid4().hex}.log"
+            # One name prefix per Spool and a counter: a process's files sort in the order they
+            # were written, which is the order their (proc, seq) must reach Redis in.
+            self._files += 1
+            self._path = self.dir / f"spool-{self._name}-{self._files:08d}.log"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return self._fd
