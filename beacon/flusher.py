@@ -267,9 +267,9 @@ class Flusher:
         while True:
             try:
                 self.store.insert_lines(body, token)
-                if reused:
-                    return self._ensure_stored(body, token, dead)
-                return body.count(b"\n") + 1
+                if not reused:
+                    return body.count(b"\n") + 1
+                absent = absent_lines(self.store, body.split(b"\n"))
             except Exception as exc:  # noqa: BLE001 - classified below
                 if is_data_error(exc):
                     return self._split(body, token, exc, dead, reused)
@@ -279,21 +279,22 @@ class Flusher:
                 if self._stop.wait(backoff * (0.5 + random.random())):
                     return -1
                 backoff = min(backoff * 2, self.max_backoff)
+                continue
+            return self._repair(body, token, absent, dead)
 
-    def _ensure_stored(self, body: bytes, token: str, dead: list[tuple[bytes, str]]) -> int:
-        """After an insert under a used token: insert the rows still absent under `<token>.r`.
+    def _repair(self, body: bytes, token: str, absent: list[bytes], dead: list[tuple[bytes, str]]) -> int:
+        """After an insert under a used token: insert the lines still absent under `<token>.r`.
 
-        The derived token is a function of the token alone, so a crash during the second
-        insert is repaired the same way, and a second check finds those rows present."""
-        lines = body.split(b"\n")
-        absent = absent_lines(self.store, lines)
+        The derived token is a function of the token alone, so a crash during this insert
+        is repaired the same way, and the next check finds those rows present."""
+        n = body.count(b"\n") + 1
         if not absent:
-            return len(lines)
+            return n
         metrics.FLUSH_REPAIRED.inc(len(absent))
         log.warning("batch %s: %d of %d rows were dropped as a repeat but are not in ClickHouse; "
-                    "inserting them again under %s.r", token, len(absent), len(lines), token)
+                    "inserting them again under %s.r", token, len(absent), n, token)
         got = self._insert(b"\n".join(absent), f"{token}.r", dead, reused=True)
-        return -1 if got < 0 else len(lines) - len(absent) + got
+        return -1 if got < 0 else n - len(absent) + got
 
     def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]],
                reused: bool = False) -> int:
