@@ -113,6 +113,7 @@ class Spool:
         keys = [stream, marker_key(stream)]
         moved = 0
         with self._replaying:
+            r.ping()  # Redis down: raise before sealing, so an outage does not pile up files
             ours = {p for p, _ in self._sealed} | {self._path}
             paths = sorted(self.dir.glob("spool-*.log")) if self.dir.exists() else []
             for path in paths:
