@@ -50,7 +50,11 @@ def key_owner(partners: Any, token: str) -> Any:
     return owner
 
 
-CURSOR = re.compile(r"(\d{1,16})_([0-9a-f-]{36})")
+CURSOR = re.compile(r"([0-9]{1,16})_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# Dates a report or a cursor may name: what ClickHouse's DateTime64 holds, and then some.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_MS = int(LATEST.timestamp() * 1000)
 
 
 def parse_page(get: Any) -> tuple[int, tuple[int, str] | None]:
@@ -65,7 +69,7 @@ def parse_page(get: Any) -> tuple[int, tuple[int, str] | None]:
     if not raw:
         return limit, None
     m = CURSOR.fullmatch(raw)
-    if not m:
+    if not m or int(m.group(1)) >= LATEST_MS:
         raise ValueError("before must be a cursor returned as next")
     return limit, (int(m.group(1)), m.group(2))
 
@@ -96,12 +100,15 @@ def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
             return default
         try:
             value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        except (ValueError, OverflowError):  # 0001-01-01T00:00+01:00 is before year 1 in UTC
             raise ValueError(f"{name} must be an ISO 8601 date or time, not {raw[:40]!r}") from None
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"{name} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        return value
 
     end = when("to", now + dt.timedelta(minutes=1))
-    start = when("from", end - dt.timedelta(days=1))
+    start = when("from", max(end - dt.timedelta(days=1), EARLIEST))
     if start >= end:
         raise ValueError("from must be before to")
     if (end - start) > dt.timedelta(days=3700):
@@ -174,6 +181,12 @@ def routes(core: Any) -> list[Route]:
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics_view(request: Request) -> Response:
+        if not core.settings.metrics_key:
+            return JSONResponse({"error": "/metrics is closed: set BEACON_METRICS_KEY and send it as a bearer key"},
+                                status_code=403)
+        if not bearer_ok(request, core.settings.metrics_key):
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
         try:
             entries, age = await lag(core)
             metrics.STREAM_PENDING.set(entries)
@@ -200,7 +213,8 @@ def routes(core: Any) -> list[Route]:
                                 headers={"www-authenticate": "Bearer"})
         path = posixpath.normpath("/" + request.path_params["rest"])
         pid, _, endpoint = path[1:].partition("/")
-        if pid != owner.id:
+        host_scope = request.scope.get("beacon.scope")
+        if pid != owner.id or (host_scope is not None and host_scope.is_partner and host_scope.id != owner.id):
             return JSONResponse({"error": "this key reads only its own partner scope"}, status_code=403)
         if endpoint == "stats":
             try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import ada_url
 import tomli_w
 
 from beacon.scope import MALL, Scope
@@ -86,7 +87,7 @@ def _lines_of_tables(text: str) -> list[int]:
 def _check_allow(entry: str) -> str:
     parts = urlsplit(entry)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password \
-            or parts.query or parts.fragment or "\\" in entry:
+            or parts.query or parts.fragment or "\\" in entry or _url(entry) is None:
         raise ValueError(f"sync_allow entry {entry!r} must look like https://host[:port]/path-prefix")
     return entry
 
@@ -197,25 +198,46 @@ class SyncRefused(ValueError):
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
+# `/` or `\` hidden by (repeated) percent-encoding, a doubly encoded `.`, or an empty
+# segment: harmless to a browser, but a partner server that decodes again or joins
+# paths naively could be walked out of its prefix with them.
+_HIDDEN_SEPARATOR = re.compile(r"%(25)*(2f|5c)|%(25)+2e|//", re.I)
+
+
+def _url(text: str) -> ada_url.URL | None:
+    try:
+        return ada_url.URL(text)
+    except ValueError:
+        return None
 
 
 def sync_target(partner: Partner, to: str, uid: str) -> str:
-    """The redirect URL for `to` with the partner's own id in place of {uid}; SyncRefused otherwise."""
+    """The redirect URL for `to` with the partner's own id in place of {uid}; SyncRefused otherwise.
+
+    `to` is parsed as a browser parses a Location (the WHATWG URL standard, by ada-url):
+    `..` and `%2e%2e` segments are resolved, case, default ports and IDNA normalised,
+    and the *resolved* URL must be under an allowlisted prefix. It is also what is sent.
+    """
     if not to:
         raise SyncRefused("to is required")
     if _UNSAFE.search(to):
         raise SyncRefused("to contains whitespace, control characters or backslashes")
-    parts = urlsplit(to)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    url = _url(to)
+    if url is None or url.protocol not in ("https:", "http:"):
         raise SyncRefused("to must be an absolute http(s) URL")
-    if "@" in parts.netloc or parts.username is not None:
+    authority = re.split(r"[/?#]", to.partition("://")[2], maxsplit=1)[0]
+    if url.username or url.password or "@" in authority:
         raise SyncRefused("to must not carry user information")
+    if "%" in authority:
+        raise SyncRefused("to must not percent-encode its host")
+    if _HIDDEN_SEPARATOR.search(url.pathname):
+        raise SyncRefused("to must not hide / or \\ as %2F or %5C, nor have an empty segment, in its path")
     for allowed in partner.sync_allow:
-        a = urlsplit(allowed)
-        prefix = a.path or "/"
-        if parts.scheme == a.scheme and parts.netloc.lower() == a.netloc.lower() and (
-                parts.path == prefix or parts.path.startswith(prefix if prefix.endswith("/") else prefix + "/")):
-            return to.replace("{uid}", uid).replace("%7Buid%7D", uid).replace("%7buid%7d", uid)
+        a = ada_url.URL(allowed)
+        prefix = a.pathname
+        if url.protocol == a.protocol and url.host == a.host and (
+                url.pathname == prefix or url.pathname.startswith(prefix if prefix.endswith("/") else prefix + "/")):
+            return url.href.replace("{uid}", uid).replace("%7Buid%7D", uid).replace("%7buid%7d", uid)
     raise SyncRefused("to is not on this partner's sync allowlist")
 
 

@@ -96,13 +96,17 @@ class BeaconRoutes:
         self.core = core
         self.s = core.settings
 
-    def _server_fields(self, asgi: dict[str, Any], req: Request) -> tuple[str, str]:
+    def _server_fields(self, asgi: dict[str, Any], req: Request, mode: str) -> tuple[str, str, bool, bytes]:
+        """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
+        is used for the country here and goes no further."""
         core = self.core
         client = asgi.get("client")
         peer = client[0] if client else ""
-        ip = core.anonymiser.anonymise(core.anonymiser.client(peer, req.forwarded_for))
+        addr = core.anonymiser.client(peer, req.forwarded_for)
         ua = clean_text(req.user_agent.decode("latin-1"), core.limits.user_agent) if req.user_agent else ""
-        return ip, ua
+        is_bot = core.is_bot(ua) if ua else False
+        derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
+        return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
     async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         method = asgi["method"]
@@ -126,8 +130,12 @@ class BeaconRoutes:
                 try:
                     await core.buffer.append(lines)
                     metrics.accepted(sc.id)
-                except BufferUnavailable:
-                    metrics.EVENTS_LOST.inc()
+                except BufferUnavailable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
+                    metrics.request("pixel", 503)
+                    headers = GIF_HEADERS if set_cookie is None else [*GIF_HEADERS, (b"set-cookie", set_cookie)]
+                    await send({"type": "http.response.start", "status": 503, "headers": headers})
+                    await send(GIF_BODY)
+                    return
         if set_cookie is None:
             await send(GIF_START)
         else:
@@ -140,7 +148,7 @@ class BeaconRoutes:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
-        if len(qs) > self.s.max_query_bytes:
+        if len(qs) > self.s.max_query_bytes or "beacon.truncated" in asgi:  # see beacon/http.py
             metrics.EVENTS_REJECTED.labels("query_too_long").inc()
             return []
         fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
@@ -174,8 +182,7 @@ class BeaconRoutes:
                 return [], None
             ident = core.identity(sc)
             return [], ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))[1]
-        ip, ua = self._server_fields(asgi, req)
-        is_bot = core.is_bot(ua) if ua else False
+        ip, ua, is_bot, client = self._server_fields(asgi, req, mode)
         if is_bot and self.s.drop_bots:
             metrics.EVENTS_REJECTED.labels("bot").inc(len(checked))
             return [], None
@@ -189,9 +196,10 @@ class BeaconRoutes:
             visitor, ip, ua = "", "", ""
         t = now()
         bot = 1 if is_bot else 0
+        enrich = core.enrich
         return [commerce.splice(encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode,
                                        event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua,
-                                       transport=transport, is_bot=bot), shop)
+                                       transport=transport, is_bot=bot, derived=client + enrich.event(url, ref)), shop)
                 for name, url, ref, props, shop in checked], set_cookie
 
     async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:

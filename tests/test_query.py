@@ -202,6 +202,15 @@ def test_each_event_dimension(data, dimension, expected):
     assert ask(data, metrics=EVENTS, dimensions=[dimension], **({"order_by": order} if order else {})) == expected
 
 
+@pytest.mark.parametrize("dimension", ["event:page", "event:name", "event:props:sku", "time:hour", "time:day"])
+def test_queries_without_visits_count_the_same(data, dimension):
+    # visitors, pageviews and events alone skip the visit computation; the numbers must not change
+    common = {"dimensions": [dimension], "order_by": [[dimension, "asc"]], "filters": [["not", ["is", "event:page", ["/cart"]]]]}
+    full = ask(data, metrics=EVENTS, **common)
+    lean = ask(data, metrics=["visitors", "pageviews", "events"], **common)
+    assert lean == [(dims, [m[0], m[2], m[3]]) for dims, m in full] and lean
+
+
 def test_time_day_over_a_week_in_date_order(data):
     assert ask(data, metrics=["visitors", "pageviews"], dimensions=["time:day"], date_range="7d") == [
         ([(D - dt.timedelta(days=1)).date().isoformat()], [1, 1]), ([DAY], [4, 12])]

@@ -7,10 +7,12 @@ utm_campaign) other than the last campaign the visitor came with. The visit's
 attributes (visit:*) are its first event's values; entry and exit page are its first
 and last pageview's path; a bounce is a visit of one pageview.
 
-Two plans give the same numbers. When every dimension and filter is about the visit,
-one row per visit is aggregated; when one is about single events (event:*, time:*),
-each event carries its visit's values, the filter is applied to events, and a visit
-counts when one of its events matches.
+Three plans give the same numbers. When every dimension and filter is about the
+visit, one row per visit is aggregated; when one is about single events (event:*,
+time:*), each event carries its visit's values, the filter is applied to events, and a
+visit counts when one of its events matches; when the query needs no visit at all
+(only visitors, pageviews and events, no visit:* dimension or filter), the events are
+aggregated directly and no visit is computed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ FIRST_EVENT_COLUMNS = {
     "visit:country": "country", "visit:region": "region", "visit:city": "city",
 }
 PAGE = "path(url)"
+VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
 PAGEVIEW = "event = 'pageview'"
 
 
@@ -184,9 +187,25 @@ class Builder:
             return ""
         return commerce.inner(self.table, self.table + "_accounts", scope, self.customers)
 
+    def events_only(self) -> str:
+        """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        rows = ("SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
+                f"toUInt8(visitor_id != '') AS has_id, 1 AS m_events, toUInt8({PAGEVIEW}) AS m_pageviews, "
+                f"0 AS v_pageviews, 0 AS v_duration, {PAGE} AS page "
+                f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}")
+        dims = "".join(f"{self.event_expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        return (f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"WHERE {self.where(self.event_expr)}")
+
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS and not self.commerce:
+            return self.events_only()
         for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
         if not self.event_plan:
