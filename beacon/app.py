@@ -62,7 +62,8 @@ class Core:
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
         if ident is None:
-            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys, self.settings.optout_max_age)
+            ident = self._identities[id(sc)] = Identity(sc, tuple(k.reveal() for k in self.settings.secret_keys),
+                                                             self.settings.optout_max_age)
         return ident
 
     async def start(self) -> None:
@@ -70,7 +71,7 @@ class Core:
         # collector's generations, so collections on the request path stay short.
         gc.freeze()
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
+        self.redis = aioredis.Redis.from_url(s.redis_url.reveal(), socket_timeout=s.redis_timeout,
                                              socket_connect_timeout=s.redis_timeout)
         self.consent.redis = self.redis
         self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
@@ -80,7 +81,7 @@ class Core:
 
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
-        sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=5)
         try:
             while True:
                 if self.spool.pending():
@@ -101,7 +102,7 @@ class Core:
                 await self._replayer
         if self.spool is not None:
             if self.spool.pending():  # one last replay, so a clean stop leaves no spool when Redis is up
-                sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+                sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=2)
                 try:
                     await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
                 except (redis.RedisError, OSError):

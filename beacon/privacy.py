@@ -97,7 +97,7 @@ class VisitorRights:
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
                                    [(b"set-cookie", ident.clear_cookie)])
-        rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0], sc.id,
+        rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0].reveal(), sc.id,
                                        visitor, "visitor")
         await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", ident.clear_cookie)])
 
