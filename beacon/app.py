@@ -21,6 +21,7 @@ from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
 from beacon import api, config, partners
+from beacon import clock as clocks
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
 from beacon.event import Anonymiser, Limits
@@ -38,8 +39,9 @@ log = logging.getLogger("beacon.app")
 class Core:
     """What the request path needs, built once per process."""
 
-    def __init__(self, settings: Any, store: Store | None = None) -> None:
+    def __init__(self, settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> None:
         self.settings = settings
+        self.clock = clock
         self.mall = mall_scope(settings)
         self.partners = partners.load(settings.partners_file, settings.cookie_name, settings.mall_hosts)
         self.resolver = Resolver(
@@ -52,7 +54,7 @@ class Core:
         self.limits = Limits(settings)
         self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
                                     settings.retention_days, settings.dedup_window)
-        self.consent = Consent(settings)
+        self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.redis: Any = None
         self.buffer: Any = None
@@ -63,7 +65,7 @@ class Core:
         ident = self._identities.get(id(sc))
         if ident is None:
             ident = self._identities[id(sc)] = Identity(sc, tuple(k.reveal() for k in self.settings.secret_keys),
-                                                             self.settings.optout_max_age)
+                                                             self.settings.optout_max_age, self.clock)
         return ident
 
     async def start(self) -> None:
@@ -149,13 +151,13 @@ class Beacon:
         await self.starlette(scope, receive, send)
 
 
-def create_app(settings: Any, store: Store | None = None) -> Beacon:
+def create_app(settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> Beacon:
     """Raises ConfigError or partners.RegistryError with a message naming what is wrong."""
     if not settings.secret_keys:
         raise config.ConfigError("BEACON_SECRET_KEYS is empty: set at least one signing key")
     if not settings.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty (only `beacon up` starts its own Redis)")
-    return Beacon(Core(settings, store))
+    return Beacon(Core(settings, store, clock))
 
 
 def from_env() -> Beacon:

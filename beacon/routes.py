@@ -19,7 +19,6 @@ from beacon.event import (
     check_url,
     clean_text,
     encode,
-    now,
     parse_pixel_query,
     query_value,
     uuid7,
@@ -176,7 +175,7 @@ class BeaconRoutes:
             visitor = await core.consent.cookieless_id(sc, ip, ua)
         else:  # anonymous: counted, nothing that points at a person
             visitor, ip, ua = "", "", ""
-        t = now()
+        t = core.clock()
         bot = 1 if is_bot else 0
         return [encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode, event=name,
                        url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport=transport, is_bot=bot)
