@@ -11,18 +11,15 @@ import ipaddress
 import os
 import random
 import re
-import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from beacon.errors import Invalid as Invalid  # re-exported: validation raises it
+
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Invalid(ValueError):
-    """A client field that cannot be stored; the message is the reason given back."""
 
 
 _last_ms = 0
@@ -208,4 +205,3 @@ def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mo
     })
 
 
-now = time.time

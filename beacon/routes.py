@@ -12,8 +12,8 @@ import orjson
 
 from beacon import consent, metrics
 from beacon.buffer import BufferUnavailable
+from beacon.errors import Invalid, TooManyEvents
 from beacon.event import (
-    Invalid,
     check_event_name,
     check_props,
     check_url,
@@ -210,8 +210,7 @@ class BeaconRoutes:
         try:
             checked = self._check_events(req, body)
         except Invalid as exc:
-            status = 413 if str(exc).startswith("too many events") else 400
-            return await self._refuse(send, status, str(exc), cors)
+            return await self._refuse(send, exc.status, exc.reason, cors)
         mode = self.core.consent.decide(sc, req) if req.signals else consent.COOKIE
         if mode == consent.DROP:  # validated, then neither identified nor stored
             metrics.EVENTS_REJECTED.labels("consent").inc(len(checked))
@@ -245,7 +244,7 @@ class BeaconRoutes:
         if not events:
             raise Invalid("no events in body")
         if len(events) > self.s.max_batch_events:
-            raise Invalid(f"too many events: {len(events)} > {self.s.max_batch_events}")
+            raise TooManyEvents(f"too many events: {len(events)} > {self.s.max_batch_events}")
         checked = []
         for i, ev in enumerate(events):
             if not isinstance(ev, dict):
@@ -256,7 +255,7 @@ class BeaconRoutes:
                                 check_url(ev.get("r"), core.limits, "r"),
                                 check_props(ev.get("p"), core.limits)))
             except Invalid as exc:
-                raise Invalid(f"event {i}: {exc}") from None
+                raise Invalid(f"event {i}: {exc.reason}") from None
         return checked
 
     async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
