@@ -21,6 +21,7 @@ import uuid
 from typing import Any
 
 from beacon import metrics
+from beacon.errors import NotDurable
 from beacon.spool import Spool
 
 # KEYS: stream, marker hash. ARGV: proc, seq, data, n.
@@ -37,7 +38,7 @@ def marker_key(stream: str) -> str:
     return f"{stream}:committed"
 
 
-class BufferUnavailable(RuntimeError):
+class BufferUnavailable(NotDurable):
     pass
 
 

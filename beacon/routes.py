@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 
 from beacon import consent, metrics
-from beacon.buffer import BufferUnavailable
-from beacon.errors import Invalid, TooManyEvents
+from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
     check_event_name,
     check_props,
@@ -123,7 +122,7 @@ class BeaconRoutes:
                 try:
                     await core.buffer.append(lines)
                     metrics.accepted(sc.id)
-                except BufferUnavailable:
+                except NotDurable:
                     metrics.EVENTS_LOST.inc()
         if set_cookie is None:
             await send(GIF_START)
@@ -224,7 +223,7 @@ class BeaconRoutes:
             return
         try:
             await self.core.buffer.append(lines)
-        except BufferUnavailable as exc:
+        except NotDurable as exc:
             return await self._refuse(send, 503, f"events not stored: {exc}", cors)
         metrics.accepted(sc.id, len(lines))
         headers = list(cors or ())
