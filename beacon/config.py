@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
-import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -90,10 +89,14 @@ def _consent(*allowed: ConsentMode) -> Callable[[str], ConsentMode]:
     return cast
 
 
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's names
+
+
 def _log_level(value: str) -> str:
-    if value.upper() not in logging.getLevelNamesMapping():
-        raise ValueError("expected one of debug, info, warning, error, critical")
-    return value.lower()
+    level = value.strip().lower()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}")
+    return level
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -151,10 +154,13 @@ class Settings:
                                                 _consent(ConsentMode.DROP, ConsentMode.ANONYMOUS))
     drop_bots: bool = setting(False, "Drop events from known bots at ingest (default: keep them flagged `is_bot`).")
     optout_max_age: int = setting(5 * 365 * DAY, "Max-Age of opt-out cookies, seconds.")
+    account_hash_key: Secret = setting(Secret(""), "When set, `/api/v1/identify` stores HMAC-SHA256(key, account id) instead of the account id (README, Identify).")
     # the event
     trusted_proxies: tuple[Network, ...] = setting((), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`.", _networks)
     ipv4_prefix: int = setting(24, "IPv4 addresses are truncated to this prefix before they are stored.")
     ipv6_prefix: int = setting(48, "IPv6 addresses are truncated to this prefix before they are stored.")
+    geoip_db: str = setting("", "MaxMind or DB-IP `.mmdb` (City or Country) read before the shipped country data; adds region and city. Empty: country only, from iptocc.")
+    internal_hosts: tuple[str, ...] = setting((), "More of the mall's own hosts whose referrers are internal (no source); the page's host, `BEACON_SITE_ORIGINS`, `BEACON_MALL_HOSTS` and `BEACON_COOKIE_DOMAIN` count already.", _csv)
     max_query_bytes: int = setting(8192, "Pixel query strings longer than this are not recorded (the GIF is still served).")
     max_url_length: int = setting(2048, "Page URL and referrer are truncated to this many characters.")
     max_event_length: int = setting(64, "Longest event name.")
@@ -164,10 +170,12 @@ class Settings:
     max_user_agent_length: int = setting(512, "User agents are truncated to this many characters.")
     max_body_bytes: int = setting(65536, "Largest `POST /e` body; larger answers 413.")
     max_batch_events: int = setting(50, "Most events in one `POST /e`; more answers 413.")
+    max_header_bytes: int = setting(32768, "Largest request header fields (names + values, not the request line); larger answers 431 and closes (nginx: 4 x 8k).")
+    header_timeout: float = setting(15.0, "Seconds a connection may take to send a request's line and headers; slower answers 408 and closes.")
     # buffer
     group_commit: bool = setting(True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison).")
     redis_timeout: float = setting(0.5, "Seconds a Redis write may take before its group commit goes to the spool.")
-    spool_max_bytes: int = setting(1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it events are lost and counted.")
+    spool_max_bytes: int = setting(1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it (with Redis down) events are refused with 503 and counted.")
     commit_max_lines: int = setting(2000, "Most events in one group-commit Redis entry.")
     commit_timeout: float = setting(2.0, "Seconds the spool fallback may take before the requests of a group commit are answered as failed.")
     # flusher
@@ -176,9 +184,12 @@ class Settings:
     claim_idle: float = setting(30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds.")
     consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`.")
     dedup_window: int = setting(100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window).")
+    # reports
+    visit_timeout: int = setting(30, "Minutes without an event after which the next event starts a new visit (Query API v2).")
     # ops
     access_log: bool = setting(False, "Log every request (costly on the pixel path).")
-    log_level: str = setting("info", "Log level: debug, info, warning, error or critical.", _log_level)
+    log_level: str = setting("info", "Log level: critical, error, warning, info, debug or trace.", _log_level)
+    metrics_key: Secret = setting(Secret(""), "Bearer key for `/metrics`. Empty: `/metrics` answers 403 to everyone.")
 
 
 _CASTS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _bool, "Secret": Secret}
@@ -249,16 +260,20 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"BEACON_IPV4_PREFIX={s.ipv4_prefix!r}: must be 0..32")
     if not 0 <= s.ipv6_prefix <= 128:
         raise ConfigError(f"BEACON_IPV6_PREFIX={s.ipv6_prefix!r}: must be 0..128")
+    if not 1 <= s.visit_timeout <= 1440:
+        raise ConfigError(f"BEACON_VISIT_TIMEOUT={s.visit_timeout!r}: must be 1..1440 minutes")
     for origin in s.site_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise ConfigError(f"BEACON_SITE_ORIGINS: {origin!r} is not an origin like https://shop.example")
+    if s.max_header_bytes < 1024 or s.header_timeout <= 0:
+        raise ConfigError("BEACON_MAX_HEADER_BYTES must be at least 1024 and BEACON_HEADER_TIMEOUT above 0")
     for name in ("database", "table"):
         value = getattr(s, name)
         if not value.replace("_", "").isalnum():
             raise ConfigError(f"BEACON_{name.upper()}={value!r}: letters, digits and _ only")
 
 
-def add_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+def add_flags(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
     """Flags for every setting, or only for `names` (a subcommand's own settings)."""
     for option in OPTIONS:
         if names is None or option.name in names:
