@@ -243,7 +243,8 @@ def cmd_forget(s: Any, args: argparse.Namespace) -> int:
         raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
     if args.account:  # the mall's signed-in customer: every linked device, then the links
         from beacon.customers import account_key, forget_account
-        visitors, rows = forget_account(_store(s), s.secret_keys[0].reveal(), "mall", account_key(s.account_hash_key.reveal(), args.account),
+        account = account_key(s.account_hash_key.reveal(), args.account)
+        visitors, rows = forget_account(_store(s), s.secret_keys[0].reveal(), "mall", account,
                                         "operator")
         print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
         return 0
