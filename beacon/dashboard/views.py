@@ -64,7 +64,7 @@ class Dashboard:
     def __init__(self, core: Any) -> None:
         self.core = core
         s = core.settings
-        self.sessions = Sessions(s.secret_keys, int(getattr(s, "dashboard_session_age", 8 * 3600)))
+        self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
         self.ops = Ops(core)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
         self.static = StaticFiles(directory=HERE / "static")
@@ -124,7 +124,8 @@ class Dashboard:
 
     def key_fingerprint(self, sc: Scope) -> str:
         if sc.id == MALL:
-            return fingerprint(self.core.settings.mall_api_key) if self.core.settings.mall_api_key else ""
+            mall_key = reveal(self.core.settings.mall_api_key)
+            return fingerprint(mall_key) if mall_key else ""
         partner = self.core.partner_by_id.get(sc.id)
         return fingerprint(partner.api_key_sha256) if partner is not None and partner.api_key_sha256 else ""
 
@@ -132,7 +133,7 @@ class Dashboard:
         if not key:
             return False
         if sc.id == MALL:
-            expected = self.core.settings.mall_api_key
+            expected = reveal(self.core.settings.mall_api_key)
             return bool(expected) and hmac.compare_digest(key.encode(), expected.encode())
         partner = self.core.partner_by_id.get(sc.id)
         return partner is not None and partner.key_matches(key)
@@ -184,7 +185,7 @@ class Dashboard:
     # -- operators: the mall's session, or one opened with the metrics key (BEACON_METRICS_KEY) -------------
 
     def metrics_key(self) -> str:
-        return str(getattr(self.core.settings, "metrics_key", "") or "")
+        return reveal(self.core.settings.metrics_key)
 
     def ops_session(self, request: Request) -> tuple[bool, str]:
         ok, why = self.session(request)
@@ -375,6 +376,11 @@ async def form_key(request: Request, limit: int = 4096) -> str:
     except ValueError:  # more fields than a sign-in form has
         return ""
     return values[0].strip() if values else ""
+
+
+def reveal(value: Any) -> str:
+    """The plain text of a setting that is a `config.Secret` (masked in `str`)."""
+    return value.reveal() if hasattr(value, "reveal") else str(value or "")
 
 
 def first_metrics(answer: dict[str, Any]) -> list[Any]:
