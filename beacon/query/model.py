@@ -290,11 +290,18 @@ def _pagination(raw: Any) -> tuple[int, int]:
     return limit, offset
 
 
+UNSORTABLE = ("total_revenue", "average_revenue", "conversion_rate")
+
+
 def _order_by(raw: Any, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """Default: time ascending when there is a time dimension, else the first metric descending."""
     if raw is None:
         time = [d for d in dimensions if d in TIME_DIMENSIONS]
-        return ((time[0], "asc"),) if time else ((metrics[0], "desc"),)
+        if time:
+            return ((time[0], "asc"),)
+        # revenue is per currency and a rate has no order of its own: the first metric that sorts
+        sortable = [m for m in metrics if m not in UNSORTABLE]
+        return ((sortable[0], "desc"),) if sortable else ()
     if not isinstance(raw, list):
         raise QueryError("order_by must be a list of [metric_or_dimension, \"asc\"|\"desc\"]")
     out = []
