@@ -28,7 +28,7 @@ from beacon.identity import cookie_value
 from beacon.partners import SyncRefused, sync_target
 from beacon.request import Request
 from beacon.scope import Scope
-from beacon.types import Receive, Send
+from beacon.types import ASGIScope, Receive, Send
 
 if TYPE_CHECKING:  # app.py builds the routes from its Core: a real cycle
     from beacon.app import Core
@@ -64,7 +64,7 @@ class BeaconRoutes:
         self.core = core
         self.s = core.settings
 
-    def _server_fields(self, asgi: dict[str, Any], req: Request, mode: str) -> tuple[str, str, bool, bytes]:
+    def _server_fields(self, asgi: ASGIScope, req: Request, mode: str) -> tuple[str, str, bool, bytes]:
         """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
         is used for the country here and goes no further."""
         core = self.core
@@ -76,7 +76,7 @@ class BeaconRoutes:
         derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
         return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
-    async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Scope, req: Request) -> None:
+    async def pixel(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         method = asgi["method"]
         if method != "GET":
             if method == "HEAD":
@@ -112,7 +112,7 @@ class BeaconRoutes:
         await send(GIF_BODY)
         metrics.PIXEL_OK.inc()
 
-    def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[Checked]:
+    def _pixel_fields(self, asgi: ASGIScope, req: Request) -> list[Checked]:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
@@ -140,7 +140,7 @@ class BeaconRoutes:
             metrics.EVENTS_REJECTED.labels(Reason.INVALID).inc()
             return []
 
-    async def _encode(self, asgi: dict[str, Any], req: Request, sc: Scope, mode: str,
+    async def _encode(self, asgi: ASGIScope, req: Request, sc: Scope, mode: str,
                       checked: list[Checked], transport: str,
                       ) -> tuple[list[bytes], bytes | None]:
         """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
@@ -170,7 +170,7 @@ class BeaconRoutes:
                                        transport=transport, is_bot=bot, derived=client + enrich.event(url, ref)), shop)
                 for name, url, ref, props, shop in checked], set_cookie
 
-    async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Scope, req: Request) -> None:
+    async def collect(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         cors = self._cors(sc, req)
         method = asgi["method"]
         if method == "OPTIONS":
@@ -250,7 +250,7 @@ class BeaconRoutes:
                 raise Invalid(f"event {i}: {exc.reason}") from None
         return checked
 
-    async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Scope, req: Request) -> None:
+    async def sync(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         """Partner cookie sync: 302 to an allowlisted URL with the partner's own id for {uid}."""
         if not sc.is_partner:
             return await send_json(send, 404, {"error": "sync exists only on partner scopes"})
