@@ -92,7 +92,7 @@ def _check_allow(entry: str) -> str:
     return entry
 
 
-def _partner(raw: dict[str, Any]) -> Partner:
+def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked here
     known = {f.name for f in dataclasses.fields(Partner)}
     unknown = set(raw) - known
     if unknown:
