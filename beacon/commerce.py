@@ -151,8 +151,8 @@ def from_pixel(params: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def splice(line: bytes, fields: dict[str, Any]) -> bytes:
-    """The encoded event line with the commerce columns added (two JSON objects joined)."""
+def splice(line: bytes, fields: dict[str, Any] | None) -> bytes:
+    """The encoded event line with the commerce columns added (two JSON objects joined); as it is without any."""
     if not fields:
         return line
     return line[:-1] + b"," + orjson.dumps(fields)[1:]
