@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import ada_url
 import tomli_w
 
+from beacon.errors import BadRequest
 from beacon.scope import MALL, Scope
 
 PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -193,8 +194,8 @@ def save(path: str | Path, partners: tuple[Partner, ...] | list[Partner]) -> Non
     tmp.replace(path)
 
 
-class SyncRefused(ValueError):
-    pass
+class SyncRefused(BadRequest):
+    """A /sync target that is refused: 400, the reason names why."""
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
