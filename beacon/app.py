@@ -13,7 +13,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -25,21 +24,37 @@ from beacon import clock as clocks
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
 from beacon.enrich import Enricher
+from beacon.errors import BeaconError, NotDurable
 from beacon.event import Anonymiser, Limits
 from beacon.http import TRUNCATED
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
-from beacon.routes import BeaconRoutes, Request, send_json
+from beacon.request import Request
+from beacon.routes import BeaconRoutes, send_json
 from beacon.scope import Resolver, Scope, mall_scope
+from beacon.sink import Buffer
 from beacon.spool import Spool
 from beacon.store import Store
-from beacon.types import Receive, Send
+from beacon.types import ASGIScope, Receive, Send
 
 log = logging.getLogger("beacon.app")
 
 ANY_HOST = frozenset({"/healthz", "/readyz"})
 BY_ADDRESS = ANY_HOST | {"/metrics"}  # what a balancer or a scraper asks for by IP (/metrics has its key)
 PARTNER_API = "/api/v1/partners/"
+
+
+class _NotStarted:
+    """The buffer before `Core.start` (and after a failed one): nothing is durable yet."""
+
+    async def append(self, lines: list[bytes]) -> None:
+        raise NotDurable("the buffer is not started")
+
+    async def close(self) -> None:
+        pass
+
+
+NOT_STARTED: Buffer = _NotStarted()
 
 
 class Core:
@@ -63,8 +78,8 @@ class Core:
         self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)
-        self.redis: Any = None
-        self.buffer: Any = None
+        self.redis: aioredis.Redis | None = None
+        self.buffer: Buffer = NOT_STARTED
         self.spool: Spool | None = None
         self._replayer: asyncio.Task[None] | None = None
 
@@ -90,12 +105,14 @@ class Core:
 
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
+        spool = self.spool
+        assert spool is not None, "start() creates the spool before the replayer"
         sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=5)
         try:
             while True:
-                if self.spool.pending():
+                if spool.pending():
                     try:
-                        await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
+                        await asyncio.to_thread(spool.replay, sync_redis, self.settings.stream)
                     except (redis.RedisError, OSError) as exc:
                         log.info("spool replay waits for Redis: %s", exc)
                 await asyncio.sleep(every)
@@ -103,8 +120,7 @@ class Core:
             sync_redis.close()
 
     async def stop(self) -> None:
-        if self.buffer is not None:
-            await self.buffer.close()
+        await self.buffer.close()
         if self._replayer is not None:
             self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,7 +150,8 @@ class Beacon:
         self.resolve = core.resolver.resolve
         from beacon.dashboard import Dashboard  # (imported here: the dashboards are not on the beacon path)
         self.dashboard = Dashboard(core)
-        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
+        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan,
+                                   exception_handlers={BeaconError: api.error_response})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -144,7 +161,7 @@ class Beacon:
         finally:
             await self.core.stop()
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if "/dashboard" in scope["path"] and await self.dashboard.dispatch(scope, receive, send, self.resolve):
                 return  # every scope has its own dashboard (beacon/dashboard)

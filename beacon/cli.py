@@ -12,11 +12,19 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from beacon import config, snippet
+from beacon.config import Settings
+
+if TYPE_CHECKING:  # imported where used: `beacon --help` and the light commands load no driver
+    import uvicorn
+
+    from beacon.flusher import Flusher
+    from beacon.store import Store
+    from beacon.types import ASGIApp
 
 log = logging.getLogger("beacon")
 
@@ -33,7 +41,7 @@ def _secret(path: Path, nbytes: int = 32) -> str:
     return value
 
 
-def _store(s: Any, migrate: bool = False) -> Any:
+def _store(s: Settings, migrate: bool = False) -> Store:
     """The Store, opened (and migrated if asked); ConfigError with one line when it will not open."""
     from beacon.lock import check_chdb_free, open_error
     from beacon.store import Store
@@ -63,14 +71,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _flusher(s: Any, store: Any) -> Any:
+def _flusher(s: Settings, store: Store) -> Flusher:
     from beacon.flusher import Flusher
     consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
     return Flusher(redis.Redis.from_url(s.redis_url.reveal()), store, s.stream, consumer, s.batch_rows, s.batch_age,
                    s.claim_idle)
 
 
-def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
+def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Config:  # Any: uvicorn's own options
     import uvicorn
 
     from beacon.http import LimitedHttpToolsProtocol, configure
@@ -80,7 +88,7 @@ def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
                                     proxy_headers=False, **extra), s)
 
 
-def _run_server(server: Any, sock: socket.socket | None = None) -> None:
+def _run_server(server: uvicorn.Server, sock: socket.socket | None = None) -> None:
     """uvicorn drains, then re-raises the signal it caught into the handler that was set
     before it; a no-op handler there lets Beacon finish its own shutdown and exit 0."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,7 +96,7 @@ def _run_server(server: Any, sock: socket.socket | None = None) -> None:
     server.run(sockets=[sock] if sock is not None else None)
 
 
-def cmd_up(s: Any) -> int:
+def cmd_up(s: Settings) -> int:
     """Everything in one process: private Redis, chDB, flusher thread, web server."""
     import uvicorn
 
@@ -101,7 +109,7 @@ def cmd_up(s: Any) -> int:
     # is started, generated or printed before the port is.
     lock = DataDirLock(data)
     lock.acquire()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}  # Any: values of differently typed settings
     embedded = None
     try:
         sock = _bind(s.host, s.port)
@@ -139,7 +147,7 @@ Stats:
     return 0
 
 
-def cmd_serve(s: Any) -> int:
+def cmd_serve(s: Settings) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -156,7 +164,7 @@ def cmd_serve(s: Any) -> int:
     return 0
 
 
-def cmd_flush(s: Any) -> int:
+def cmd_flush(s: Settings) -> int:
     if not s.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty: `beacon flush` reads a Redis you run")
     store = _store(s, migrate=True)
@@ -169,13 +177,13 @@ def cmd_flush(s: Any) -> int:
     return 0
 
 
-def cmd_migrate(s: Any) -> int:
+def cmd_migrate(s: Settings) -> int:
     store = _store(s, migrate=True)
     print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
     return 0
 
 
-def cmd_partners(s: Any, args: argparse.Namespace) -> int:
+def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
     """Edit the partner registry: add, list, rotate-key, sql (ClickHouse users and row policies)."""
     from beacon import partners as reg
     if not s.partners_file:
@@ -211,14 +219,15 @@ def cmd_partners(s: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
+def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     """Rows ClickHouse rejected: list them, replay them into the stream (after a fix), or drop them."""
     from beacon.flusher import dead_letter_key
     if not s.redis_url:
         raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
     r = redis.Redis.from_url(s.redis_url.reveal())
     key = dead_letter_key(s.stream)
-    entries = r.xrange(key)
+    # redis-py types a reply for every client mode at once; this client returns bytes entries
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))
     if args.id:
         entries = [e for e in entries if e[0].decode() in args.id]
     if args.action == "list":
@@ -237,7 +246,7 @@ def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_forget(s: Any, args: argparse.Namespace) -> int:
+def cmd_forget(s: Settings, args: argparse.Namespace) -> int:
     """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
     from beacon.privacy import forget_visitor
     if not s.secret_keys:

@@ -11,9 +11,9 @@ import argparse
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from beacon.enums import ConsentMode
@@ -106,7 +106,10 @@ def _networks(value: str) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(part, strict=False) for part in _csv(value))
 
 
-def setting(default: Any, help: str, cast: Callable[[str], Any] | None = None, section: str = "") -> Any:
+T = TypeVar("T")
+
+
+def setting(default: T, help: str, cast: Callable[[str], T] | None = None, section: str = "") -> T:
     """A Settings field: its default, its help line, and how a string from env or a flag becomes its value."""
     meta = {"help": help, "cast": cast, "section": section}
     if isinstance(default, list | dict | set):
@@ -193,7 +196,7 @@ class Settings:
     metrics_key: Secret = setting(Secret(""), "Bearer key for `/metrics`. Empty: `/metrics` answers 403 to everyone.")
 
 
-_CASTS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _bool, "Secret": Secret}
+_CASTS: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "Path": Path, "bool": _bool, "Secret": Secret}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +204,8 @@ class Option:
     """One setting as the CLI, the environment and the README see it; derived from a Settings field."""
 
     name: str
-    cast: Callable[[str], Any]
-    default: Any
+    cast: Callable[[str], object]
+    default: object
     help: str
     section: str = ""
 
@@ -215,7 +218,7 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-def _option(f: dataclasses.Field[Any]) -> Option:
+def _option(f: dataclasses.Field[object]) -> Option:
     cast = f.metadata["cast"] or _CASTS[str(f.type)]
     return Option(f.name, cast, f.default, f.metadata["help"], f.metadata["section"])
 
@@ -224,7 +227,7 @@ OPTIONS: tuple[Option, ...] = tuple(_option(f) for f in dataclasses.fields(Setti
 _BY_NAME = {o.name: o for o in OPTIONS}
 
 
-def _cast(option: Option, raw: Any) -> Any:
+def _cast(option: Option, raw: object) -> object:
     if isinstance(raw, str):
         try:
             return option.cast(raw)
@@ -235,14 +238,16 @@ def _cast(option: Option, raw: Any) -> Any:
     if option.cast is Secret and not isinstance(raw, Secret):
         return Secret(str(raw))
     if option.cast is _secrets:
+        if not isinstance(raw, Iterable):
+            raise ConfigError(f"{option.env}: a list of keys, not a {type(raw).__name__}")
         return tuple(v if isinstance(v, Secret) else Secret(str(v)) for v in raw)
     return raw
 
 
-def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < environment < overrides (CLI flags, tests)."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # Any: each setting has its own type, checked by _cast
     for option in OPTIONS:
         if option.env in environ:
             values[option.name] = _cast(option, environ[option.env])
@@ -286,7 +291,7 @@ def from_args(args: argparse.Namespace) -> Settings:
     return load({o.name: getattr(args, o.name, None) for o in OPTIONS})
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     if isinstance(value, Secret):
         return value.reveal()
     if isinstance(value, tuple):

@@ -6,7 +6,10 @@ label values and the README's list of reasons are generated from these classes.
 
 from __future__ import annotations
 
+import re
+import sys
 from enum import StrEnum
+from pathlib import Path
 
 
 class ConsentMode(StrEnum):
@@ -30,6 +33,7 @@ class Reason(StrEnum):
 
     CONSENT = "consent"
     INVALID = "invalid"
+    INVALID_COMMERCE = "invalid_commerce"
     QUERY_TOO_LONG = "query_too_long"
     BOT = "bot"
     DEAD_LETTER = "dead_letter"
@@ -52,7 +56,8 @@ class Reason(StrEnum):
 REASON_HELP: dict[Reason, str] = {
     Reason.CONSENT: "GPC, DNT or an opt-out asked for it and the scope's consent mode is `drop`.",
     Reason.INVALID: "A pixel event that failed validation (the GIF is still served).",
-    Reason.QUERY_TOO_LONG: "A pixel query longer than `BEACON_MAX_QUERY_BYTES`.",
+    Reason.INVALID_COMMERCE: "A pixel commerce event whose fields failed validation (the GIF is still served).",
+    Reason.QUERY_TOO_LONG: "A pixel query longer than `BEACON_MAX_QUERY_BYTES`, or a request target the server cut short.",
     Reason.BOT: "A known bot, with `BEACON_DROP_BOTS` on.",
     Reason.DEAD_LETTER: "ClickHouse refused the row; it waits in the dead-letter stream.",
     Reason.HTTP_400: "`POST /e`: malformed body or an invalid event.",
@@ -67,3 +72,14 @@ REASON_HELP: dict[Reason, str] = {
 def markdown_reasons() -> str:
     """The README's list of rejection reasons, generated from `Reason`."""
     return "\n".join(f"- `{r.value}`: {r.help}" for r in Reason)
+
+
+def rewrite_readme(path: Path) -> None:
+    """Replace what lies between the README's `reasons` markers with `markdown_reasons()`."""
+    text = path.read_text()
+    path.write_text(re.sub(r"(<!-- reasons:begin[^>]*-->\n).*?(<!-- reasons:end -->)",
+                           lambda m: m.group(1) + markdown_reasons() + "\n" + m.group(2), text, flags=re.S))
+
+
+if __name__ == "__main__":  # rewrite the list of rejection reasons in README.md
+    rewrite_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"))

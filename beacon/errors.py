@@ -68,10 +68,14 @@ class UnsupportedMediaType(BeaconError):
     status = 415
 
 
-class NotDurable(BeaconError):
-    """Events that neither Redis nor the spool could take: nothing was stored, the client may retry."""
+class Unavailable(BeaconError):
+    """Beacon cannot answer now (Redis or ClickHouse trouble, ours not the client's); the client may retry."""
 
     status = 503
+
+
+class NotDurable(Unavailable):
+    """Events that neither Redis nor the spool could take: nothing was stored, the client may retry."""
 
 
 def as_response(exc: BeaconError) -> tuple[int, dict[str, str], tuple[tuple[bytes, bytes], ...]]:

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import ada_url
 import tomli_w
 
+from beacon.errors import BadRequest
 from beacon.scope import MALL, Scope
 
 PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -92,7 +93,7 @@ def _check_allow(entry: str) -> str:
     return entry
 
 
-def _partner(raw: dict[str, Any]) -> Partner:
+def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked here
     known = {f.name for f in dataclasses.fields(Partner)}
     unknown = set(raw) - known
     if unknown:
@@ -193,8 +194,8 @@ def save(path: str | Path, partners: tuple[Partner, ...] | list[Partner]) -> Non
     tmp.replace(path)
 
 
-class SyncRefused(ValueError):
-    pass
+class SyncRefused(BadRequest):
+    """A /sync target that is refused: 400, the reason names why."""
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")

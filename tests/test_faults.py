@@ -53,18 +53,18 @@ class Cluster:
         return env
 
     def start_web(self) -> None:
-        log = open(self.logs / "web.log", "ab")
-        self.web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(self.port),
-                                     "--data-dir", str(self.tmp / "web"), "--redis-timeout", "0.3"],
-                                    env=self.env(), stdout=log, stderr=log)
+        with open(self.logs / "web.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(self.port),
+                                         "--data-dir", str(self.tmp / "web"), "--redis-timeout", "0.3"],
+                                        env=self.env(), stdout=log, stderr=log)
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200)
 
     def start_flusher(self, consumer: str, failpoint: str = "") -> None:
-        log = open(self.logs / f"flusher-{consumer}.log", "ab")
         env = self.env(BEACON_FAILPOINT=failpoint) if failpoint else self.env()
-        self.flusher = subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer,
-                                         "--claim-idle", "1", "--batch-rows", "300", "--batch-age", "0.3"],
-                                        env=env, stdout=log, stderr=log)
+        with open(self.logs / f"flusher-{consumer}.log", "ab") as log:  # the child keeps its own copy
+            self.flusher = subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer,
+                                             "--claim-idle", "1", "--batch-rows", "300", "--batch-age", "0.3"],
+                                            env=env, stdout=log, stderr=log)
 
     def table_dir(self) -> Path:
         meta = (self.ch / "metadata" / "beacon" / "events.sql").read_text()
