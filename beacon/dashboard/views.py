@@ -13,6 +13,7 @@ import datetime as dt
 import hmac
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,22 +27,16 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from beacon import query
 from beacon.dashboard import panels
 from beacon.dashboard.ops import Ops
 from beacon.dashboard.session import Sessions, fingerprint
+from beacon.query import funnel
 from beacon.scope import MALL, Scope
 from beacon.types import Receive, Send
 
-try:  # the query API (issue 11); panels say "not available" until it is installed
-    from beacon import query as _query
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    _query = None
-try:  # funnels (issue 12)
-    from beacon.query import funnel as _funnel
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    _funnel = None
-
 log = logging.getLogger("beacon.dashboard")
+Runner = Callable[..., dict[str, Any]]  # query.run or funnel.run
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
@@ -114,7 +109,8 @@ class Dashboard:
 
     @staticmethod
     def scope_of(request: Request) -> Scope:
-        return request.scope["beacon.scope"]
+        sc: Scope = request.scope["beacon.scope"]
+        return sc
 
     def base(self, sc: Scope) -> str:
         return sc.path_prefix + "/dashboard"
@@ -264,13 +260,12 @@ class Dashboard:
 
     # -- data ----------------------------------------------------------------------------------------------
 
-    async def ask(self, scope: str, body: dict[str, Any], runner: Any = None) -> dict[str, Any]:
-        module = runner or _query
-        if module is None:
-            raise Unavailable("the query API in this build does not answer it")
+    async def ask(self, scope: str, body: dict[str, Any], runner: Runner = query.run) -> dict[str, Any]:
+        """A panel's query through the same code as `/api/v2/query` (or `/api/v2/funnel`), with the same settings."""
         try:
-            return await asyncio.to_thread(module.run, self.core.store, scope, body)
-        except _query.QueryError as exc:
+            return await asyncio.to_thread(runner, self.core.store, scope, body,
+                                           visit_timeout=self.core.settings.visit_timeout)
+        except query.QueryError as exc:
             raise Unavailable(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - one failing query costs its panel, not the page (no 500)
             log.error("dashboard query failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
@@ -290,9 +285,7 @@ class Dashboard:
                 answer = await self.ask(sc.id, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
             if name == "funnel":
-                if _funnel is None:
-                    raise Unavailable("funnels arrive with the commerce metrics (issue 12)")
-                answer = await self.ask(sc.id, panels.funnel_body(state), _funnel)
+                answer = await self.ask(sc.id, panels.funnel_body(state), funnel.run)
                 rows = [[next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]]
                         for s in answer.get("steps", [])]
                 note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
