@@ -35,7 +35,7 @@ def _secret(path: Path, nbytes: int = 32) -> str:
 
 def _store(s: Any) -> Any:
     from beacon.store import Store
-    return Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window)
+    return Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
 
 
 def _flusher(s: Any, store: Any) -> Any:
@@ -138,7 +138,21 @@ def cmd_flush(s: Any) -> int:
     return 0
 
 
-def cmd_migrate(s: Any) -> int:
+def cmd_migrate(s: Any, print_only: bool = False) -> int:
+    """Create or update the events table; with --cluster, on every shard and replica (docs/cluster.md)."""
+    if s.cluster:
+        from beacon import cluster, partners
+        stmts = cluster.statements(s.cluster, s.database, s.table, s.retention_days, s.dedup_window,
+                                   partners.load(s.partners_file, s.cookie_name, s.mall_hosts))
+        if print_only:
+            print(cluster.script(stmts), end="")
+            return 0
+        for sql in cluster.migrate(_store(s), stmts):
+            print(f"partner user created (give its password to the partner, it is not shown again):\n  {sql}")
+        print(f"{s.database}.{s.table} on cluster {s.cluster}: up to date ({len(stmts)} statements)")
+        return 0
+    if print_only:
+        raise config.ConfigError("--print shows the statements of `migrate --cluster NAME`; give --cluster")
     store = _store(s)
     store.migrate()
     print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
@@ -158,7 +172,7 @@ def cmd_partners(s: Any, args: argparse.Namespace) -> int:
                   f"key={'set' if p.api_key_sha256 else 'none'}")
         return 0
     if args.action == "sql":
-        print(reg.row_policy_sql(current, s.database, s.table))
+        print(reg.row_policy_sql(current, s.database, s.table, s.cluster))
         return 0
     key = reg.new_key()
     if args.action == "add":
@@ -224,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beacon", description="Web beacon server: pixel, cookies, events.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        config.add_flags(sub.add_parser(name, help=fn.__doc__))
+        config.add_flags(sp := sub.add_parser(name, help=fn.__doc__))
+        if name == "migrate":
+            sp.add_argument("--print", dest="print_sql", action="store_true",
+                            help="print the statements of `migrate --cluster` instead of running them")
     p = sub.add_parser("partners", help=cmd_partners.__doc__)
     p.add_argument("action", choices=["add", "list", "rotate-key", "sql"])
     p.add_argument("--id", default="")
@@ -258,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_dead_letter(s, args)
         if args.command == "forget":
             return cmd_forget(s, args)
+        if args.command == "migrate":
+            return cmd_migrate(s, args.print_sql)
         return COMMANDS[args.command](s)
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)

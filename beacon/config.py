@@ -74,6 +74,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("database", str, "beacon", "ClickHouse database."),
     Option("table", str, "events", "ClickHouse events table."),
     Option("stream", str, "beacon:events", "Redis stream key the web workers write and the flushers read."),
+    Option("cluster", str, "", "ClickHouse cluster (remote_servers name): `migrate` makes ReplicatedMergeTree `<table>_local` under a Distributed `<table>` ON CLUSTER (docs/cluster.md). Empty: one server."),
     Option("retention_days", int, 395, "Rows older than this are removed by the table TTL."),
     # secrets
     Option("secret_keys", _csv, (), "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty."),
@@ -168,6 +169,8 @@ def _check(s: Any) -> None:
     for origin in s.site_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise ConfigError(f"BEACON_SITE_ORIGINS: {origin!r} is not an origin like https://shop.example")
+    if s.cluster and not s.cluster.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"BEACON_CLUSTER={s.cluster!r}: letters, digits, - and _ only")
     for name in ("database", "table"):
         value = getattr(s, name)
         if not value.replace("_", "").isalnum():
