@@ -118,9 +118,12 @@ def cmd_serve(s: Any) -> int:
         value = getattr(s, option.name)
         os.environ[option.env] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     create_app(s)  # fail here, not in N workers, when the settings are unusable
-    uvicorn.run("beacon.app:from_env", factory=True, workers=s.workers, host=s.host, port=s.port,
-                loop="uvloop", http="httptools", access_log=s.access_log, log_level=s.log_level,
-                server_header=False, date_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
+    from beacon import workers
+    workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
+    workers.serve(uvicorn.Config("beacon.app:from_env", factory=True, workers=s.workers, host=s.host, port=s.port,
+                                 loop="uvloop", http="httptools", access_log=s.access_log, log_level=s.log_level,
+                                 server_header=False, date_header=False, proxy_headers=False,
+                                 timeout_graceful_shutdown=10))
     return 0
 
 
