@@ -111,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
     # buffer
     Option("group_commit", _bool, True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison)."),
     Option("redis_timeout", float, 0.5, "Seconds a Redis write may take before its group commit goes to the spool."),
-    Option("spool_max_bytes", int, 1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it events are lost and counted."),
+    Option("spool_max_bytes", int, 1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it (with Redis down) events are refused with 503 and counted."),
     Option("commit_max_lines", int, 2000, "Most events in one group-commit Redis entry."),
     Option("commit_timeout", float, 2.0, "Seconds the spool fallback may take before the requests of a group commit are answered as failed."),
     # flusher

@@ -15,7 +15,7 @@ REQUESTS = Counter("beacon_requests_total", "HTTP requests by route and status",
 EVENTS_ACCEPTED = Counter("beacon_events_accepted_total", "Events answered for (durable in the buffer)", ["scope"])
 EVENTS_REJECTED = Counter("beacon_events_rejected_total", "Events refused or not recorded, by reason", ["reason"])
 FIELDS_DROPPED = Counter("beacon_fields_dropped_total", "Pixel parameters dropped as invalid")
-EVENTS_LOST = Counter("beacon_events_lost_total", "Pixel events answered with the GIF but not stored (buffer down)")
+EVENTS_LOST = Counter("beacon_events_lost_total", "Events not stored and answered 503 (neither Redis nor the spool took them)")
 BUFFER_WRITES = Counter("beacon_buffer_writes_total", "Group-commit writes to Redis")
 BUFFER_ERRORS = Counter("beacon_buffer_errors_total", "Group-commit writes to Redis that failed")
 BUFFER_BATCH = Histogram("beacon_buffer_batch_events", "Events per group-commit write",
@@ -27,6 +27,8 @@ SPOOL_REPLAYED = Counter("beacon_spool_replayed_events_total", "Spooled events m
 FLUSH_BATCHES = Counter("beacon_flush_batches_total", "Batches inserted into ClickHouse")
 FLUSH_ROWS = Counter("beacon_flush_rows_total", "Rows inserted into ClickHouse")
 FLUSH_ERRORS = Counter("beacon_flush_errors_total", "Failed ClickHouse inserts (retried)")
+FLUSH_REPAIRED = Counter("beacon_flush_repaired_rows_total",
+                         "Rows a repeated insert token dropped although ClickHouse did not hold them, inserted again")
 # Every worker sees the same stream: across workers, the most recent reading is the value.
 STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)",
                        multiprocess_mode="mostrecent")

@@ -124,8 +124,12 @@ class BeaconRoutes:
                 try:
                     await core.buffer.append(lines)
                     metrics.accepted(sc.id)
-                except BufferUnavailable:
-                    metrics.EVENTS_LOST.inc()
+                except BufferUnavailable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
+                    metrics.request("pixel", 503)
+                    headers = GIF_HEADERS if set_cookie is None else [*GIF_HEADERS, (b"set-cookie", set_cookie)]
+                    await send({"type": "http.response.start", "status": 503, "headers": headers})
+                    await send(GIF_BODY)
+                    return
         if set_cookie is None:
             await send(GIF_START)
         else:
