@@ -42,7 +42,7 @@ def _flusher(s: Any, store: Any) -> Any:
     from beacon.flusher import Flusher
     consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
     return Flusher(redis.Redis.from_url(s.redis_url), store, s.stream, consumer, s.batch_rows, s.batch_age,
-                   s.claim_idle)
+                   s.claim_idle, lease=s.lease)
 
 
 def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:

@@ -118,7 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_rows", int, 100_000, "Flusher inserts once this many rows are gathered..."),
     Option("batch_age", float, 1.0, "...or once the oldest gathered row waited this many seconds."),
     Option("claim_idle", float, 30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds."),
-    Option("consumer", str, "", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`."),
+    Option("lease", float, 2.0, "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`."),
+    Option("consumer", str, "", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (e.g. systemd's `%H-%i`): a restarted flusher then resumes its own batches at once."),
     Option("dedup_window", int, 100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window)."),
     # ops
     Option("access_log", _bool, False, "Log every request (costly on the pixel path)."),
