@@ -6,6 +6,8 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import itertools
+import logging
 import posixpath
 import re
 from pathlib import Path
@@ -14,12 +16,15 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from beacon import metrics
+from beacon import attribution, customers, metrics, query
 from beacon.flusher import lag_from
+from beacon.query import funnel
 from beacon.scope import MALL
+
+log = logging.getLogger("beacon.api")
 
 
 def bearer(request: Request) -> str:
@@ -45,7 +50,11 @@ def key_owner(partners: Any, token: str) -> Any:
     return owner
 
 
-CURSOR = re.compile(r"(\d{1,16})_([0-9a-f-]{36})")
+CURSOR = re.compile(r"([0-9]{1,16})_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# Dates a report or a cursor may name: what ClickHouse's DateTime64 holds, and then some.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_MS = int(LATEST.timestamp() * 1000)
 
 
 def parse_page(get: Any) -> tuple[int, tuple[int, str] | None]:
@@ -60,7 +69,7 @@ def parse_page(get: Any) -> tuple[int, tuple[int, str] | None]:
     if not raw:
         return limit, None
     m = CURSOR.fullmatch(raw)
-    if not m:
+    if not m or int(m.group(1)) >= LATEST_MS:
         raise ValueError("before must be a cursor returned as next")
     return limit, (int(m.group(1)), m.group(2))
 
@@ -91,17 +100,61 @@ def parse_range(request: Request) -> tuple[dt.datetime, dt.datetime, str]:
             return default
         try:
             value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        except (ValueError, OverflowError):  # 0001-01-01T00:00+01:00 is before year 1 in UTC
             raise ValueError(f"{name} must be an ISO 8601 date or time, not {raw[:40]!r}") from None
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"{name} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        return value
 
     end = when("to", now + dt.timedelta(minutes=1))
-    start = when("from", end - dt.timedelta(days=1))
+    start = when("from", max(end - dt.timedelta(days=1), EARLIEST))
     if start >= end:
         raise ValueError("from must be before to")
     if (end - start) > dt.timedelta(days=3700):
         raise ValueError("range longer than ten years")
     return start, end, interval
+
+
+QUERY_MAX_BYTES = 65536
+
+
+async def read_query(request: Request) -> Any:
+    """The JSON body of a v2 query, at most QUERY_MAX_BYTES; QueryError names what is wrong."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise query.QueryError("content type must be application/json")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > QUERY_MAX_BYTES:
+        raise query.QueryError(f"body larger than {QUERY_MAX_BYTES} bytes")
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > QUERY_MAX_BYTES:
+            raise query.QueryError(f"body larger than {QUERY_MAX_BYTES} bytes")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise query.QueryError(f"malformed JSON: {exc}") from None
+
+
+def guarded(rows: Any) -> Any:
+    """An export's chunks; a failure after the first one ends the stream with one log line."""
+    try:
+        yield from rows
+    except Exception as exc:  # noqa: BLE001 - the status is sent already: log it and end the body
+        log.error("query v2 export stopped: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+
+
+def export_format(accept: str) -> str | None:
+    """csv or ndjson when the client asks for that type first; None for JSON."""
+    for part in accept.split(","):
+        kind = part.split(";", 1)[0].strip().lower()
+        if kind in query.EXPORT_TYPES:
+            return query.EXPORT_TYPES[kind]
+        if kind in ("application/json", "*/*", "application/*"):
+            return None
+    return None
 
 
 async def lag(core: Any) -> tuple[int, float]:
@@ -128,6 +181,12 @@ def routes(core: Any) -> list[Route]:
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics_view(request: Request) -> Response:
+        if not core.settings.metrics_key:
+            return JSONResponse({"error": "/metrics is closed: set BEACON_METRICS_KEY and send it as a bearer key"},
+                                status_code=403)
+        if not bearer_ok(request, core.settings.metrics_key):
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
         try:
             entries, age = await lag(core)
             metrics.STREAM_PENDING.set(entries)
@@ -154,7 +213,8 @@ def routes(core: Any) -> list[Route]:
                                 headers={"www-authenticate": "Bearer"})
         path = posixpath.normpath("/" + request.path_params["rest"])
         pid, _, endpoint = path[1:].partition("/")
-        if pid != owner.id:
+        host_scope = request.scope.get("beacon.scope")
+        if pid != owner.id or (host_scope is not None and host_scope.is_partner and host_scope.id != owner.id):
             return JSONResponse({"error": "this key reads only its own partner scope"}, status_code=403)
         if endpoint == "stats":
             try:
@@ -165,6 +225,17 @@ def routes(core: Any) -> list[Route]:
                                                         include_bots(request)))
         if endpoint == "events":
             return await partner_events(request, owner.id)
+        if endpoint == "conversions":  # issue 12: aggregate counts for its own clicks, if the mall allows
+            if not owner.attribution:
+                return JSONResponse({"error": "attribution is not enabled for this partner"}, status_code=403)
+            try:
+                start, end, _ = parse_range(request)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"partner": owner.id, "window_days": owner.attribution_window_days,
+                                 "min_count": owner.attribution_min_count,
+                                 **await asyncio.to_thread(attribution.conversions, core.store, core.partners, owner,
+                                                           start, end)})
         return JSONResponse({"error": "not found; use stats or events"}, status_code=404)
 
     async def partner_events(request: Request, scope: str) -> Response:
@@ -185,6 +256,49 @@ def routes(core: Any) -> list[Route]:
         return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json",
                         headers=headers)
 
+    async def query_v2(request: Request) -> Response:
+        if bearer_ok(request, core.settings.mall_api_key):
+            scope = MALL
+        else:
+            owner = key_owner(core.partners, bearer(request))
+            if owner is None:
+                return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                    headers={"www-authenticate": "Bearer"})
+            scope = owner.id
+        try:
+            body = await read_query(request)
+            fmt = export_format(request.headers.get("accept", ""))
+            if fmt is None:
+                answer = await asyncio.to_thread(query.run, core.store, scope, body,
+                                                 visit_timeout=core.settings.visit_timeout)
+                return Response(orjson.dumps(answer), media_type="application/json")
+            rows = query.export(core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout)
+            first = await asyncio.to_thread(next, rows, b"")  # the first page: ClickHouse trouble is still a 503
+        except query.QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse trouble is ours, not the client's: one line, 503
+            log.error("query v2 failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            return JSONResponse({"error": "the query could not be answered now; try again"}, status_code=503)
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        return StreamingResponse(guarded(itertools.chain([first], rows)), media_type=media)
+
+    async def funnel_v2(request: Request) -> Response:
+        """Funnels (issue 12, beacon/query/funnel.py): scoped by the key like /api/v2/query."""
+        owner = None if bearer_ok(request, core.settings.mall_api_key) else key_owner(core.partners, bearer(request))
+        if owner is None and not bearer_ok(request, core.settings.mall_api_key):
+            return JSONResponse({"error": "missing or wrong bearer key"}, status_code=401,
+                                headers={"www-authenticate": "Bearer"})
+        try:
+            body = await read_query(request)
+            answer = await asyncio.to_thread(funnel.run, core.store, owner.id if owner else MALL, body,
+                                             visit_timeout=core.settings.visit_timeout)
+        except query.QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse trouble is ours, not the client's: one line, 503
+            log.error("funnel failed: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            return JSONResponse({"error": "the funnel could not be answered now; try again"}, status_code=503)
+        return Response(orjson.dumps(answer), media_type="application/json")
+
     script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
     script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
 
@@ -202,4 +316,7 @@ def routes(core: Any) -> list[Route]:
         Route("/readyz", readyz),
         Route("/metrics", metrics_view),
         Route("/api/v1/stats", stats),
+        Route("/api/v2/query", query_v2, methods=["POST"]),
+        Route("/api/v2/funnel", funnel_v2, methods=["POST"]),
+        *customers.routes(core),
     ]

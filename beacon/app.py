@@ -23,7 +23,9 @@ from starlette.applications import Starlette
 from beacon import api, config, partners
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
+from beacon.enrich import Enricher
 from beacon.event import Anonymiser, Limits
+from beacon.http import TRUNCATED
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
 from beacon.routes import BeaconRoutes, Request, send_json
@@ -33,6 +35,10 @@ from beacon.store import Store
 from beacon.types import Receive, Send
 
 log = logging.getLogger("beacon.app")
+
+ANY_HOST = frozenset({"/healthz", "/readyz"})
+BY_ADDRESS = ANY_HOST | {"/metrics"}  # what a balancer or a scraper asks for by IP (/metrics has its key)
+PARTNER_API = "/api/v1/partners/"
 
 
 class Core:
@@ -54,6 +60,7 @@ class Core:
                                     settings.retention_days, settings.dedup_window, settings.cluster)
         self.consent = Consent(settings)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
+        self.enrich = Enricher(settings)
         self.redis: Any = None
         self.buffer: Any = None
         self.spool: Spool | None = None
@@ -118,6 +125,7 @@ class Beacon:
         self.core = core
         beacon = BeaconRoutes(core)
         rights = VisitorRights(core)
+        self.pixel = beacon.pixel
         self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
                      "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
@@ -136,14 +144,26 @@ class Beacon:
             req = Request(scope["headers"])
             sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
             if sc is None:
+                if path in BY_ADDRESS:  # balancers and scrapers ask by IP address
+                    await self.starlette(scope, receive, send)
+                    return
                 await send_json(send, 404, {"error": "unknown host or partner"})
                 return
             handler = self.fast.get(path)
             if handler is not None:
+                if TRUNCATED in scope and handler != self.pixel:
+                    await send_json(send, 414, {"error": "request target too long"})
+                    return
                 await handler(scope, receive, send, sc, req)
                 return
-            if sc.is_partner and path != "/beacon.js":
-                await send_json(send, 404, {"error": "not found"})
+            if sc.is_partner:
+                if not (path in ANY_HOST or path == "/beacon.js" or
+                        (not sc.path_prefix and path.startswith(PARTNER_API))):
+                    await send_json(send, 404, {"error": "not found"})
+                    return
+                scope["beacon.scope"] = sc  # the partner API checks the host's partner against the key's
+            elif TRUNCATED in scope:
+                await send_json(send, 414, {"error": "request target too long"})
                 return
         await self.starlette(scope, receive, send)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from beacon import config
+from beacon import config, snippet
 
 log = logging.getLogger("beacon")
 
@@ -33,9 +33,34 @@ def _secret(path: Path, nbytes: int = 32) -> str:
     return value
 
 
-def _store(s: Any) -> Any:
+def _store(s: Any, migrate: bool = False) -> Any:
+    """The Store, opened (and migrated if asked); ConfigError with one line when it will not open."""
+    from beacon.lock import check_chdb_free, open_error
     from beacon.store import Store
-    return Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
+    dsn = config.clickhouse_dsn(s)
+    check_chdb_free(dsn)
+    store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
+    try:
+        if migrate:
+            store.migrate()
+        else:
+            store.query("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any driver error becomes one line naming the holder or cause
+        raise open_error(dsn, exc) from None
+    return store
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound before anything is started or printed (uvicorn listens on it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _flusher(s: Any, store: Any) -> Any:
@@ -47,17 +72,20 @@ def _flusher(s: Any, store: Any) -> Any:
 
 def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
     import uvicorn
-    return uvicorn.Config(app, host=s.host, port=s.port, loop="uvloop", http="httptools", lifespan="on",
-                          access_log=s.access_log, log_level=s.log_level, timeout_graceful_shutdown=10,
-                          server_header=False, date_header=False, proxy_headers=False, **extra)
+
+    from beacon.http import LimitedHttpToolsProtocol, configure
+    return configure(uvicorn.Config(app, host=s.host, port=s.port, loop="uvloop", http=LimitedHttpToolsProtocol,
+                                    lifespan="on", access_log=s.access_log, log_level=s.log_level,
+                                    timeout_graceful_shutdown=10, server_header=False, date_header=False,
+                                    proxy_headers=False, **extra), s)
 
 
-def _run_server(server: Any) -> None:
+def _run_server(server: Any, sock: socket.socket | None = None) -> None:
     """uvicorn drains, then re-raises the signal it caught into the handler that was set
     before it; a no-op handler there lets Beacon finish its own shutdown and exit 0."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
 
 
 def cmd_up(s: Any) -> int:
@@ -65,22 +93,27 @@ def cmd_up(s: Any) -> int:
     import uvicorn
 
     from beacon.app import create_app
+    from beacon.lock import DataDirLock
     from beacon.redis_server import EmbeddedRedis
 
     data = Path(s.data_dir)
+    # In this order: nothing in the data dir is touched before it is ours, and nothing
+    # is started, generated or printed before the port is.
+    lock = DataDirLock(data)
+    lock.acquire()
     overrides: dict[str, Any] = {}
     embedded = None
-    if not s.redis_url:
-        embedded = EmbeddedRedis(data, s.redis_server)
-        overrides["redis_url"] = embedded.start()
-    if not s.secret_keys:
-        overrides["secret_keys"] = (_secret(data / "secret_key"),)
-    if not s.mall_api_key:
-        overrides["mall_api_key"] = _secret(data / "mall_api_key", 24)
-    s = dataclasses.replace(s, **overrides)
     try:
-        store = _store(s)
-        store.migrate()
+        sock = _bind(s.host, s.port)
+        if not s.redis_url:
+            embedded = EmbeddedRedis(data, s.redis_server)
+            overrides["redis_url"] = embedded.start()
+        if not s.secret_keys:
+            overrides["secret_keys"] = (_secret(data / "secret_key"),)
+        if not s.mall_api_key:
+            overrides["mall_api_key"] = _secret(data / "mall_api_key", 24)
+        s = dataclasses.replace(s, **overrides)
+        store = _store(s, migrate=True)
         flusher = _flusher(s, store)
         thread = threading.Thread(target=flusher.run, name="flusher", daemon=True)
         thread.start()
@@ -88,21 +121,18 @@ def cmd_up(s: Any) -> int:
         print(f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
-Embed on every page:
-  <img src="{origin}/p.gif" alt="" width="1" height="1" style="position:absolute;left:-9999px">
-  <noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"></noscript>
-  <script>navigator.sendBeacon("{origin}/e", JSON.stringify({{e: "pageview", u: location.href, r: document.referrer}}))</script>
-
+{snippet.up_message(origin, s.site_origins)}
 Stats:
   curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)
-        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s, store))))
+        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s, store))), sock)
         flusher.stop()
         thread.join(30)
         store.close()
     finally:
         if embedded is not None:
             embedded.stop()
+        lock.release()
     return 0
 
 
@@ -111,7 +141,8 @@ def cmd_serve(s: Any) -> int:
 
     from beacon.app import create_app
     if s.workers <= 1:
-        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s))))
+        app = create_app(s)
+        _run_server(uvicorn.Server(_uvicorn_config(s, app)), _bind(s.host, s.port))
         return 0
     # Worker processes rebuild the settings from the environment.
     for option in config.OPTIONS:
@@ -120,18 +151,15 @@ def cmd_serve(s: Any) -> int:
     create_app(s)  # fail here, not in N workers, when the settings are unusable
     from beacon import workers
     workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
-    workers.serve(uvicorn.Config("beacon.app:from_env", factory=True, workers=s.workers, host=s.host, port=s.port,
-                                 loop="uvloop", http="httptools", access_log=s.access_log, log_level=s.log_level,
-                                 server_header=False, date_header=False, proxy_headers=False,
-                                 timeout_graceful_shutdown=10))
+    uv = _uvicorn_config(s, "beacon.app:from_env", factory=True, workers=s.workers)
+    workers.Workers(uv, sockets=[_bind(s.host, s.port)]).run()
     return 0
 
 
 def cmd_flush(s: Any) -> int:
     if not s.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty: `beacon flush` reads a Redis you run")
-    store = _store(s)
-    store.migrate()
+    store = _store(s, migrate=True)
     flusher = _flusher(s, store)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: flusher.stop())
@@ -156,8 +184,7 @@ def cmd_migrate(s: Any, print_only: bool = False) -> int:
         return 0
     if print_only:
         raise config.ConfigError("--print shows the statements of `migrate --cluster NAME`; give --cluster")
-    store = _store(s)
-    store.migrate()
+    store = _store(s, migrate=True)
     print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
     return 0
 
@@ -229,6 +256,16 @@ def cmd_forget(s: Any, args: argparse.Namespace) -> int:
     from beacon.privacy import forget_visitor
     if not s.secret_keys:
         s = dataclasses.replace(s, secret_keys=(_secret(Path(s.data_dir) / "secret_key"),))
+    if bool(args.visitor) == bool(args.account):
+        raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
+    if args.account:  # the mall's signed-in customer: every linked device, then the links
+        from beacon.customers import account_key, forget_account
+        visitors, rows = forget_account(_store(s), s.secret_keys[0], "mall", account_key(s.account_hash_key, args.account),
+                                        "operator")
+        print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
+        return 0
+    if not args.scope:
+        raise config.ConfigError("forget --visitor needs --scope (mall or a partner id)")
     rows = forget_visitor(_store(s), s.secret_keys[0], args.scope, args.visitor, "operator")
     print(f"forgot {rows} rows of one visitor in scope {args.scope}")
     return 0
@@ -236,12 +273,33 @@ def cmd_forget(s: Any, args: argparse.Namespace) -> int:
 
 COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd_migrate}
 
+# The settings each command reads (its --help lists these); a setting not named here
+# is a web setting, read by `up` and `serve`.
+_STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retention_days", "dedup_window")
+_FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
+_ONLY = {
+    "flush": ("redis_url", "stream", *_STORE, *_FLUSHER, "log_level"),
+    "migrate": (*_STORE, "partners_file", "cookie_name", "mall_hosts", "log_level"),
+    "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
+    "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),
+    "dead-letter": ("redis_url", "stream", "log_level"),
+}
+_NOT = {"up": ("workers",), "serve": ("redis_server", "retention_days", "dedup_window", *_FLUSHER)}
+
+
+def _flags(parser: argparse.ArgumentParser, command: str) -> None:
+    only, skip = _ONLY.get(command), set(_NOT.get(command, ()))
+    config.add_flags(parser, [o.name for o in config.OPTIONS
+                              if (o.name in only if only is not None else o.name not in skip)])
+
 
 def main(argv: list[str] | None = None) -> int:
+    from beacon import __version__
     parser = argparse.ArgumentParser(prog="beacon", description="Web beacon server: pixel, cookies, events.")
+    parser.add_argument("--version", action="version", version=f"beacon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        config.add_flags(sp := sub.add_parser(name, help=fn.__doc__))
+        _flags(sp := sub.add_parser(name, help=fn.__doc__), name)
         if name == "migrate":
             sp.add_argument("--print", dest="print_sql", action="store_true",
                             help="print the statements of `migrate --cluster` instead of running them")
@@ -254,22 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-allow", action="append", default=[], help="sync redirect prefix (repeat)")
     p.add_argument("--partner-cookie", dest="partner_cookie", default="", help="cookie name (default <id>_uid)")
     p.add_argument("--partitioned", action="store_true", help="set the cookie Partitioned (CHIPS)")
-    config.add_flags(p)
+    _flags(p, "partners")
     f = sub.add_parser("forget", help=cmd_forget.__doc__)
-    f.add_argument("--scope", required=True)
-    f.add_argument("--visitor", required=True)
-    config.add_flags(f)
+    f.add_argument("--scope", default="")
+    f.add_argument("--visitor", default="")
+    f.add_argument("--account", default="", help="a signed-in customer's account id (mall): all its devices")
+    _flags(f, "forget")
     d = sub.add_parser("dead-letter", help=cmd_dead_letter.__doc__)
     d.add_argument("action", choices=["list", "replay", "drop"])
     d.add_argument("--id", action="append", default=[], help="only these entry ids (repeat); default all")
-    config.add_flags(d)
+    _flags(d, "dead-letter")
     args = parser.parse_args(argv)
     try:
         s = config.from_args(args)
     except config.ConfigError as exc:
         print(f"beacon: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level="DEBUG" if s.log_level == "trace" else s.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from beacon.partners import RegistryError
     try:
         if args.command == "partners":
@@ -284,3 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the embedded redis-server would not start
+        print(f"beacon: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a data dir that is a file, unwritable, full...
+        print(f"beacon: {exc.strerror}: {exc.filename}" if exc.filename else f"beacon: {exc}", file=sys.stderr)
+        return 1

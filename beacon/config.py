@@ -95,10 +95,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("partner_consent_mode", _choice("drop", "anonymous"), "drop", "Partner scopes under GPC/DNT/opt-out: `drop`, or `anonymous` (counted, no id)."),
     Option("drop_bots", _bool, False, "Drop events from known bots at ingest (default: keep them flagged `is_bot`)."),
     Option("optout_max_age", int, 5 * 365 * DAY, "Max-Age of opt-out cookies, seconds."),
+    Option("account_hash_key", str, "", "When set, `/api/v1/identify` stores HMAC-SHA256(key, account id) instead of the account id (README, Identify)."),
     # the event
     Option("trusted_proxies", _networks, (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`."),
     Option("ipv4_prefix", int, 24, "IPv4 addresses are truncated to this prefix before they are stored."),
     Option("ipv6_prefix", int, 48, "IPv6 addresses are truncated to this prefix before they are stored."),
+    Option("geoip_db", str, "", "MaxMind or DB-IP `.mmdb` (City or Country) read before the shipped country data; adds region and city. Empty: country only, from iptocc."),
+    Option("internal_hosts", _csv, (), "More of the mall's own hosts whose referrers are internal (no source); the page's host, `BEACON_SITE_ORIGINS`, `BEACON_MALL_HOSTS` and `BEACON_COOKIE_DOMAIN` count already."),
     Option("max_query_bytes", int, 8192, "Pixel query strings longer than this are not recorded (the GIF is still served)."),
     Option("max_url_length", int, 2048, "Page URL and referrer are truncated to this many characters."),
     Option("max_event_length", int, 64, "Longest event name."),
@@ -108,6 +111,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_user_agent_length", int, 512, "User agents are truncated to this many characters."),
     Option("max_body_bytes", int, 65536, "Largest `POST /e` body; larger answers 413."),
     Option("max_batch_events", int, 50, "Most events in one `POST /e`; more answers 413."),
+    Option("max_header_bytes", int, 32768, "Largest request header fields (names + values, not the request line); larger answers 431 and closes (nginx: 4 x 8k)."),
+    Option("header_timeout", float, 15.0, "Seconds a connection may take to send a request's line and headers; slower answers 408 and closes."),
     # buffer
     Option("group_commit", _bool, True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison)."),
     Option("redis_timeout", float, 0.5, "Seconds a Redis write may take before its group commit goes to the spool."),
@@ -121,9 +126,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease", float, 2.0, "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`."),
     Option("consumer", str, "", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (e.g. systemd's `%H-%i`): a restarted flusher then resumes its own batches at once."),
     Option("dedup_window", int, 100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window)."),
+    # reports
+    Option("visit_timeout", int, 30, "Minutes without an event after which the next event starts a new visit (Query API v2)."),
     # ops
     Option("access_log", _bool, False, "Log every request (costly on the pixel path)."),
-    Option("log_level", str, "info", "Log level."),
+    Option("log_level", lambda v: _choice("critical", "error", "warning", "info", "debug", "trace")(v.strip().lower()), "info", "Log level: critical, error, warning, info, debug or trace."),
+    Option("metrics_key", str, "", "Bearer key for `/metrics`. Empty: `/metrics` answers 403 to everyone."),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -167,19 +175,26 @@ def _check(s: Any) -> None:
         raise ConfigError(f"BEACON_IPV4_PREFIX={s.ipv4_prefix!r}: must be 0..32")
     if not 0 <= s.ipv6_prefix <= 128:
         raise ConfigError(f"BEACON_IPV6_PREFIX={s.ipv6_prefix!r}: must be 0..128")
+    if not 1 <= s.visit_timeout <= 1440:
+        raise ConfigError(f"BEACON_VISIT_TIMEOUT={s.visit_timeout!r}: must be 1..1440 minutes")
     for origin in s.site_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise ConfigError(f"BEACON_SITE_ORIGINS: {origin!r} is not an origin like https://shop.example")
     if s.cluster and not s.cluster.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"BEACON_CLUSTER={s.cluster!r}: letters, digits, - and _ only")
+    if s.max_header_bytes < 1024 or s.header_timeout <= 0:
+        raise ConfigError("BEACON_MAX_HEADER_BYTES must be at least 1024 and BEACON_HEADER_TIMEOUT above 0")
     for name in ("database", "table"):
         value = getattr(s, name)
         if not value.replace("_", "").isalnum():
             raise ConfigError(f"BEACON_{name.upper()}={value!r}: letters, digits and _ only")
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+def add_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """A flag per option (or per option in `names`: what one command reads)."""
     for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
         parser.add_argument(option.flag, dest=option.name, default=None, metavar=option.name.upper(),
                             help=f"{option.help} [env {option.env}]")
 

@@ -1,7 +1,7 @@
 """One event: server-side fields plus validated client fields, encoded once as a JSONEachRow line.
 
-The keys of the encoded line are exactly the columns of the events table (store.COLUMNS);
-the flusher never decodes it again.
+The keys of the encoded line are columns of the events table (store.COLUMNS): all the raw
+ones, and the derived (enrichment) ones that are not empty; the flusher never decodes it again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+COMMERCE_PARAMS = frozenset({"order_id", "revenue", "currency", "coupon"})  # and i.<n>.<field>: beacon/commerce.py
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -170,6 +171,8 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
             fields[key] = value
         elif key.startswith("p.") and len(props) < limits.props:
             props[key[2:]] = value
+        elif key in COMMERCE_PARAMS or key.startswith("i."):
+            fields.setdefault("c", {})[key] = value
     if props:
         fields["p"] = props
     return fields, dropped
@@ -190,8 +193,11 @@ def query_value(qs: bytes, key: str) -> str | None:
 
 def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mode: str, event: str,
            url: str, referrer: str, props: dict[str, str], ip: str, user_agent: str, transport: str,
-           is_bot: int = 0) -> bytes:
-    return orjson.dumps({
+           is_bot: int = 0, derived: bytes = b"") -> bytes:
+    """One JSONEachRow line. `derived` is the enrichment columns already encoded as JSON members
+    (`,"browser":"Chrome",...`, see beacon.enrich), spliced in as they are; columns left out of
+    the line are stored as ''."""
+    line = orjson.dumps({
         "event_id": event_id,
         "received_at": f"{received_at:.3f}",
         "scope": scope,
@@ -206,6 +212,7 @@ def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mo
         "is_bot": is_bot,
         "transport": transport,
     })
+    return line[:-1] + derived + b"}" if derived else line
 
 
 now = time.time

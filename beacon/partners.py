@@ -11,6 +11,10 @@ api_key_sha256 = "…"                          # sha256 hex of its API key, nev
 cookie_name = "adco_uid"
 cookie_max_age = 31536000
 cookie_partitioned = false                    # CHIPS
+attribution = false                           # aggregate conversion counts for its clicks (README)
+click_param = "adco_click"                    # its click parameter on mall landing pages
+attribution_window_days = 7
+attribution_min_count = 5                     # days with fewer conversions are left out
 ```
 """
 
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import ada_url
 import tomli_w
 
 from beacon.scope import MALL, Scope
@@ -50,6 +55,11 @@ class Partner:
     cookie_name: str = ""
     cookie_max_age: int = 365 * 86400
     cookie_partitioned: bool = False
+    # partner attribution (beacon/attribution.py), off by default
+    attribution: bool = False
+    click_param: str = ""
+    attribution_window_days: int = 7
+    attribution_min_count: int = 5
 
     def scope(self, refresh_age: int) -> Scope:
         return Scope(id=self.id, cookie_name=self.cookie_name, cookie_domain="", cookie_path="/",
@@ -77,7 +87,7 @@ def _lines_of_tables(text: str) -> list[int]:
 def _check_allow(entry: str) -> str:
     parts = urlsplit(entry)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password \
-            or parts.query or parts.fragment or "\\" in entry:
+            or parts.query or parts.fragment or "\\" in entry or _url(entry) is None:
         raise ValueError(f"sync_allow entry {entry!r} must look like https://host[:port]/path-prefix")
     return entry
 
@@ -112,9 +122,25 @@ def _partner(raw: dict[str, Any]) -> Partner:
     partitioned = raw.get("cookie_partitioned", False)
     if not isinstance(partitioned, bool):
         raise ValueError("cookie_partitioned must be true or false")
+    attribution = raw.get("attribution", False)
+    click_param = raw.get("click_param", "")
+    window = raw.get("attribution_window_days", 7)
+    min_count = raw.get("attribution_min_count", 5)
+    if not isinstance(attribution, bool):
+        raise ValueError("attribution must be true or false")
+    if not isinstance(click_param, str) or (click_param and not COOKIE_NAME.fullmatch(click_param)):
+        raise ValueError(f"click_param {click_param!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if attribution and not click_param:
+        raise ValueError("attribution = true needs a click_param")
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 90:
+        raise ValueError("attribution_window_days must be 1..90")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or not 1 <= min_count <= 1000:
+        raise ValueError("attribution_min_count must be 1..1000")
     return Partner(id=pid, name=str(raw.get("name", pid)), hosts=tuple(hosts), origins=tuple(origins),
                    sync_allow=tuple(_check_allow(a) for a in allow), api_key_sha256=key_hash,
-                   cookie_name=cookie, cookie_max_age=max_age, cookie_partitioned=partitioned)
+                   cookie_name=cookie, cookie_max_age=max_age, cookie_partitioned=partitioned,
+                   attribution=attribution, click_param=click_param, attribution_window_days=window,
+                   attribution_min_count=min_count)
 
 
 def parse(text: str, source: str, mall_cookie: str = "", mall_hosts: tuple[str, ...] = ()) -> tuple[Partner, ...]:
@@ -172,25 +198,46 @@ class SyncRefused(ValueError):
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
+# `/` or `\` hidden by (repeated) percent-encoding, a doubly encoded `.`, or an empty
+# segment: harmless to a browser, but a partner server that decodes again or joins
+# paths naively could be walked out of its prefix with them.
+_HIDDEN_SEPARATOR = re.compile(r"%(25)*(2f|5c)|%(25)+2e|//", re.I)
+
+
+def _url(text: str) -> ada_url.URL | None:
+    try:
+        return ada_url.URL(text)
+    except ValueError:
+        return None
 
 
 def sync_target(partner: Partner, to: str, uid: str) -> str:
-    """The redirect URL for `to` with the partner's own id in place of {uid}; SyncRefused otherwise."""
+    """The redirect URL for `to` with the partner's own id in place of {uid}; SyncRefused otherwise.
+
+    `to` is parsed as a browser parses a Location (the WHATWG URL standard, by ada-url):
+    `..` and `%2e%2e` segments are resolved, case, default ports and IDNA normalised,
+    and the *resolved* URL must be under an allowlisted prefix. It is also what is sent.
+    """
     if not to:
         raise SyncRefused("to is required")
     if _UNSAFE.search(to):
         raise SyncRefused("to contains whitespace, control characters or backslashes")
-    parts = urlsplit(to)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    url = _url(to)
+    if url is None or url.protocol not in ("https:", "http:"):
         raise SyncRefused("to must be an absolute http(s) URL")
-    if "@" in parts.netloc or parts.username is not None:
+    authority = re.split(r"[/?#]", to.partition("://")[2], maxsplit=1)[0]
+    if url.username or url.password or "@" in authority:
         raise SyncRefused("to must not carry user information")
+    if "%" in authority:
+        raise SyncRefused("to must not percent-encode its host")
+    if _HIDDEN_SEPARATOR.search(url.pathname):
+        raise SyncRefused("to must not hide / or \\ as %2F or %5C, nor have an empty segment, in its path")
     for allowed in partner.sync_allow:
-        a = urlsplit(allowed)
-        prefix = a.path or "/"
-        if parts.scheme == a.scheme and parts.netloc.lower() == a.netloc.lower() and (
-                parts.path == prefix or parts.path.startswith(prefix if prefix.endswith("/") else prefix + "/")):
-            return to.replace("{uid}", uid).replace("%7Buid%7D", uid).replace("%7buid%7d", uid)
+        a = ada_url.URL(allowed)
+        prefix = a.pathname
+        if url.protocol == a.protocol and url.host == a.host and (
+                url.pathname == prefix or url.pathname.startswith(prefix if prefix.endswith("/") else prefix + "/")):
+            return url.href.replace("{uid}", uid).replace("%7Buid%7D", uid).replace("%7buid%7d", uid)
     raise SyncRefused("to is not on this partner's sync allowlist")
 
 

@@ -12,7 +12,7 @@ import html
 import logging
 from typing import Any
 
-from beacon import metrics
+from beacon import customers, metrics
 from beacon.api import next_cursor, parse_page
 from beacon.event import query_value
 from beacon.identity import cookie_value
@@ -24,6 +24,21 @@ audit = logging.getLogger("beacon.audit")
 PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="robots" content="noindex">
 <title>{title}</title><body style="font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:3em auto">
 <h1>{title}</h1><p>{text}</p><p><a href="{other}">{other_label}</a></p></body></html>"""
+
+
+def both_jars(sc: Any, cookie: bytes) -> list[bytes]:
+    """A partner's Set-Cookie, unpartitioned and partitioned (CHIPS); the mall's as it is.
+
+    Opened inside the partner's ad frame on the mall (the link in its tag), the
+    partitioned copy lands in the mall's partition, where that ad's requests carry it
+    even when third-party cookies are blocked; the unpartitioned copy reaches the
+    partner's ads on every site where they are allowed. Browsers keep the two apart,
+    so opting out sets both and opting in or clearing removes both.
+    """
+    if not sc.is_partner:
+        return [cookie]
+    plain = cookie.replace(b"; Partitioned", b"")
+    return [plain, plain + b"; Partitioned"]
 
 
 def audit_id(secret: str, scope: str, visitor: str) -> str:
@@ -65,14 +80,15 @@ class VisitorRights:
                          f"{self._name(sc)} will no longer set an identifying cookie in this browser or record your "
                          "visits under an id. Your id cookie has been deleted. This choice is kept in a cookie; "
                          "clearing your cookies undoes it.",
-                         [ident.optout_cookie, ident.clear_cookie], f"{sc.path_prefix}/optin", "Opt back in")
+                         [*both_jars(sc, ident.optout_cookie), *both_jars(sc, ident.clear_cookie)],
+                         f"{sc.path_prefix}/optin", "Opt back in")
 
     async def optin(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optin", 200)
         await self._page(send, "You have opted back in",
                          f"{self._name(sc)} may set its cookie again on your next visit.",
-                         [ident.optin_cookie], f"{sc.path_prefix}/optout", "Opt out")
+                         both_jars(sc, ident.optin_cookie), f"{sc.path_prefix}/optout", "Opt out")
 
     async def me(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "GET":
@@ -88,7 +104,10 @@ class VisitorRights:
             return await send_json(send, 400, {"error": str(exc)})
         rows = await asyncio.to_thread(self.core.store.events, sc.id, limit, before, visitor)
         cursor = next_cursor(rows, limit)
-        await send_json(send, 200, {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor})
+        body = {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor}
+        if not sc.is_partner:  # the account this browser was linked to by the mall (stored form: id or hash)
+            body["accounts"] = await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
+        await send_json(send, 200, body)
 
     async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         if asgi["method"] != "POST":
@@ -96,8 +115,14 @@ class VisitorRights:
         ident, visitor = self._visitor(sc, req)
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
-                                   [(b"set-cookie", ident.clear_cookie)])
-        rows = await asyncio.to_thread(forget_visitor, self.core.store, self.core.settings.secret_keys[0], sc.id,
-                                       visitor, "visitor")
-        await send_json(send, 200, {"forgotten": rows}, [(b"set-cookie", ident.clear_cookie)])
+                                   [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
+        secret = self.core.settings.secret_keys[0]
+        linked = [] if sc.is_partner else await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
+        rows = 0
+        for account in linked:  # every device of the account, and the link itself
+            rows += (await asyncio.to_thread(customers.forget_account, self.core.store, secret, sc.id, account,
+                                             "visitor"))[1]
+        rows += await asyncio.to_thread(forget_visitor, self.core.store, secret, sc.id, visitor, "visitor")
+        body = {"forgotten": rows, "accounts_unlinked": len(linked)} if linked else {"forgotten": rows}
+        await send_json(send, 200, body, [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
 

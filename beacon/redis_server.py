@@ -56,9 +56,11 @@ class EmbeddedRedis:
                 return self.url
             except redis.RedisError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.dir / "redis.log").read_text(errors="replace")[-2000:] if (self.dir / "redis.log").exists() else ""
+                    log_path = self.dir / "redis.log"
+                    lines = log_path.read_text(errors="replace").strip().splitlines() if log_path.exists() else []
                     self.stop()
-                    raise RuntimeError(f"redis-server {self.binary} did not start:\n{log}") from None
+                    last = lines[-1].split(" * ")[-1].split(" # ")[-1][:200] if lines else "no log"
+                    raise RuntimeError(f"redis-server {self.binary} did not start ({log_path}): {last}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

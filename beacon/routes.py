@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from beacon import consent, metrics
+from beacon import commerce, consent, metrics
 from beacon.buffer import BufferUnavailable
 from beacon.event import (
     Invalid,
@@ -41,6 +41,8 @@ GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADER
 GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
 JSON_TYPES = (b"", b"text/plain", b"application/json")
+# One validated client event: name, url, referrer, props, commerce fields (None unless a commerce event).
+Checked = tuple[str, str, str, dict[str, str], dict[str, Any] | None]
 
 
 class Request:
@@ -94,13 +96,17 @@ class BeaconRoutes:
         self.core = core
         self.s = core.settings
 
-    def _server_fields(self, asgi: dict[str, Any], req: Request) -> tuple[str, str]:
+    def _server_fields(self, asgi: dict[str, Any], req: Request, mode: str) -> tuple[str, str, bool, bytes]:
+        """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
+        is used for the country here and goes no further."""
         core = self.core
         client = asgi.get("client")
         peer = client[0] if client else ""
-        ip = core.anonymiser.anonymise(core.anonymiser.client(peer, req.forwarded_for))
+        addr = core.anonymiser.client(peer, req.forwarded_for)
         ua = clean_text(req.user_agent.decode("latin-1"), core.limits.user_agent) if req.user_agent else ""
-        return ip, ua
+        is_bot = core.is_bot(ua) if ua else False
+        derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
+        return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
     async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         method = asgi["method"]
@@ -138,27 +144,36 @@ class BeaconRoutes:
         await send(GIF_BODY)
         metrics.PIXEL_OK.inc()
 
-    def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[tuple[str, str, str, dict[str, str]]]:
+    def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[Checked]:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
-        if len(qs) > self.s.max_query_bytes:
+        if len(qs) > self.s.max_query_bytes or "beacon.truncated" in asgi:  # see beacon/http.py
             metrics.EVENTS_REJECTED.labels("query_too_long").inc()
             return []
         fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
         if dropped:
             metrics.FIELDS_DROPPED.inc(dropped)
         try:
-            return [(check_event_name(fields.get("e", "pageview"), core.limits),
+            name = check_event_name(fields.get("e", "pageview"), core.limits)
+            shop = None
+            if name in commerce.EVENTS:
+                try:
+                    shop = commerce.check(name, commerce.from_pixel(fields.get("c", {})))
+                except Invalid:
+                    metrics.EVENTS_REJECTED.labels("invalid_commerce").inc()
+                    return []
+            props = check_props(fields.get("p"), core.limits)
+            return [(name,
                      check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
                      check_url(fields.get("r"), core.limits, "r"),
-                     check_props(fields.get("p"), core.limits))]
+                     props if shop is None else commerce.without_fields(props), shop)]
         except Invalid:
             metrics.EVENTS_REJECTED.labels("invalid").inc()
             return []
 
     async def _encode(self, asgi: dict[str, Any], req: Request, sc: Any, mode: str,
-                      checked: list[tuple[str, str, str, dict[str, str]]], transport: str,
+                      checked: list[Checked], transport: str,
                       ) -> tuple[list[bytes], bytes | None]:
         """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
         core = self.core
@@ -167,8 +182,7 @@ class BeaconRoutes:
                 return [], None
             ident = core.identity(sc)
             return [], ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))[1]
-        ip, ua = self._server_fields(asgi, req)
-        is_bot = core.is_bot(ua) if ua else False
+        ip, ua, is_bot, client = self._server_fields(asgi, req, mode)
         if is_bot and self.s.drop_bots:
             metrics.EVENTS_REJECTED.labels("bot").inc(len(checked))
             return [], None
@@ -182,9 +196,11 @@ class BeaconRoutes:
             visitor, ip, ua = "", "", ""
         t = now()
         bot = 1 if is_bot else 0
-        return [encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode, event=name,
-                       url=url, referrer=ref, props=props, ip=ip, user_agent=ua, transport=transport, is_bot=bot)
-                for name, url, ref, props in checked], set_cookie
+        enrich = core.enrich
+        return [commerce.splice(encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode,
+                                       event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua,
+                                       transport=transport, is_bot=bot, derived=client + enrich.event(url, ref)), shop)
+                for name, url, ref, props, shop in checked], set_cookie
 
     async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
         cors = self._cors(sc, req)
@@ -240,7 +256,7 @@ class BeaconRoutes:
         await send(NO_CONTENT)
         metrics.COLLECT_OK.inc()
 
-    def _check_events(self, req: Request, body: bytes) -> list[tuple[str, str, str, dict[str, str]]]:
+    def _check_events(self, req: Request, body: bytes) -> list[Checked]:
         core = self.core
         try:
             doc = orjson.loads(body)
@@ -256,10 +272,13 @@ class BeaconRoutes:
             if not isinstance(ev, dict):
                 raise Invalid(f"event {i}: must be an object")
             try:
-                checked.append((check_event_name(ev.get("e", "pageview"), core.limits),
+                name = check_event_name(ev.get("e", "pageview"), core.limits)
+                shop = commerce.check(name, ev) if name in commerce.EVENTS else None
+                props = check_props(ev.get("p"), core.limits)
+                checked.append((name,
                                 check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
                                 check_url(ev.get("r"), core.limits, "r"),
-                                check_props(ev.get("p"), core.limits)))
+                                props if shop is None else commerce.without_fields(props), shop))
             except Invalid as exc:
                 raise Invalid(f"event {i}: {exc}") from None
         return checked

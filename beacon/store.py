@@ -27,6 +27,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_agent", "String"),
     ("is_bot", "UInt8"),
     ("transport", "LowCardinality(String)"),
+    ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"), ("utm_term", "String"), ("utm_content", "String"),
+    ("gclid", "String"), ("gbraid", "String"), ("wbraid", "String"), ("fbclid", "String"), ("msclkid", "String"), ("ttclid", "String"), ("li_fat_id", "String"),
+    ("source", "LowCardinality(String)"), ("channel", "LowCardinality(String)"),
+    ("browser", "LowCardinality(String)"), ("browser_version", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"), ("os_version", "LowCardinality(String)"), ("device", "LowCardinality(String)"),
+    ("country", "LowCardinality(String)"), ("region", "LowCardinality(String)"), ("city", "String"),
+    # commerce (issue 12, beacon/commerce.py): exact amounts, never floats; '' / 0 / [] on other events
+    ("order_id", "String"), ("revenue", "Decimal(18, 4)"), ("currency", "LowCardinality(String)"), ("coupon", "String"),
+    ("items", "Array(Tuple(sku String, name String, category String, quantity UInt32, price Decimal(18, 4)))"),
 )
 
 
@@ -120,6 +129,8 @@ class Store:
         for sql in alter_table_sql(self.full_table, self.retention_days):
             self.command(sql)
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
+        from beacon import customers  # the account links of signed-in customers: a table of their own
+        self.command(customers.ddl(self))
 
     # -- writes ---------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class Store:
     PARTNER_COLUMNS = ("event_id", "received_at", "visitor_id", "event", "url", "referrer", "props", "mode", "is_bot")
 
     def events(self, scope: str, limit: int, before: tuple[int, str] | None = None,
-               visitor: str | None = None) -> list[dict[str, Any]]:
+               visitor: str | None = None, visitors: list[str] | None = None) -> list[dict[str, Any]]:
         """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
         cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
@@ -182,6 +193,9 @@ class Store:
         if visitor is not None:
             params["visitor"] = visitor
             cursor = "AND visitor_id = {visitor:String} "
+        if visitors is not None:  # one customer's devices (beacon/customers.py)
+            params["visitors"] = visitors
+            cursor += "AND has({visitors:Array(String)}, visitor_id) "
         if before is not None:
             params["ms"], params["eid"] = before
             cursor += ("AND (received_at, event_id) < "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from uvicorn.supervisors import Multiprocess
 
@@ -48,8 +47,3 @@ def _mark_dead(pid: int | None) -> None:
     if pid is not None:
         multiprocess.mark_process_dead(pid)
 
-
-def serve(config: Any) -> None:
-    """Bind once, then run N workers of `config` (a uvicorn.Config with workers > 1)."""
-    sock = config.bind_socket()
-    Workers(config, sockets=[sock]).run()

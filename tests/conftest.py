@@ -102,7 +102,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_beacon_up(data: Any, port: int, log_path: Any, cwd: Any = None) -> Any:
+def start_beacon_up(data: Any, port: int, log_path: Any, cwd: Any = None, extra: tuple[str, ...] = ()) -> Any:
     """`python -m beacon up` in a subprocess, returned once /readyz answers 200."""
     import subprocess
     import sys
@@ -111,7 +111,7 @@ def start_beacon_up(data: Any, port: int, log_path: Any, cwd: Any = None) -> Any
     import httpx
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port),
-                             "--batch-age", "0.2"], stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+                             "--batch-age", "0.2", *extra], stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     log.close()
     deadline = time.monotonic() + 60
     while True:

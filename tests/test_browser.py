@@ -1,13 +1,14 @@
-"""beacon.js in a real browser: headless Chromium, Beacon over real TLS, a mall page with a partner's ad.
+"""beacon.js in a real browser: headless Chromium, Beacon over real TLS, a mall page with two partners' ads.
 
 Names resolve through Chromium's `--host-resolver-rules` (`*.test` -> 127.0.0.1):
 
-- `https://shop.test:<page>/t/<token>/`: the mall page (tests/browser/site.py), with
-  beacon.js from `https://beacon.shop.test:<beacon>` (the mall scope, cookie `bcn`,
-  Domain=shop.test) and an iframe `https://ads.a.test:<ad>/ad.html`;
-- the ad loads the partner pixel `https://ads.a.test:<beacon>/p.gif` and runs beacon.js
-  with `data-partner` and `data-endpoint="https://ads.a.test:<beacon>"` (partner "a",
-  cookie `a_uid`, host-only, SameSite=None);
+- `https://shop.test:<page>/t/<token>/`: the mall page (tests/browser/site.py) with the
+  README's mall tag (beacon/snippet.py): beacon.js from `https://beacon.shop.test:<beacon>`
+  (the mall scope, cookie `bcn`, Domain=shop.test), and two ad iframes
+  `https://ads.<a|b>.test:<ad>/ad.html`;
+- each ad carries the README's partner tag: beacon.js from `https://ads.<a|b>.test:<beacon>`
+  with `data-partner`, and the opt-out link. Partner "a": cookie `a_uid`, host-only,
+  SameSite=None; partner "b": cookie `b_uid`, the same plus Partitioned (CHIPS);
 - Beacon itself runs in its own process (tests/browser/launcher.py: embedded Redis,
   chDB, flusher, uvicorn with TLS), since chDB allows one engine per process.
 
@@ -41,6 +42,7 @@ import httpx
 import pytest
 
 from beacon import partners as reg
+from beacon import snippet
 
 from .conftest import free_port
 
@@ -54,7 +56,11 @@ HERE = Path(__file__).parent
 SCRIPT = HERE.parent / "beacon" / "static" / "beacon.js"
 MALL_KEY = "browser-test-mall-api-key"
 A_KEY = "bpk_browser-test-partner-a"
+B_KEY = "bpk_browser-test-partner-b"
 SECRET = "browser-test-secret-0123456789abcdef0123456789"
+SOON_AFTER_BEACON_JS = """if (location.hostname == "shop.test") var t = setInterval(function () {
+  if (window.beacon && beacon.l) clearInterval(t), history.pushState({}, "", "?step=2"), beacon("event", "add_to_cart");
+}, 1)"""
 GPC_SCRIPT = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true, configurable: true})"
 
 
@@ -62,6 +68,14 @@ def test_the_script_stays_small():
     source = SCRIPT.read_bytes()
     assert len(source) < 2048, len(source)  # as served, readable; about 1.3 KB minified
     assert len(gzip.compress(source, 9)) < 1200
+
+
+def test_the_readme_shows_the_tags_these_tests_load():
+    """The pages below carry beacon/snippet.py's tags; the README must show the same, verbatim."""
+    readme = (HERE.parent / "README.md").read_text()
+    assert f"```html\n{snippet.mall_tag('https://beacon.shop.example')}\n```" in readme
+    assert f"```html\n{snippet.partner_tag('https://ads.adco.example')}\n```" in readme
+    assert "sendBeacon(" not in readme and "<img src=\"https://beacon.shop.example/p.gif\"" not in readme
 
 
 # -- the stack: Chromium, Beacon over TLS, the two static sites --------------------------------------------
@@ -92,15 +106,24 @@ class Stack:
         self.rows_port = free_port()
         self.site = Site(self.certfile, self.keyfile, self.port)
         partners_file = root / "partners.toml"
-        # The partner's POST /e comes from its ad iframe: its Origin is the ad's, not the mall page's.
+        # A partner's POST /e comes from its ad iframe: its Origin is the ad's, not the mall page's.
         partners_file.write_text(f"""
 [[partner]]
 id = "a"
 name = "Partner A"
 hosts = ["ads.a.test"]
-origins = ["{self.site.page_origin}", "{self.site.ad_origin}"]
+origins = ["{self.site.ad_origin('a')}"]
 api_key_sha256 = "{reg.hash_key(A_KEY)}"
 cookie_name = "a_uid"
+
+[[partner]]
+id = "b"
+name = "Partner B"
+hosts = ["ads.b.test"]
+origins = ["{self.site.ad_origin('b')}"]
+api_key_sha256 = "{reg.hash_key(B_KEY)}"
+cookie_name = "b_uid"
+cookie_partitioned = true
 """)
         cfg = {"data_dir": str(root / "data"), "port": self.port, "certfile": str(self.certfile),
                "keyfile": str(self.keyfile), "partners_file": str(partners_file),
@@ -223,9 +246,9 @@ class Visitor:
             self.page.wait_for_timeout(20)  # lets Playwright deliver its events
 
     def wait_hits(self, **counts: int) -> None:
-        """wait_hits(mall_e=1, a_gif=1, a_e=1): at least that many finished requests of each."""
+        """wait_hits(mall_e=1, a_e=1, b_e=1): at least that many finished requests of each."""
         where = {"mall_e": ("beacon.shop.test", "/e"), "mall_gif": ("beacon.shop.test", "/p.gif"),
-                 "a_e": ("ads.a.test", "/e"), "a_gif": ("ads.a.test", "/p.gif")}
+                 "a_e": ("ads.a.test", "/e"), "b_e": ("ads.b.test", "/e")}
         self.wait(f"beacon requests {counts}",
                   lambda: all(len(self.hits(*where[k])) >= n for k, n in counts.items()))
         self.wait("every request to Beacon to finish", lambda: all(
@@ -235,8 +258,8 @@ class Visitor:
         self.page.goto(url)
         self.page.wait_for_function("window.beacon && window.beacon.l")
 
-    def ad_frame(self) -> Any:
-        [frame] = [f for f in self.page.frames if urlsplit(f.url).hostname == "ads.a.test"]
+    def ad_frame(self, partner: str = "a") -> Any:
+        [frame] = [f for f in self.page.frames if urlsplit(f.url).hostname == f"ads.{partner}.test"]
         frame.wait_for_function("window.beacon && window.beacon.l")
         return frame
 
@@ -287,11 +310,11 @@ def test_each_cookie_stays_in_its_own_scope_and_the_events_land(stack, visitor):
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
     v = visitor()
     token = new_token()
-    page, ad = stack.site.page_url(token), stack.site.ad_url(token)
+    page, ad_a, ad_b = stack.site.page_url(token), stack.site.ad_url(token, "a"), stack.site.ad_url(token, "b")
     v.open(page)
-    v.wait_hits(mall_e=1, a_gif=1, a_e=1)
+    v.wait_hits(mall_e=1, a_e=1, b_e=1)
     v.page.reload()
-    v.wait_hits(mall_e=2, a_gif=2, a_e=2)
+    v.wait_hits(mall_e=2, a_e=2, b_e=2)
 
     [bcn] = v.cookies("bcn")
     assert (bcn["domain"], bcn["path"], bcn["secure"], bcn["httpOnly"], bcn["sameSite"]) == \
@@ -299,43 +322,81 @@ def test_each_cookie_stays_in_its_own_scope_and_the_events_land(stack, visitor):
     [a_uid] = v.cookies("a_uid")
     assert (a_uid["domain"], a_uid["path"], a_uid["secure"], a_uid["httpOnly"], a_uid["sameSite"]) == \
         ("ads.a.test", "/", True, True, "None")
+    [b_set] = {h for h in v.set_cookies("ads.b.test") if h.startswith("b_uid=")}
+    assert "; Partitioned" in b_set and "; SameSite=None" in b_set
 
-    # on the wire: no request to the partner's host carried the mall cookie, and the other way round
-    to_partner = [r for r in v.requests if urlsplit(r.url).hostname == "ads.a.test"]
+    # on the wire: no request to a partner's host carried the mall cookie, and the other way round
+    to_partner = [r for r in v.requests if urlsplit(r.url).hostname in ("ads.a.test", "ads.b.test")]
     to_mall = [r for r in v.requests if urlsplit(r.url).hostname.endswith("shop.test")]
     assert to_partner and to_mall
     for r in to_partner:
         assert "bcn=" not in r.all_headers().get("cookie", ""), r.url
     for r in to_mall:
-        assert "a_uid=" not in r.all_headers().get("cookie", ""), r.url
-    # the reload's beacons carried their own scope's cookie (sendBeacon sends credentials)
+        assert "a_uid=" not in r.all_headers().get("cookie", "") and "b_uid=" not in r.all_headers().get("cookie", "")
+    # the reload's beacons carried their own scope's cookie (credentials: "include")
     assert f"bcn={bcn['value']}" in v.hits("beacon.shop.test", "/e")[-1].all_headers()["cookie"]
     assert f"a_uid={a_uid['value']}" in v.hits("ads.a.test", "/e")[-1].all_headers()["cookie"]
+    assert "b_uid=" in v.hits("ads.b.test", "/e")[-1].all_headers()["cookie"]
 
     rows = stack.rows(token)
-    mall, partner = events(rows, "mall"), events(rows, "a")
-    assert len(rows) == len(mall) + len(partner)
+    mall, a, b = events(rows, "mall"), events(rows, "a"), events(rows, "b")
+    assert len(rows) == len(mall) + len(a) + len(b)
     assert not any(r["is_bot"] for r in rows)
-    # first visit: the pageview and the call queued before load went in one request, so one new id
+    # one request per page load: the pageview and the call queued before load, under one id
     assert [(r["event"], r["url"], r["referrer"], r["props"], r["transport"], r["visitor_id"]) for r in mall] == [
         ("pageview", page, "", {}, "beacon", uid(bcn)),
         ("queued_before_load", page, "", {"n": "1"}, "beacon", uid(bcn)),
     ] * 2
-    assert sorted((r["event"], r["url"], r["transport"]) for r in partner) == sorted([
-        ("impression", ad, "pixel"), ("pageview", ad, "beacon")] * 2)
-    assert [r["referrer"] for r in partner if r["event"] == "pageview"] == [stack.site.page_origin + "/"] * 2
-    assert [r["visitor_id"] for r in partner[-2:]] == [uid(a_uid)] * 2  # the reload's: the cookie's id
-    assert uid(bcn) not in {r["visitor_id"] for r in partner}
-    assert uid(a_uid) not in {r["visitor_id"] for r in mall}
+    # each ad: one pageview per page load, the mall's origin as referrer, one id from the first hit on
+    assert [(r["event"], r["url"], r["referrer"], r["visitor_id"]) for r in a] == [
+        ("pageview", ad_a, stack.site.page_origin + "/", uid(a_uid))] * 2
+    assert [(r["event"], r["url"], r["referrer"]) for r in b] == [("pageview", ad_b, stack.site.page_origin + "/")] * 2
+    assert len({r["visitor_id"] for r in b}) == 1
+    ids = [{r["visitor_id"] for r in rows_} for rows_ in (mall, a, b)]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
 
-    # the public read APIs: the mall's stats, the partner's own events
+    # the public read APIs: the mall's stats, each partner's own events
     stats = stack.get(f"/api/v1/stats?from={quote(started.isoformat())}", key=MALL_KEY).json()
     assert stats["totals"] == {"events": 4, "pageviews": 2, "visitors": 1}
     assert stats["top_pages"] == [{"url": page, "pageviews": 2}]
-    listed = stack.get("/api/v1/partners/a/events?limit=1000", key=A_KEY).json()["events"]
-    mine = [e for e in listed if token in e["url"]]
-    assert sorted((e["event"], e["visitor_id"]) for e in mine) == sorted((r["event"], r["visitor_id"]) for r in partner)
+    for pid, key, mine in (("a", A_KEY, a), ("b", B_KEY, b)):
+        listed = stack.get(f"/api/v1/partners/{pid}/events?limit=1000", key=key).json()["events"]
+        assert sorted((e["event"], e["visitor_id"]) for e in listed if token in e["url"]) == \
+            sorted((r["event"], r["visitor_id"]) for r in mine)
     assert stack.get("/api/v1/partners/a/events", key=MALL_KEY).status_code == 401
+    assert stack.get("/api/v1/partners/a/events", key=B_KEY).status_code == 403
+
+
+def test_ten_new_browsers_are_ten_visitors_in_every_scope(stack, visitor):
+    """The README's tags, verbatim, in 10 fresh profiles: one pageview per page load and ad, and
+    one id per scope, even for partner a, whose ad is on the page twice (two frames racing)."""
+    token = new_token()
+    for _ in range(10):
+        v = visitor()
+        v.open(stack.site.page_url(token, "twoslots"))
+        v.wait_hits(mall_e=1, a_e=2, b_e=1)
+        v.close()
+    rows = stack.rows(token)
+    for scope, pageviews in (("mall", 10), ("a", 20), ("b", 10)):
+        mine = events(rows, scope)
+        assert len({r["visitor_id"] for r in mine}) == 10, scope
+        assert sum(r["event"] == "pageview" for r in mine) == pageviews, scope
+
+
+def test_events_sent_while_the_first_request_is_in_flight_wait_for_its_cookie(stack, visitor):
+    """A router's pushState or a click right after load, before the first answer (held 0.5 s
+    here, see tests/browser/launcher.py): the second request waits, so it carries the id."""
+    v = visitor(init_script=SOON_AFTER_BEACON_JS)
+    token = new_token()
+    v.open(stack.site.page_url(token, "slowfirst"))
+    v.wait_hits(mall_e=2)
+    mall = events(stack.rows(token), "mall")
+    assert sorted(r["event"] for r in mall) == ["add_to_cart", "pageview", "pageview", "queued_before_load"]
+    [bcn] = v.cookies("bcn")
+    assert {r["visitor_id"] for r in mall} == {uid(bcn)}
+    # the two held events went together, after the first answer, with its cookie
+    [one, two] = v.hits("beacon.shop.test", "/e")
+    assert "cookie" not in one.all_headers() and "bcn=" in two.all_headers()["cookie"]
 
 
 def test_spa_navigation_sends_a_pageview_per_url(stack, visitor):
@@ -378,41 +439,106 @@ def test_custom_events_land_and_bad_calls_neither_throw_nor_send(stack, visitor)
     assert cart["url"] == stack.site.page_url(token) and cart["transport"] == "beacon"
 
 
-@pytest.mark.parametrize("without", ["missing", "refusing"])
-def test_without_sendbeacon_the_pixel_carries_the_events(stack, visitor, without):
-    replace = ("delete Navigator.prototype.sendBeacon" if without == "missing"
-               else "Navigator.prototype.sendBeacon = function () { return false }")
-    v = visitor(init_script=replace)
+PURCHASE = ("beacon('purchase', {order_id: 'O-77', revenue: 59.9, currency: 'EUR', coupon: 'SUMMER', gift: true, "
+            "items: [{sku: 'X-1', name: 'Boot', quantity: 2, price: '19.95'}, {sku: 'Y-2', price: 20}]})")
+
+
+def test_beacon_purchase_sends_a_typed_order(stack, visitor):
+    v = visitor()
+    token = new_token()
+    v.open(stack.site.page_url(token))
+    v.wait_hits(mall_e=1)
+    v.page.evaluate(PURCHASE)
+    v.wait_hits(mall_e=2)
+    [order] = [r for r in events(stack.rows(token), "mall") if r["event"] == "purchase"]
+    got = tuple(order[k] for k in ("order_id", "revenue", "currency", "coupon", "items"))
+    assert got == ("O-77", "59.9", "EUR", "SUMMER", 2)
+    assert order["props"] == {"gift": "true"}
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["unpartitioned", "partitioned"])
+@pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
+def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack, visitor, partitioned,
+                                                                             third_party_cookies):
+    """The README's partner tag carries an opt-out link that opens in the ad's own frame: the
+    opt-out cookie lands where that ad's requests on this mall will carry it (Beacon sets it
+    both unpartitioned and partitioned), whatever the partner's cookie and the browser's setting."""
+    partner, other = ("b", "a") if partitioned else ("a", "b")
+    v = visitor(third_party_cookies=third_party_cookies)
     token = new_token()
     page = stack.site.page_url(token)
     v.open(page)
-    v.wait_hits(mall_gif=2)  # the pageview and the queued event
-    v.page.evaluate("beacon('event', 'add_to_cart', {sku: 'X', n: 1})")
-    v.wait_hits(mall_gif=3)
-    assert v.hits("beacon.shop.test", "/e") == []
-    mall = events(stack.rows(token), "mall")
-    assert sorted((r["event"], r["url"], json.dumps(r["props"], sort_keys=True), r["transport"]) for r in mall) == [
-        ("add_to_cart", page, '{"n": "1", "sku": "X"}', "pixel"),
-        ("pageview", page, "{}", "pixel"),
-        ("queued_before_load", page, '{"n": "1"}', "pixel"),
-    ]
-    assert v.cookies("bcn")
+    v.wait_hits(mall_e=1, a_e=1, b_e=1)
+    frame = v.ad_frame(partner)
+    if partitioned:  # the id lives in the mall's partition: /me sees it inside the ad's frame only
+        [held] = events(stack.rows(token), partner)
+        elsewhere = v.context.new_page()
+        assert elsewhere.goto(f"https://ads.b.test:{stack.port}/me").json()["visitor_id"] is None
+        elsewhere.close()
+        assert frame.goto(f"https://ads.b.test:{stack.port}/me").json()["visitor_id"] == held["visitor_id"]
+        frame.goto(stack.site.ad_url(token, "b"))  # back to the ad (one more pageview)
+        v.wait_hits(b_e=2)
+        frame = v.ad_frame(partner)
+    before = events(stack.rows(token), partner)
+    assert len(before) == (2 if partitioned else 1) and len({r["visitor_id"] for r in before}) == 1
+    sent_before = len(v.hits(f"ads.{partner}.test", "/e"))
+    frame.get_by_text("Opt out of this advertiser").click()
+    frame.wait_for_url(f"https://ads.{partner}.test:{stack.port}/optout")
+    assert "You have opted out" in frame.content()
+    v.open(page)  # a later mall page
+    v.wait_hits(mall_e=2, a_e=2, b_e=2 + partitioned)  # the ad's beacon.js still posts; Beacon drops it
+    rows = stack.rows(token)
+    assert events(rows, partner) == before  # nothing since the opt-out: no row under the old id nor any other
+    assert len(events(rows, other)) == 2  # the other partner is not opted out
+    assert [r["event"] for r in events(rows, "mall")] == ["pageview", "queued_before_load"] * 2
+    cookie = f"{partner}_uid_optout=1"
+    assert all(cookie in r.all_headers().get("cookie", "") for r in v.hits(f"ads.{partner}.test", "/e")[sent_before:])
+
+
+@pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
+def test_opting_out_on_the_partner_host_reaches_the_ads_only_with_third_party_cookies(stack, visitor,
+                                                                                     third_party_cookies):
+    """Opened as a page of its own, /optout reaches the ads on the mall only through its
+    unpartitioned cookie, which the browser sends in third-party frames only when it allows
+    third-party cookies. Blocked, the partners go on counting (what the README says: use the
+    link in the ad)."""
+    v = visitor(third_party_cookies=third_party_cookies)
+    token = new_token()
+    page = stack.site.page_url(token)
+    v.open(page)
+    v.wait_hits(mall_e=1, a_e=1, b_e=1)
+    for partner in ("a", "b"):
+        res = v.page.goto(f"https://ads.{partner}.test:{stack.port}/optout")
+        assert res.status == 200 and "text/html" in res.headers["content-type"]
+    assert v.cookies("a_uid") == []
+    v.open(page)
+    v.wait_hits(mall_e=2, a_e=2, b_e=2)
+    rows = stack.rows(token)
+    a, b = events(rows, "a"), events(rows, "b")
+    if third_party_cookies:
+        assert "a_uid_optout=1" in v.hits("ads.a.test", "/e")[-1].all_headers().get("cookie", "")
+        assert "b_uid_optout=1" in v.hits("ads.b.test", "/e")[-1].all_headers().get("cookie", "")
+        assert len(a) == 1 and len(b) == 1  # the first visit's pageviews, nothing since
+    else:
+        assert len(a) == 2 and len({r["visitor_id"] for r in a}) == 2  # a new id per ad load, still counted
+        assert len(b) == 2 and len({r["visitor_id"] for r in b}) == 1  # still counted under the old id
+    assert len(events(rows, "mall")) == 4
 
 
 def test_gpc_partner_sends_nothing_and_gets_no_cookie(stack, visitor):
     v = visitor(gpc=True)
     token = new_token()
     v.open(stack.site.page_url(token))
-    frame = v.ad_frame()
-    assert frame.evaluate("navigator.globalPrivacyControl") is True
-    v.wait_hits(mall_e=1, a_gif=1)  # the ad's static <img> still loads; beacon.js sends nothing
+    for partner in ("a", "b"):
+        assert v.ad_frame(partner).evaluate("navigator.globalPrivacyControl") is True
+    v.wait_hits(mall_e=1)
     v.page.wait_for_timeout(200)
-    assert v.hits("ads.a.test", "/e") == []
+    assert v.hits("ads.a.test", "/e") == [] and v.hits("ads.b.test", "/e") == []
     to_beacon = [r for r in v.requests if urlsplit(r.url).port == stack.port]
     assert all(r.all_headers().get("sec-gpc") == "1" for r in to_beacon)
-    assert v.cookies("a_uid") == [] and v.set_cookies("ads.a.test") == []
+    assert v.set_cookies("ads.a.test") == [] and v.set_cookies("ads.b.test") == []
     rows = stack.rows(token)
-    assert events(rows, "a") == []
+    assert events(rows, "a") == [] and events(rows, "b") == []
     assert [r["event"] for r in events(rows, "mall")] == ["pageview", "queued_before_load"]  # the mall still counts
 
 
@@ -428,43 +554,22 @@ def test_gpc_mall_records_without_a_cookie(stack, visitor):
     assert all(r["mode"] != "cookie" for r in mall), [r["mode"] for r in mall]
 
 
-def test_optout_stops_the_partner_in_this_browser(stack, visitor):
-    v = visitor()
-    token = new_token()
-    page = stack.site.page_url(token)
-    v.open(page)
-    v.wait_hits(mall_e=1, a_gif=1, a_e=1)
-    assert v.cookies("a_uid")
-    res = v.page.goto(f"https://ads.a.test:{stack.port}/optout")
-    assert res.status == 200 and "text/html" in res.headers["content-type"]
-    assert [c["value"] for c in v.cookies("a_uid_optout")] == ["1"]
-    assert v.cookies("a_uid") == []
-    answered = len(v.set_cookies("ads.a.test"))
-    v.open(page)
-    v.ad_frame()
-    v.wait_hits(mall_e=2, a_gif=2, a_e=2)
-    after = v.hits("ads.a.test", "/e")[-1].all_headers().get("cookie", "")
-    assert "a_uid_optout=1" in after  # the opt-out cookie reaches the partner inside the mall's page
-    rows = stack.rows(token)
-    assert len(events(rows, "a")) == 2  # the first visit's impression and pageview, nothing since
-    assert [r["event"] for r in events(rows, "mall")] == ["pageview", "queued_before_load"] * 2
-    assert len(v.set_cookies("ads.a.test")) == answered and v.cookies("a_uid") == []  # none since
-
-
-def test_with_third_party_cookies_blocked_the_partner_gets_a_new_id_per_hit(stack, visitor):
-    """What most browsers do today (and this Chromium, and Chrome's incognito windows): the
-    partner's SameSite=None cookie in the mall's page is refused, so every partner hit is a
-    new visitor, while the mall's first-party cookie works as before. (A partner with
-    `cookie_partitioned = true` keeps one id per top-level site instead.)"""
+def test_with_third_party_cookies_blocked_only_a_partitioned_partner_keeps_its_id(stack, visitor):
+    """What most browsers do today (and this Chromium, and Chrome's incognito windows): a
+    partner's unpartitioned SameSite=None cookie in the mall's page is refused, so each of its
+    hits is a new visitor; a partitioned one (CHIPS) is kept, one id per top-level site.
+    The mall's first-party cookie works as before."""
     v = visitor(third_party_cookies=False)
     token = new_token()
     v.open(stack.site.page_url(token))
-    v.wait_hits(mall_e=1, a_gif=1, a_e=1)
+    v.wait_hits(mall_e=1, a_e=1, b_e=1)
     v.page.reload()
-    v.wait_hits(mall_e=2, a_gif=2, a_e=2)
+    v.wait_hits(mall_e=2, a_e=2, b_e=2)
     assert v.cookies("a_uid") == []
-    assert len(v.set_cookies("ads.a.test")) == 4  # Beacon offered one each time; the browser refused it
+    assert len(v.set_cookies("ads.a.test")) == 2  # Beacon offered one each time; the browser refused it
+    assert len(v.set_cookies("ads.b.test")) == 1  # kept, and sent back on the reload
     rows = stack.rows(token)
-    assert len({r["visitor_id"] for r in events(rows, "a")}) == 4
+    assert len({r["visitor_id"] for r in events(rows, "a")}) == 2
+    assert len({r["visitor_id"] for r in events(rows, "b")}) == 1
     [bcn] = v.cookies("bcn")
     assert {r["visitor_id"] for r in events(rows, "mall")} == {uid(bcn)}

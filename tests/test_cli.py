@@ -13,8 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from beacon import snippet
+
 from .conftest import free_port, start_beacon_up
 
+METRICS_KEY = "metrics-key-for-cli-tests"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
 
 
@@ -22,7 +25,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 def beacon_up(tmp_path_factory):
     data = tmp_path_factory.mktemp("up")
     port = free_port()
-    proc = start_beacon_up(data, port, data / "beacon.log")
+    proc = start_beacon_up(data, port, data / "beacon.log", extra=("--metrics-key", METRICS_KEY))
     base = f"http://127.0.0.1:{port}"
     yield base, data, proc
     proc.send_signal(signal.SIGTERM)
@@ -32,7 +35,8 @@ def beacon_up(tmp_path_factory):
 def test_up_prints_the_snippet_and_the_stats_url(beacon_up):
     base, data, _ = beacon_up
     out = (data / "beacon.log").read_text()
-    assert f'<img src="{base}/p.gif"' in out and "<noscript>" in out and "sendBeacon" in out
+    assert snippet.up_message(base, ()) in out  # the beacon.js tag for its own origin, and BEACON_SITE_ORIGINS
+    assert f'<script async src="{base}/beacon.js"></script>' in out and "BEACON_SITE_ORIGINS is empty" in out
     assert f"{base}/api/v1/stats" in out
     assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
 
@@ -86,8 +90,9 @@ def test_hostile_requests_on_the_wire_never_get_a_500(beacon_up):
     assert bad_header.startswith(b"HTTP/1.1 200") or bad_header.startswith(b"HTTP/1.1 400")
     huge_cookie = raw(base, b"GET /p.gif HTTP/1.1\r\nHost: x\r\nCookie: bcn=" + b"A" * 8000 + b"\r\nConnection: close\r\n\r\n")
     assert huge_cookie.startswith(b"HTTP/1.1 200") and b"GIF89a" in huge_cookie
-    metrics = httpx.get(base + "/metrics").text
-    assert 'status="500"' not in metrics
+    metrics = httpx.get(base + "/metrics", headers={"authorization": f"Bearer {METRICS_KEY}"})
+    assert metrics.status_code == 200 and 'status="500"' not in metrics.text
+    assert httpx.get(base + "/metrics").status_code == 401  # closed without its key
 
 
 def test_sigterm_stops_cleanly(tmp_path):

@@ -56,13 +56,14 @@ def test_bad_ranges_get_400_with_a_reason(client):
         assert res.status_code == 400 and reason in res.json()["error"]
 
 
-def test_health_readiness_and_metrics(client, flush):
+def test_health_readiness_and_metrics(make_client, flush):
+    client = make_client(metrics_key="metrics-key-for-tests")
     assert client.get("/healthz").text == "ok"
     client.get("/p.gif")
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["stream"]["entries"] == 1
     flush()
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"authorization": "Bearer metrics-key-for-tests"}).text
     assert 'beacon_requests_total{route="pixel",status="200"}' in text
     assert "beacon_events_accepted_total" in text
     assert "beacon_buffer_batch_events_bucket" in text

@@ -17,13 +17,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.conftest import KEY, free_port
 
+METRICS_KEY = "metrics-key-for-tests"
 UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"}
 
 
 def start_serve(redis_url: str, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BEACON_", "PROMETHEUS_"))}
     env.update({"BEACON_REDIS_URL": redis_url, "BEACON_SECRET_KEYS": KEY, "BEACON_DATA_DIR": str(data),
-                "BEACON_CLICKHOUSE_URL": "http://127.0.0.1:1", "BEACON_COOKIE_SECURE": "false"})
+                "BEACON_CLICKHOUSE_URL": "http://127.0.0.1:1", "BEACON_COOKIE_SECURE": "false",
+                "BEACON_METRICS_KEY": METRICS_KEY})
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--workers", "2", "--port", str(port)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -41,7 +43,9 @@ def start_serve(redis_url: str, data: Path, port: int, log: Path) -> subprocess.
 
 
 def pixel_total(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    res = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=5)
+    assert res.status_code == 200
+    text = res.text
     match = re.search(r'^beacon_requests_total\{route="pixel",status="200"\} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
 

@@ -1,11 +1,11 @@
 """A throwaway TLS certificate and the two static sites the browser visits.
 
 - `https://shop.test:<page_port>/t/<token>/...`: the mall's page (every path under
-  `/t/<token>/` is the same single-page app), embedding beacon.js from Beacon's mall
-  host and the partner's ad in an iframe;
-- `https://ads.a.test:<ad_port>/ad.html?t=<token>`: the partner's ad, which loads the
-  partner pixel and runs beacon.js (the partner's own copy, `/beacon.js`) with
-  `data-partner` and `data-endpoint` pointing at Beacon's partner host.
+  `/t/<token>/` is the same single-page app), with the mall's tag (beacon.js from
+  Beacon's mall host) and each partner's ad in an iframe (partner a's twice when the
+  path holds `twoslots`);
+- `https://ads.<a|b>.test:<ad_port>/ad.html?t=<token>`: a partner's ad, carrying the
+  partner's tag: beacon.js from Beacon's host for that partner, and its opt-out link.
 
 The token is in every URL the events carry, so each test finds its own rows.
 """
@@ -18,15 +18,17 @@ import http.server
 import ssl
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NAMES = ("shop.test", "*.shop.test", "ads.a.test")
-SCRIPT = Path(__file__).resolve().parents[2] / "beacon" / "static" / "beacon.js"
+from beacon import snippet
+
+PARTNERS = ("a", "b")  # a: unpartitioned cookie; b: cookie_partitioned = true (CHIPS)
+NAMES = ("shop.test", "*.shop.test", *(f"ads.{p}.test" for p in PARTNERS))
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -52,19 +54,22 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 MALL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mall {token}</title>
 <script>window.beacon=window.beacon||function(){{(beacon.q=beacon.q||[]).push(arguments)}};
 beacon("event","queued_before_load",{{n:1}});</script>
-<script async src="https://beacon.shop.test:{beacon_port}/beacon.js"></script>
 </head><body><h1>Mall</h1>
-<iframe src="{ad_url}" width="300" height="250" title="ad"></iframe>
+{tag}
+{ads}
 </body></html>"""
 
-AD_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Ad</title>
-<img src="https://ads.a.test:{beacon_port}/p.gif?e=impression&amp;u={ad_url_q}" alt="" width="1" height="1">
-<script async src="/beacon.js" data-endpoint="https://ads.a.test:{beacon_port}" data-partner="a"></script>
-<p>An ad</p></html>"""
+AD_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Ad</title><body>
+<p>An ad</p>
+{tag}
+</body></html>"""
 
 
 class Site:
-    """The mall page server (host shop.test) and the ad server (host ads.a.test), both TLS."""
+    """The mall page server (host shop.test) and one ad server for every partner host, both TLS.
+
+    Pages carry the tags of beacon/snippet.py, the ones the README shows, verbatim.
+    """
 
     def __init__(self, certfile: Path, keyfile: Path, beacon_port: int) -> None:
         self.beacon_port = beacon_port
@@ -78,31 +83,32 @@ class Site:
     def page_origin(self) -> str:
         return f"https://shop.test:{self.page_port}"
 
-    @property
-    def ad_origin(self) -> str:
-        return f"https://ads.a.test:{self.ad_port}"
+    def ad_origin(self, partner: str = "a") -> str:
+        return f"https://ads.{partner}.test:{self.ad_port}"
 
     def page_url(self, token: str, rest: str = "") -> str:
         return f"{self.page_origin}/t/{token}/{rest}"
 
-    def ad_url(self, token: str) -> str:
-        return f"{self.ad_origin}/ad.html?t={token}"
+    def ad_url(self, token: str, partner: str = "a") -> str:
+        return f"{self.ad_origin(partner)}/ad.html?t={token}"
 
-    def _mall(self, path: str, query: dict[str, list[str]]) -> tuple[str, bytes] | None:
+    def _mall(self, host: str, path: str, query: dict[str, list[str]]) -> tuple[str, bytes] | None:
         parts = path.split("/")
-        if len(parts) < 3 or parts[1] != "t" or not parts[2].isalnum():
+        if host != "shop.test" or len(parts) < 3 or parts[1] != "t" or not parts[2].isalnum():
             return None
-        return "text/html; charset=utf-8", MALL_PAGE.format(
-            token=parts[2], beacon_port=self.beacon_port, ad_url=html.escape(self.ad_url(parts[2]))).encode()
+        slots = ("a", *PARTNERS) if "twoslots" in path else PARTNERS  # a second ad of partner a
+        ads = "\n".join(f'<iframe src="{html.escape(self.ad_url(parts[2], p))}" width="300" height="250" '
+                        f'title="ad {p}"></iframe>' for p in slots)
+        tag = snippet.mall_tag(f"https://beacon.shop.test:{self.beacon_port}")
+        return "text/html; charset=utf-8", MALL_PAGE.format(token=parts[2], tag=tag, ads=ads).encode()
 
-    def _ad(self, path: str, query: dict[str, list[str]]) -> tuple[str, bytes] | None:
-        if path == "/beacon.js":
-            return "text/javascript; charset=utf-8", SCRIPT.read_bytes()
+    def _ad(self, host: str, path: str, query: dict[str, list[str]]) -> tuple[str, bytes] | None:
+        partner = host.removeprefix("ads.").removesuffix(".test")
         token = query.get("t", [""])[0]
-        if path != "/ad.html" or not token.isalnum():
+        if partner not in PARTNERS or path != "/ad.html" or not token.isalnum():
             return None
-        return "text/html; charset=utf-8", AD_PAGE.format(
-            beacon_port=self.beacon_port, ad_url_q=quote(self.ad_url(token), safe="")).encode()
+        tag = snippet.partner_tag(f"https://{host}:{self.beacon_port}")
+        return "text/html; charset=utf-8", AD_PAGE.format(tag=tag).encode()
 
     def _serve(self, route) -> int:  # type: ignore[no-untyped-def]
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -110,7 +116,8 @@ class Site:
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
-                found = route(parts.path, parse_qs(parts.query))
+                host = self.headers.get("host", "").rsplit(":", 1)[0].lower()
+                found = route(host, parts.path, parse_qs(parts.query))
                 ctype, body = found if found else ("text/plain", b"not found")
                 self.send_response(200 if found else 404)
                 self.send_header("content-type", ctype)

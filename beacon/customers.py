@@ -1,0 +1,181 @@
+"""Signed-in customers: the mall's server links an account to a visitor id, server to server.
+
+The link (scope, visitor id -> account) lives in its own table, `<events table>_accounts`,
+never in the events and never in anything a partner can reach: the identify and customer
+routes answer the mall key only, and the app serves them on the mall's hosts only.
+
+Threat model, in short: the browser is never trusted with an account. The mall's
+backend, which has just authenticated the user, sends `POST /api/v1/identify` with the
+mall key and the visitor's signed cookie value as it received it; Beacon verifies the
+signature (itsdangerous, the mall's salt and keys) before it links anything, so a
+forged or foreign cookie cannot be linked to an account, and a page script cannot
+link anything at all (it has neither the key nor, with HttpOnly, the cookie).
+With `BEACON_ACCOUNT_HASH_KEY` set, Beacon stores HMAC-SHA256(key, account) instead
+of the account: a leak of the table yields no account id without the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+audit = logging.getLogger("beacon.audit")
+
+MAX_ACCOUNT = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_BODY = 4096
+
+
+def table(store: Any) -> str:
+    return f"{store.full_table}_accounts"
+
+
+def ddl(store: Any) -> str:
+    """ReplacingMergeTree: identifying the same pair again keeps one row (read with DISTINCT until merged)."""
+    return (f"CREATE TABLE IF NOT EXISTS {table(store)} (\n"
+            "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
+            "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
+            "ORDER BY (scope, visitor_id, account)\n"
+            f"TTL toDateTime(linked_at) + INTERVAL {int(store.retention_days)} DAY")
+
+
+def account_key(hash_key: str, account: str) -> str:
+    """What is stored for `account`: the id itself, or its HMAC-SHA256 under BEACON_ACCOUNT_HASH_KEY."""
+    if not hash_key:
+        return account
+    return "hmac:" + hmac.new(hash_key.encode(), account.encode(), hashlib.sha256).hexdigest()
+
+
+def check_account(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_ACCOUNT or _CONTROL.search(value):
+        raise ValueError(f"account must be a string of 1-{MAX_ACCOUNT} printable characters")
+    return value
+
+
+def link(store: Any, scope: str, visitor: str, account: str) -> None:
+    store.command(f"INSERT INTO {table(store)} (scope, visitor_id, account, linked_at) "
+                  "VALUES ({scope:String}, {visitor:String}, {account:String}, now64(3))",
+                  {"scope": scope, "visitor": visitor, "account": account})
+
+
+def accounts_of(store: Any, scope: str, visitor: str) -> list[str]:
+    return [a for a, in store.query(f"SELECT DISTINCT account FROM {table(store)} WHERE scope = {{scope:String}} "
+                                    "AND visitor_id = {visitor:String} ORDER BY account",
+                                    {"scope": scope, "visitor": visitor})]
+
+
+def visitors_of(store: Any, scope: str, account: str) -> list[str]:
+    return [v for v, in store.query(f"SELECT DISTINCT visitor_id FROM {table(store)} WHERE scope = {{scope:String}} "
+                                    "AND account = {account:String} ORDER BY visitor_id",
+                                    {"scope": scope, "account": account})]
+
+
+def count(store: Any, scope: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+    """Customers (distinct accounts) whose linked visitors have events in [start, end), and those visitors."""
+    row = store.query(
+        f"SELECT uniqExact(account), uniqExact(visitor_id) FROM {table(store)} WHERE scope = {{scope:String}} "
+        f"AND visitor_id IN (SELECT DISTINCT visitor_id FROM {store.full_table} WHERE scope = {{scope:String}} "
+        "AND received_at >= {start:DateTime64(3)} AND received_at < {end:DateTime64(3)} AND is_bot = 0 "
+        "AND visitor_id != '')", {"scope": scope, "start": start, "end": end})[0]
+    return {"customers": int(row[0]), "visitors": int(row[1])}
+
+
+def forget_account(store: Any, secret: str, scope: str, account: str, via: str) -> tuple[int, int]:
+    """Delete the events of every visitor id linked to `account` (stored form) and the links; audited
+    with a keyed hash, never the account or the ids. Returns (visitor ids, event rows)."""
+    from beacon.privacy import audit_id
+    visitors = visitors_of(store, scope, account)
+    rows = sum(store.forget(scope, v) for v in visitors)
+    store.command(f"DELETE FROM {table(store)} WHERE scope = {{scope:String}} AND account = {{account:String}}",
+                  {"scope": scope, "account": account})
+    audit.info("forget scope=%s account_hash=%s visitors=%d rows=%d via=%s", scope,
+               audit_id(secret, scope, "account:" + account), len(visitors), rows, via)
+    return len(visitors), rows
+
+
+def unauthorized() -> Response:
+    return JSONResponse({"error": "missing or wrong bearer key (the mall key)"}, status_code=401,
+                        headers={"www-authenticate": "Bearer"})
+
+
+def routes(core: Any) -> list[Route]:
+    """Mall-key-only routes: identify, customer counts, a customer's events across devices."""
+    from beacon.api import bearer_ok, next_cursor, parse_page, parse_range
+    from beacon.scope import MALL
+
+    s = core.settings
+
+    async def identify(request: Request) -> Response:
+        if not bearer_ok(request, s.mall_api_key):
+            return unauthorized()
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return JSONResponse({"error": "body must be JSON: {\"cookie\": \"…\", \"account\": \"…\"}"}, status_code=400)
+        if not isinstance(doc, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        try:
+            account = check_account(doc.get("account"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        cookie = doc.get("cookie")
+        visitor = core.identity(core.mall).verified(cookie) if isinstance(cookie, str) and len(cookie) < 512 else None
+        if visitor is None:
+            return JSONResponse({"error": "cookie is not a valid, unexpired Beacon cookie of the mall: send the "
+                                          f"value of the {s.cookie_name} cookie as your server received it"},
+                                status_code=400)
+        await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key, account))
+        return JSONResponse({"linked": True, "hashed": bool(s.account_hash_key)})
+
+    async def customer_counts(request: Request) -> Response:
+        if not bearer_ok(request, s.mall_api_key):
+            return unauthorized()
+        try:
+            start, end, _ = parse_range(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        body = await asyncio.to_thread(count, core.store, MALL, start, end)
+        return JSONResponse({"from": start.isoformat(), "to": end.isoformat(), **body})
+
+    async def customer_events(request: Request) -> Response:
+        """Events of every device (visitor id) linked to one account, newest first."""
+        if not bearer_ok(request, s.mall_api_key):
+            return unauthorized()
+        q = request.query_params
+        try:
+            account = account_key(s.account_hash_key, check_account(q.get("account")))
+            limit, before = parse_page(q.get)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        rows = await asyncio.to_thread(customer_rows, core.store, MALL, account, limit, before)
+        cursor = next_cursor(rows, limit)
+        return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json")
+
+    return [
+        Route("/api/v1/identify", identify, methods=["POST"]),
+        Route("/api/v1/customers", customer_counts),
+        Route("/api/v1/customers/events", customer_events),
+    ]
+
+
+def customer_rows(store: Any, scope: str, account: str, limit: int,
+                  before: tuple[int, str] | None) -> list[dict[str, Any]]:
+    visitors = visitors_of(store, scope, account)
+    if not visitors:
+        return []
+    return store.events(scope, limit, before, visitors=visitors)

@@ -1,0 +1,128 @@
+"""Query API v2: a Plausible-shaped query over one scope's events, answered from ClickHouse.
+
+`run` answers one query as JSON; `export` streams all of its rows as CSV or NDJSON.
+Both raise QueryError (answered 400) before touching ClickHouse when the body is bad.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
+from typing import Any
+
+import orjson
+
+from beacon.query import commerce
+from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Query, QueryError, parse
+from beacon.query.sql import Builder
+
+__all__ = ["QueryError", "run", "export", "parse", "EXPORT_TYPES"]
+
+EXPORT_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson"}
+EXPORT_PAGE = 10_000
+DEFAULT_VISIT_TIMEOUT = 30
+
+
+def _half_up(value: Fraction, places: int = 0) -> Fraction:
+    scale = 10 ** places
+    return Fraction(int(value * scale + Fraction(1, 2)), scale) if value >= 0 else -_half_up(-value, places)
+
+
+def _metric(name: str, visitors: int, visits: int, pageviews: int, events: int, bounces: int, duration_ms: int,
+            visit_pageviews: int) -> int | float:
+    if name == "visitors":
+        return int(visitors)
+    if name == "visits":
+        return int(visits)
+    if name == "pageviews":
+        return int(pageviews)
+    if name == "events":
+        return int(events)
+    if not visits:
+        return 0
+    if name == "bounce_rate":  # percent of visits with exactly one pageview
+        return int(_half_up(Fraction(100 * bounces, visits)))
+    if name == "visit_duration":  # mean seconds from a visit's first to its last event
+        return int(_half_up(Fraction(duration_ms, 1000 * visits)))
+    if name == "views_per_visit":
+        return float(_half_up(Fraction(visit_pageviews, visits), 2))
+    raise AssertionError(name)
+
+
+def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int,
+          total_rows: bool) -> tuple[list[dict[str, Any]], int | None]:
+    commerce.check(q, scope)
+    denominator = {}
+    if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
+        base, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
+        denominator = commerce.denominators(base)
+    sql, params = Builder(q, scope, store.full_table, visit_timeout).build(limit, offset, total_rows)
+    n = len(q.dimensions)
+    results = []
+    total = 0
+    for row in store.query(sql, params):
+        counts = row[n:n + 7]
+        base = [None if m in COMMERCE_METRICS else _metric(m, *counts) for m in q.metrics]
+        results.append({"dimensions": [str(v) for v in row[:n]],
+                        "metrics": commerce.values(q, row, n, base, denominator) if denominator or any(
+                            m in COMMERCE_METRICS for m in q.metrics) else base})
+        if total_rows:
+            total = int(row[-1])
+    if total_rows and not results and offset:  # past the last page: count the groups on their own
+        _, total = _rows(store, scope, q, visit_timeout, 1, 0, True)
+    return results, (total if total_rows else None)
+
+
+def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None,
+        visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> dict[str, Any]:
+    """Answer `body` over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}."""
+    q = parse(body, now)
+    results, total = _rows(store, scope, q, visit_timeout, q.limit, q.offset, q.total_rows)
+    meta: dict[str, Any] = {"scope": scope, "visit_timeout_minutes": visit_timeout}
+    if total is not None:
+        meta["total_rows"] = total
+    return {"results": results, "meta": meta, "query": q.echo()}
+
+
+def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt.datetime | None = None,
+           visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> Iterator[bytes]:
+    """The query's rows as CSV (a header row first) or NDJSON objects, page by page.
+
+    The body is checked here, before the first chunk, so a bad query still raises
+    QueryError; the first chunk holds the first page, so a caller that takes it before
+    answering can still answer an error. Without a pagination object every row is exported.
+    """
+    if fmt not in ("csv", "ndjson"):
+        raise QueryError(f"export format must be csv or ndjson, not {fmt!r}")
+    q = parse(body, now)
+    commerce.check(q, scope)
+    names = [*q.dimensions, *q.metrics]
+    paged = "pagination" in body
+    end = q.offset + q.limit if paged else None
+
+    def chunks() -> Iterator[bytes]:
+        head = _csv_line(names) if fmt == "csv" else b""  # sent with the first page
+        offset = q.offset
+        while end is None or offset < end:
+            size = EXPORT_PAGE if end is None else min(EXPORT_PAGE, end - offset)
+            rows, _ = _rows(store, scope, q, visit_timeout, size, offset, False)
+            if fmt == "csv":
+                yield head + b"".join(_csv_line([*r["dimensions"], *r["metrics"]]) for r in rows)
+            else:
+                yield b"".join(orjson.dumps(dict(zip(names, [*r["dimensions"], *r["metrics"]]))) + b"\n" for r in rows)
+            head = b""
+            if len(rows) < size:
+                return
+            offset += size
+    return chunks()
+
+
+def _csv_line(values: list[Any]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue().encode()
+
+

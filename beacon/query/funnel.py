@@ -1,0 +1,91 @@
+"""Funnels: an ordered list of steps -> visitors reaching each step, and the drop-off.
+
+`POST /api/v2/funnel` body: {"steps": [...], "date_range": ..., "window": "visit" | seconds,
+"include": {"bots": bool}}. A step is an event name ("add_to_cart"), {"event": name} or
+{"page": "/path"}. A visitor reaches step k when its events hold steps 1..k in that order
+(other events may come between) within one visit ("visit", the default: visits as the
+query API computes them) or within `window` seconds of step 1. ClickHouse's
+`windowFunnel` does the ordering per visit or per visitor. Default steps: product_view ->
+add_to_cart -> begin_checkout -> purchase.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from beacon.event import EVENT_NAME
+from beacon.query.model import QueryError, parse
+from beacon.query.sql import Builder
+
+DEFAULT_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
+KEYS = ("steps", "date_range", "window", "include", "site_id")
+MAX_STEPS = 10
+MAX_WINDOW = 90 * 86400
+WHOLE_VISIT_MS = 10 * 365 * 86400 * 1000  # a window no visit outlasts: the visit bounds the funnel
+
+
+def _steps(raw: Any) -> list[tuple[str, str]]:
+    if raw is None:
+        return [("event", s) for s in DEFAULT_STEPS]
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_STEPS:
+        raise QueryError(f"steps must be a list of 2..{MAX_STEPS} steps")
+    out = []
+    for i, step in enumerate(raw):
+        if isinstance(step, str):
+            step = {"event": step}
+        if not isinstance(step, Mapping) or len(step) != 1 or next(iter(step)) not in ("event", "page"):
+            raise QueryError(f"steps[{i}] must be an event name, {{\"event\": name}} or {{\"page\": \"/path\"}}")
+        kind, value = next(iter(step.items()))
+        if not isinstance(value, str) or not value or len(value) > 2048:
+            raise QueryError(f"steps[{i}].{kind} must be a non-empty string")
+        if kind == "event" and (len(value) > 64 or not EVENT_NAME.fullmatch(value)):
+            raise QueryError(f"steps[{i}].event {value[:70]!r} is not an event name")
+        if kind == "page" and not value.startswith("/"):
+            raise QueryError(f"steps[{i}].page must be a path starting with /")
+        out.append((kind, value))
+    return out
+
+
+def _window(raw: Any) -> int | None:
+    """None for "within a visit", else milliseconds."""
+    if raw is None or raw == "visit":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_WINDOW:
+        raise QueryError(f"window must be \"visit\" or seconds 1..{MAX_WINDOW}")
+    return raw * 1000
+
+
+def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None,
+        visit_timeout: int = 30) -> dict[str, Any]:
+    if not isinstance(body, Mapping):
+        raise QueryError("the funnel must be a JSON object")
+    unknown = [k for k in body if k not in KEYS]
+    if unknown:
+        raise QueryError(f"unknown key {unknown[0]!r}; a funnel has {', '.join(KEYS[:-1])}")
+    steps = _steps(body.get("steps"))
+    window = _window(body.get("window"))
+    q = parse({"metrics": ["visitors"], "date_range": body.get("date_range"), "include": body.get("include", {})}, now)
+    b = Builder(q, scope, store.full_table, visit_timeout)
+    visitors, _ = b.visitors(["event", "page"])  # each visitor's events in time order, with visit numbers
+    events = (f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
+              "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page WHERE has_id = 1")
+    conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
+    if window is None:
+        per = (f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
+               f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no) GROUP BY vkey")
+    else:
+        per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
+    levels = dict(store.query(f"SELECT level, count() FROM ({per}) GROUP BY level", b.p.values))
+    reached = [sum(c for lv, c in levels.items() if lv >= k) for k in range(1, len(steps) + 1)]
+    out = []
+    for k, ((kind, value), n) in enumerate(zip(steps, reached)):
+        prev = reached[k - 1] if k else n
+        out.append({"step": {kind: value}, "visitors": n, "dropoff": prev - n,
+                    "conversion_rate": round(100 * n / reached[0], 2) if reached[0] else 0.0,
+                    "step_conversion_rate": round(100 * n / prev, 2) if prev else 0.0})
+    return {"steps": out, "meta": {"scope": scope, "window": "visit" if window is None else window // 1000,
+                                   "visit_timeout_minutes": visit_timeout},
+            "query": {"steps": [{kind: value} for kind, value in steps], "date_range": q.echo()["date_range"],
+                      "window": body.get("window", "visit"), "include": {"bots": q.include_bots}}}

@@ -1,0 +1,280 @@
+"""A typed Query -> one ClickHouse SELECT; every value the client sent is a bound parameter.
+
+Visits are computed at query time, per (scope, visitor) in received_at order: an
+event starts a new visit when it comes more than the visit timeout after the
+visitor's previous event, or when it carries a campaign (utm_source, utm_medium,
+utm_campaign) other than the last campaign the visitor came with. The visit's
+attributes (visit:*) are its first event's values; entry and exit page are its first
+and last pageview's path; a bounce is a visit of one pageview.
+
+Three plans give the same numbers. When every dimension and filter is about the
+visit, one row per visit is aggregated; when one is about single events (event:*,
+time:*), each event carries its visit's values, the filter is applied to events, and a
+visit counts when one of its events matches; when the query needs no visit at all
+(only visitors, pageviews and events, no visit:* dimension or filter), the events are
+aggregated directly and no visit is computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+from beacon.query import commerce
+from beacon.query.model import (
+    PROP_PREFIX,
+    Combination,
+    Condition,
+    Filter,
+    Negation,
+    Query,
+    is_event_level,
+)
+
+# visit:<name> -> the column of the visit's first event it takes
+FIRST_EVENT_COLUMNS = {
+    "visit:source": "source", "visit:channel": "channel", "visit:referrer": "referrer",
+    "visit:utm_source": "utm_source", "visit:utm_medium": "utm_medium", "visit:utm_campaign": "utm_campaign",
+    "visit:utm_term": "utm_term", "visit:utm_content": "utm_content",
+    "visit:browser": "browser", "visit:browser_version": "browser_version", "visit:os": "os",
+    "visit:os_version": "os_version", "visit:device": "device",
+    "visit:country": "country", "visit:region": "region", "visit:city": "city",
+}
+PAGE = "path(url)"
+VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
+PAGEVIEW = "event = 'pageview'"
+
+
+@dataclasses.dataclass
+class Params:
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def bind(self, value: Any, type_: str) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{type_}}}"
+
+
+def column(dim: str, prefix: str = "d_") -> str:
+    """Alias of a dimension's column in the inner queries (`a_` for a visit attribute)."""
+    return prefix + "".join(c if c.isalnum() else "_" for c in dim) + f"_{zlib.crc32(dim.encode()):08x}"
+
+
+class Builder:
+    def __init__(self, q: Query, scope: str, table: str, visit_timeout_minutes: int) -> None:
+        self.q = q
+        self.scope = scope
+        self.table = table
+        self.gap_ms = visit_timeout_minutes * 60_000
+        self.p = Params()
+        self.filter_dims = sorted({d for f in q.filters for d in _dims(f)})
+        self.event_plan = any(is_event_level(d) for d in (*q.dimensions, *self.filter_dims))
+        self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
+        self.customers = "customers" in q.metrics
+        self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
+        self.cols: dict[str, str] = {}
+        self.visit_dims: list[str] = []
+
+    # -- expressions ----------------------------------------------------------
+
+    def event_expr(self, dim: str) -> str:
+        """A dimension's value on one event row (visit:* read from the attached visit column)."""
+        if dim == "event:page":
+            return "page"
+        if dim == "event:name":
+            return "toString(event)"
+        if dim.startswith(PROP_PREFIX):
+            return f"props[{self.p.bind(dim[len(PROP_PREFIX):], 'String')}]"
+        if dim == "time:hour":
+            return "formatDateTime(toStartOfHour(received_at), '%Y-%m-%d %H:00:00')"
+        if dim == "time:day":
+            return "toString(toDate(received_at))"
+        if dim in commerce.COMMERCE_DIMENSIONS:
+            return commerce.dimension(dim)
+        return self.cols[dim]
+
+    def condition(self, f: Filter, expr: Any) -> str:
+        if isinstance(f, Combination):
+            return "(" + f" {f.op.upper()} ".join(self.condition(p, expr) for p in f.parts) + ")"
+        if isinstance(f, Negation):
+            return f"(NOT {self.condition(f.part, expr)})"
+        value = expr(f.dimension)
+        values = list(f.values)
+        if f.op in ("is", "is_not"):
+            if f.case_sensitive:
+                test = f"has({self.p.bind(values, 'Array(String)')}, {value})"
+            else:
+                test = f"has({self.p.bind([v.lower() for v in values], 'Array(String)')}, lowerUTF8({value}))"
+        else:
+            fn = "position" if f.case_sensitive else "positionCaseInsensitiveUTF8"
+            test = f"arrayExists(x -> {fn}({value}, x) > 0, {self.p.bind(values, 'Array(String)')})"
+        return f"(NOT {test})" if f.op.endswith("_not") else test
+
+    def where(self, expr: Any) -> str:
+        if not self.q.filters:
+            return "1"
+        return " AND ".join(self.condition(f, expr) for f in self.q.filters)
+
+    # -- the query -------------------------------------------------------------
+
+    def visitors(self, event_cols: list[str]) -> tuple[str, list[str]]:
+        """One row per visitor (vkey, a 64-bit hash of the id): its events in time order, split into visits.
+
+        Array functions over each visitor's events rather than window functions over all
+        of them: one hash aggregation and many small sorts instead of a global sort. The
+        sort key is an integer (received_at in ms, a hash of event_id for ties, pageview
+        or not); every other array is put in that order by it. No lambda captures an
+        array (ClickHouse would copy it once per element). Per visit: `v_pageviews`,
+        `v_events`, `v_duration` (ms) and one array per visit attribute; per event, in
+        time order: `s_<col>` and `vno` (the visit number). Returns the SQL and the names
+        of the per-visit arrays.
+        """
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        gap = self.p.bind(self.gap_ms, "Int64")
+        first_cols = {FIRST_EVENT_COLUMNS[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS}
+        pages = any(d in ("visit:entry_page", "visit:exit_page") for d in self.visit_dims)
+        cols = sorted(set(event_cols) | ({"page"} if pages else set()))
+        sources = {"page": PAGE}
+        arrays = "".join(f", arraySort((x, k) -> k, groupArray({sources.get(c, c)}), keys) AS s_{c}" for c in cols)
+        if first_cols:  # the first events' values: picked in arrival order, then put in visit order
+            arrays += (", arraySort((s, p) -> p, starts, arraySort((i, k) -> k, arrayEnumerate(keys), keys)) AS starts_orig"
+                       ", arrayFilter((k, s) -> s = 1, keys, starts_orig) AS start_keys")
+            arrays += "".join(f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), "
+                              f"start_keys) AS f_{c}" for c in sorted(first_cols))
+        per_visit = ["v_pageviews", "v_events", "v_duration"]
+        visit_attrs = ""
+        for d in self.visit_dims:
+            if d in ("visit:entry_page", "visit:exit_page"):
+                fn = "argMinIf" if d == "visit:entry_page" else "argMaxIf"
+                expr = f"arrayReduceInRanges('{fn}', ranges, s_page, positions, is_pv)"
+            else:
+                expr = f"f_{FIRST_EVENT_COLUMNS[d]}"
+            visit_attrs += f", {expr} AS {self.cols[d]}"
+            per_visit.append(self.cols[d])
+        return (
+            "SELECT vkey, max(visitor_id != '') AS has_id, "
+            "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
+            f"+ ({PAGEVIEW})) AS keys, "
+            "arraySort((c, k) -> k, groupArray(if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', 0, "
+            f"cityHash64(utm_source, utm_medium, utm_campaign))), keys) AS camp{arrays}, "
+            "arraySort(keys) AS sorted, "
+            "arrayMap(k -> intDiv(k, 2048), sorted) AS ms, "
+            "arrayMap(k -> toUInt8(k % 2), sorted) AS is_pv, "
+            "arrayEnumerate(sorted) AS positions, "
+            "arrayFill(x -> x != 0, camp) AS carried, "
+            f"arrayMap((t, tp, c, pc) -> toUInt8((t - tp > {gap}) OR (c != 0 AND pc != 0 AND c != pc)), ms, "
+            "arrayPushFront(arrayPopBack(ms), 0), camp, arrayPushFront(arrayPopBack(carried), 0)) AS starts, "
+            "arrayCumSum(starts) AS vno, "
+            "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
+            "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(keys) + 1)) "
+            "AS ranges, "
+            "arrayReduceInRanges('sum', ranges, is_pv) AS v_pageviews, "
+            "arrayMap(r -> r.2, ranges) AS v_events, "
+            "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
+            f"AS v_duration{visit_attrs} "
+            f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
+            "GROUP BY vkey"
+        ), per_visit
+
+    def shop(self, scope: str) -> str:
+        """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
+        if not self.commerce:
+            return ""
+        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers)
+
+    def events_only(self) -> str:
+        """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        rows = ("SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
+                f"toUInt8(visitor_id != '') AS has_id, 1 AS m_events, toUInt8({PAGEVIEW}) AS m_pageviews, "
+                f"0 AS v_pageviews, 0 AS v_duration, {PAGE} AS page "
+                f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}")
+        dims = "".join(f"{self.event_expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        return (f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"WHERE {self.where(self.event_expr)}")
+
+    def per_visit(self) -> str:
+        """One row per (dimension values, visit) with the visit's and the matching events' counts."""
+        self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS and not self.commerce:
+            return self.events_only()
+        for d in self.visit_dims:
+            self.cols[d] = column(d, "a_")
+        if not self.event_plan:
+            visitors, arrays = self.visitors([])
+            joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
+            for d in self.visit_dims:
+                self.cols[d] += "_1"
+            dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
+            return (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+                    f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
+                    f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+        event_cols = ["event", "page"]
+        if any(d.startswith(PROP_PREFIX) for d in (*self.q.dimensions, *self.filter_dims)):
+            event_cols.append("props")
+        if any(d.startswith("time:") for d in self.q.dimensions):
+            event_cols.append("received_at")
+        if self.commerce:
+            event_cols += sorted(commerce.columns(self.customers))
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
+        visitors, arrays = self.visitors(event_cols)
+        # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
+        spread = ", ".join(f"arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1"
+                           for a in arrays if a != "v_events")
+        for d in self.visit_dims:
+            self.cols[d] += "_1"
+        joined = ", ".join([f"s_{c} AS {c}" for c in event_cols] + [f"{a}_1" for a in arrays if a != "v_events"])
+        dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
+        select_dims = ", ".join(dims) + ", " if dims else ""
+        group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
+        rows = f"SELECT vkey, has_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
+        return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
+                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
+                f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
+
+    def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
+        """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
+        duration_ms (sum), visit_pageviews (sum), and total_rows when asked."""
+        inner = self.per_visit()
+        dims = [column(d) for d in self.q.dimensions]
+        order_terms = []
+        for name, direction in self.q.order_by:
+            order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
+        order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
+        select = ", ".join(dims + [
+            "uniqExactIf(vkey, has_id = 1) AS visitors", "count() AS visits",
+            "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
+            "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
+        ])
+        select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
+        ordering = {
+            "o_visitors": "visitors", "o_visits": "visits", "o_pageviews": "pageviews", "o_events": "events",
+            "o_bounce_rate": "if(visits = 0, 0, bounces / visits)",
+            "o_visit_duration": "if(visits = 0, 0, duration_ms / visits)",
+            "o_views_per_visit": "if(visits = 0, 0, visit_pageviews / visits)",
+        }
+        select += "".join(f", {expr} AS {alias}" for alias, expr in ordering.items())
+        if total_rows:
+            select += ", count() OVER () AS total_rows"
+        group = f" GROUP BY {', '.join(dims)}" if dims else ""
+        lim = self.p.bind(limit, "UInt64")
+        off = self.p.bind(offset, "UInt64")
+        sql = (f"SELECT {select} FROM ({inner}){group} ORDER BY {', '.join(order_terms)} "
+               f"LIMIT {lim} OFFSET {off}")
+        return sql, self.p.values
+
+
+def _dims(f: Filter) -> set[str]:
+    if isinstance(f, Condition):
+        return {f.dimension}
+    if isinstance(f, Combination):
+        return set().union(*(_dims(p) for p in f.parts))
+    return _dims(f.part)
