@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from beacon import attribution, customers, metrics, query
+from beacon.config import Secret
 from beacon.flusher import lag_from
 from beacon.query import funnel
 from beacon.scope import MALL
@@ -32,12 +33,12 @@ def bearer(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def bearer_ok(request: Request, expected: str) -> bool:
+def bearer_ok(request: Request, expected: Secret) -> bool:
     """Constant-time comparison of the bearer token; an empty expected key matches nothing."""
     token = bearer(request)
     if not token or not expected:
         return False
-    return hmac.compare_digest(token.encode(), expected.encode())
+    return hmac.compare_digest(token.encode(), expected.reveal().encode())
 
 
 def key_owner(partners: Any, token: str) -> Any:

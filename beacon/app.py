@@ -21,6 +21,7 @@ from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
 from beacon import api, config, partners
+from beacon import clock as clocks
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
 from beacon.enrich import Enricher
@@ -44,8 +45,9 @@ PARTNER_API = "/api/v1/partners/"
 class Core:
     """What the request path needs, built once per process."""
 
-    def __init__(self, settings: Any, store: Store | None = None) -> None:
+    def __init__(self, settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> None:
         self.settings = settings
+        self.clock = clock
         self.mall = mall_scope(settings)
         self.partners = partners.load(settings.partners_file, settings.cookie_name, settings.mall_hosts)
         self.resolver = Resolver(
@@ -58,7 +60,7 @@ class Core:
         self.limits = Limits(settings)
         self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
                                     settings.retention_days, settings.dedup_window, settings.cluster)
-        self.consent = Consent(settings)
+        self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)
         self.redis: Any = None
@@ -69,7 +71,8 @@ class Core:
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
         if ident is None:
-            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys, self.settings.optout_max_age)
+            ident = self._identities[id(sc)] = Identity(sc, tuple(k.reveal() for k in self.settings.secret_keys),
+                                                             self.settings.optout_max_age, self.clock)
         return ident
 
     async def start(self) -> None:
@@ -77,7 +80,7 @@ class Core:
         # collector's generations, so collections on the request path stay short.
         gc.freeze()
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
+        self.redis = aioredis.Redis.from_url(s.redis_url.reveal(), socket_timeout=s.redis_timeout,
                                              socket_connect_timeout=s.redis_timeout)
         self.consent.redis = self.redis
         self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
@@ -87,7 +90,7 @@ class Core:
 
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
-        sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=5)
         try:
             while True:
                 if self.spool.pending():
@@ -108,7 +111,7 @@ class Core:
                 await self._replayer
         if self.spool is not None:
             if self.spool.pending():  # one last replay, so a clean stop leaves no spool when Redis is up
-                sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+                sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=2)
                 try:
                     await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
                 except (redis.RedisError, OSError):
@@ -168,13 +171,13 @@ class Beacon:
         await self.starlette(scope, receive, send)
 
 
-def create_app(settings: Any, store: Store | None = None) -> Beacon:
+def create_app(settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> Beacon:
     """Raises ConfigError or partners.RegistryError with a message naming what is wrong."""
     if not settings.secret_keys:
         raise config.ConfigError("BEACON_SECRET_KEYS is empty: set at least one signing key")
     if not settings.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty (only `beacon up` starts its own Redis)")
-    return Beacon(Core(settings, store))
+    return Beacon(Core(settings, store, clock))
 
 
 def from_env() -> Beacon:

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from beacon import metrics
+from beacon.errors import NotDurable
 from beacon.spool import Spool
 
 log = logging.getLogger("beacon.buffer")
@@ -46,7 +47,7 @@ def marker_key(stream: str) -> str:
     return f"{stream}:committed"
 
 
-class BufferUnavailable(RuntimeError):
+class BufferUnavailable(NotDurable):
     pass
 
 

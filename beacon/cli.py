@@ -66,7 +66,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _flusher(s: Any, store: Any) -> Any:
     from beacon.flusher import Flusher
     consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
-    return Flusher(redis.Redis.from_url(s.redis_url), store, s.stream, consumer, s.batch_rows, s.batch_age,
+    return Flusher(redis.Redis.from_url(s.redis_url.reveal()), store, s.stream, consumer, s.batch_rows, s.batch_age,
                    s.claim_idle, lease=s.lease)
 
 
@@ -107,11 +107,11 @@ def cmd_up(s: Any) -> int:
         sock = _bind(s.host, s.port)
         if not s.redis_url:
             embedded = EmbeddedRedis(data, s.redis_server)
-            overrides["redis_url"] = embedded.start()
+            overrides["redis_url"] = config.Secret(embedded.start())
         if not s.secret_keys:
-            overrides["secret_keys"] = (_secret(data / "secret_key"),)
+            overrides["secret_keys"] = (config.Secret(_secret(data / "secret_key")),)
         if not s.mall_api_key:
-            overrides["mall_api_key"] = _secret(data / "mall_api_key", 24)
+            overrides["mall_api_key"] = config.Secret(_secret(data / "mall_api_key", 24))
         s = dataclasses.replace(s, **overrides)
         store = _store(s, migrate=True)
         flusher = _flusher(s, store)
@@ -123,7 +123,7 @@ Beacon is up on {origin}  (data in {data.resolve()})
 
 {snippet.up_message(origin, s.site_origins)}
 Stats:
-  curl -H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
+  curl -H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)
         _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s, store))), sock)
         flusher.stop()
@@ -145,9 +145,7 @@ def cmd_serve(s: Any) -> int:
         _run_server(uvicorn.Server(_uvicorn_config(s, app)), _bind(s.host, s.port))
         return 0
     # Worker processes rebuild the settings from the environment.
-    for option in config.OPTIONS:
-        value = getattr(s, option.name)
-        os.environ[option.env] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    os.environ.update(config.to_environ(s))
     create_app(s)  # fail here, not in N workers, when the settings are unusable
     from beacon import workers
     workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
@@ -230,7 +228,7 @@ def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
     from beacon.flusher import dead_letter_key
     if not s.redis_url:
         raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis_url.reveal())
     key = dead_letter_key(s.stream)
     entries = r.xrange(key)
     if args.id:
@@ -255,18 +253,19 @@ def cmd_forget(s: Any, args: argparse.Namespace) -> int:
     """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
     from beacon.privacy import forget_visitor
     if not s.secret_keys:
-        s = dataclasses.replace(s, secret_keys=(_secret(Path(s.data_dir) / "secret_key"),))
+        s = dataclasses.replace(s, secret_keys=(config.Secret(_secret(Path(s.data_dir) / "secret_key")),))
     if bool(args.visitor) == bool(args.account):
         raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
     if args.account:  # the mall's signed-in customer: every linked device, then the links
         from beacon.customers import account_key, forget_account
-        visitors, rows = forget_account(_store(s), s.secret_keys[0], "mall", account_key(s.account_hash_key, args.account),
+        account = account_key(s.account_hash_key.reveal(), args.account)
+        visitors, rows = forget_account(_store(s), s.secret_keys[0].reveal(), "mall", account,
                                         "operator")
         print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
         return 0
     if not args.scope:
         raise config.ConfigError("forget --visitor needs --scope (mall or a partner id)")
-    rows = forget_visitor(_store(s), s.secret_keys[0], args.scope, args.visitor, "operator")
+    rows = forget_visitor(_store(s), s.secret_keys[0].reveal(), args.scope, args.visitor, "operator")
     print(f"forgot {rows} rows of one visitor in scope {args.scope}")
     return 0
 
@@ -279,7 +278,7 @@ _STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retenti
 _FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
 _ONLY = {
     "flush": ("redis_url", "stream", *_STORE, *_FLUSHER, "log_level"),
-    "migrate": (*_STORE, "partners_file", "cookie_name", "mall_hosts", "log_level"),
+    "migrate": (*_STORE, "partners_file", "log_level"),
     "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
     "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),
     "dead-letter": ("redis_url", "stream", "log_level"),

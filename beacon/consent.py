@@ -20,14 +20,16 @@ import logging
 import secrets
 from typing import Any
 
+from beacon import clock as clocks
+from beacon.enums import ConsentMode
 from beacon.identity import cookie_value
 
 log = logging.getLogger("beacon.consent")
 
-COOKIE = "cookie"  # identified by the scope's signed cookie
-COOKIELESS = "cookieless"  # mall only: daily-salted hash, no cookie
-ANONYMOUS = "anonymous"  # counted, no visitor id
-DROP = "drop"  # no cookie, no event
+COOKIE = ConsentMode.COOKIE
+COOKIELESS = ConsentMode.COOKIELESS
+ANONYMOUS = ConsentMode.ANONYMOUS
+DROP = ConsentMode.DROP
 
 
 def optout_cookie_name(scope: Any) -> bytes:
@@ -35,7 +37,8 @@ def optout_cookie_name(scope: Any) -> bytes:
 
 
 class Consent:
-    def __init__(self, settings: Any, redis: Any = None) -> None:
+    def __init__(self, settings: Any, redis: Any = None, clock: clocks.Clock = clocks.system) -> None:
+        self.clock = clock
         self.respect_dnt = settings.respect_dnt
         self.mall_mode = settings.mall_consent_mode
         self.partner_mode = settings.partner_consent_mode
@@ -48,14 +51,14 @@ class Consent:
             return True
         return bool(req.cookie) and cookie_value(req.cookie, optout_cookie_name(scope)) == "1"
 
-    def decide(self, scope: Any, req: Any) -> str:
+    def decide(self, scope: Any, req: Any) -> ConsentMode:
         if not self.signalled(scope, req):
             return COOKIE
         return self.partner_mode if scope.is_partner else self.mall_mode
 
     async def salt(self) -> bytes:
         """Today's secret salt, shared by every worker through Redis; it expires with the day."""
-        day = dt.datetime.now(dt.timezone.utc).date()
+        day = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
         if day.isoformat() != self._salt_day:
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
             key = f"beacon:salt:{day.isoformat()}"

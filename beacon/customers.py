@@ -139,7 +139,7 @@ def routes(core: Any) -> list[Route]:
             return JSONResponse({"error": "cookie is not a valid, unexpired Beacon cookie of the mall: send the "
                                           f"value of the {s.cookie_name} cookie as your server received it"},
                                 status_code=400)
-        await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key, account))
+        await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key.reveal(), account))
         return JSONResponse({"linked": True, "hashed": bool(s.account_hash_key)})
 
     async def customer_counts(request: Request) -> Response:
@@ -158,7 +158,7 @@ def routes(core: Any) -> list[Route]:
             return unauthorized()
         q = request.query_params
         try:
-            account = account_key(s.account_hash_key, check_account(q.get("account")))
+            account = account_key(s.account_hash_key.reveal(), check_account(q.get("account")))
             limit, before = parse_page(q.get)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

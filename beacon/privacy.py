@@ -116,7 +116,7 @@ class VisitorRights:
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
                                    [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
-        secret = self.core.settings.secret_keys[0]
+        secret = self.core.settings.secret_keys[0].reveal()
         linked = [] if sc.is_partner else await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
         rows = 0
         for account in linked:  # every device of the account, and the link itself

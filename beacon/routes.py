@@ -11,15 +11,13 @@ from typing import Any
 import orjson
 
 from beacon import commerce, consent, metrics
-from beacon.buffer import BufferUnavailable
+from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
-    Invalid,
     check_event_name,
     check_props,
     check_url,
     clean_text,
     encode,
-    now,
     parse_pixel_query,
     query_value,
     uuid7,
@@ -130,7 +128,7 @@ class BeaconRoutes:
                 try:
                     await core.buffer.append(lines)
                     metrics.accepted(sc.id)
-                except BufferUnavailable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
+                except NotDurable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
                     metrics.request("pixel", 503)
                     headers = GIF_HEADERS if set_cookie is None else [*GIF_HEADERS, (b"set-cookie", set_cookie)]
                     await send({"type": "http.response.start", "status": 503, "headers": headers})
@@ -194,7 +192,7 @@ class BeaconRoutes:
             visitor = await core.consent.cookieless_id(sc, ip, ua)
         else:  # anonymous: counted, nothing that points at a person
             visitor, ip, ua = "", "", ""
-        t = now()
+        t = core.clock()
         bot = 1 if is_bot else 0
         enrich = core.enrich
         return [commerce.splice(encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode,
@@ -231,8 +229,7 @@ class BeaconRoutes:
         try:
             checked = self._check_events(req, body)
         except Invalid as exc:
-            status = 413 if str(exc).startswith("too many events") else 400
-            return await self._refuse(send, status, str(exc), cors)
+            return await self._refuse(send, exc.status, exc.reason, cors)
         mode = self.core.consent.decide(sc, req) if req.signals else consent.COOKIE
         if mode == consent.DROP:  # validated, then neither identified nor stored
             metrics.EVENTS_REJECTED.labels("consent").inc(len(checked))
@@ -246,7 +243,7 @@ class BeaconRoutes:
             return
         try:
             await self.core.buffer.append(lines)
-        except BufferUnavailable as exc:
+        except NotDurable as exc:
             return await self._refuse(send, 503, f"events not stored: {exc}", cors)
         metrics.accepted(sc.id, len(lines))
         headers = list(cors or ())
@@ -266,7 +263,7 @@ class BeaconRoutes:
         if not events:
             raise Invalid("no events in body")
         if len(events) > self.s.max_batch_events:
-            raise Invalid(f"too many events: {len(events)} > {self.s.max_batch_events}")
+            raise TooManyEvents(f"too many events: {len(events)} > {self.s.max_batch_events}")
         checked = []
         for i, ev in enumerate(events):
             if not isinstance(ev, dict):
@@ -280,7 +277,7 @@ class BeaconRoutes:
                                 check_url(ev.get("r"), core.limits, "r"),
                                 props if shop is None else commerce.without_fields(props), shop))
             except Invalid as exc:
-                raise Invalid(f"event {i}: {exc}") from None
+                raise Invalid(f"event {i}: {exc.reason}") from None
         return checked
 
     async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
