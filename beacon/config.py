@@ -184,7 +184,7 @@ class Settings:
     batch_age: float = setting(1.0, "...or once the oldest gathered row waited this many seconds.")
     claim_idle: float = setting(30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds.")
     lease: float = setting(2.0, "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`.")
-    consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (e.g. systemd's `%H-%i`): a restarted flusher then resumes its own batches at once.")
+    consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (deploy/systemd uses host name and unit instance): a restarted flusher then resumes its own batches at once.")
     dedup_window: int = setting(100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window).")
     # reports
     visit_timeout: int = setting(30, "Minutes without an event after which the next event starts a new visit (Query API v2).")

@@ -9,8 +9,10 @@ config boots a redis-server in cluster mode. Not run: the compose stack itself.
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
+import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -21,7 +23,6 @@ import redis
 import yaml
 
 from beacon import config
-from tests.conftest import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SETTINGS = {o.env for o in config.OPTIONS}
@@ -110,8 +111,21 @@ def test_systemd_units_verify_clean(tmp_path) -> None:
     assert out.returncode == 0 and lines == [], out.stderr
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too: Redis Cluster needs both."""
+    while True:
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+
+
 def test_redis_cluster_node_config_boots_in_cluster_mode(tmp_path) -> None:
-    port = free_port()
+    port = cluster_port()
     proc = subprocess.Popen(["redis-server", str(DEPLOY / "redis/redis-cluster.conf"), "--port", str(port),
                              "--bind", "127.0.0.1"], cwd=tmp_path, stdout=open(tmp_path / "redis.log", "wb"), stderr=subprocess.STDOUT)
     try:
