@@ -132,6 +132,8 @@ class Beacon:
         self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
                      "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
+        from beacon.dashboard import Dashboard  # (imported here: the dashboards are not on the beacon path)
+        self.dashboard = Dashboard(core)
         self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
@@ -144,6 +146,8 @@ class Beacon:
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if "/dashboard" in scope["path"] and await self.dashboard.dispatch(scope, receive, send, self.resolve):
+                return  # every scope has its own dashboard (beacon/dashboard)
             req = Request(scope["headers"])
             sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
             if sc is None:

@@ -122,6 +122,9 @@ def cmd_up(s: Any) -> int:
 Beacon is up on {origin}  (data in {data.resolve()})
 
 {snippet.up_message(origin, s.site_origins)}
+Dashboard:
+  {origin}/dashboard  (sign in with the mall API key below)
+
 Stats:
   curl -H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)

@@ -137,6 +137,7 @@ class Settings:
     # secrets
     secret_keys: tuple[Secret, ...] = setting((), "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty.", _secrets)
     mall_api_key: Secret = setting(Secret(""), "Bearer key for `/api/v1/stats`. `beacon up` generates one under the data dir when empty.")
+    dashboard_session_age: int = setting(8 * 3600, "Dashboard sign-in sessions expire after this many seconds.")
     # the mall scope
     mall_hosts: tuple[str, ...] = setting((), "Host names served as the mall scope. Empty: any host that is not a partner's.", _csv)
     partners_file: str = setting("", "TOML registry of partner scopes (see README, Partners). Empty: no partners.")

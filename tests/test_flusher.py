@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from beacon import metrics
-from beacon.event import encode, now, uuid7
+from beacon.event import encode, uuid7
 from beacon.flusher import GROUP, Flusher, dead_letter_key, manifests_key
 
 STREAM = "beacon:events"
@@ -145,7 +145,7 @@ def test_inserts_failing_at_random_points_still_land_every_row_once(r, store):
     if subprocess.run(["chattr", "--help"], capture_output=True).returncode not in (0, 1):
         pytest.fail("chattr is needed to make ClickHouse refuse inserts")
     for entry in range(40):  # written straight to the stream: 400 requests would cost more than the test
-        lines = [encode(event_id=uuid7(now()), received_at=now(), scope="mall", visitor_id="v", mode="cookie",
+        lines = [encode(event_id=uuid7(time.time()), received_at=time.time(), scope="mall", visitor_id="v", mode="cookie",
                         event="pageview", url="", referrer="", props={"n": str(entry * 10 + i)}, ip="",
                         user_agent="", transport="pixel") for i in range(10)]
         r.xadd(STREAM, {"d": b"\n".join(lines), "n": 10})
