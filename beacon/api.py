@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -127,7 +127,7 @@ def routes(core: Core) -> list[Route]:
             metrics.STREAM_OLDEST_AGE.set(age)
         except Exception:  # noqa: BLE001 - metrics still answer without Redis
             pass
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(request: Request) -> Response:
         if not bearer_ok(request, core.settings.mall_api_key):

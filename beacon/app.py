@@ -74,7 +74,7 @@ class Core:
         self.anonymiser = Anonymiser(settings.ipv4_prefix, settings.ipv6_prefix, settings.trusted_proxies)
         self.limits = Limits(settings)
         self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
-                                    settings.retention_days, settings.dedup_window)
+                                    settings.retention_days, settings.dedup_window, settings.cluster)
         self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)

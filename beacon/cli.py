@@ -47,7 +47,7 @@ def _store(s: Settings, migrate: bool = False) -> Store:
     from beacon.store import Store
     dsn = config.clickhouse_dsn(s)
     check_chdb_free(dsn)
-    store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window)
+    store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
     try:
         if migrate:
             store.migrate()
@@ -75,7 +75,7 @@ def _flusher(s: Settings, store: Store) -> Flusher:
     from beacon.flusher import Flusher
     consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
     return Flusher(redis.Redis.from_url(s.redis_url.reveal()), store, s.stream, consumer, s.batch_rows, s.batch_age,
-                   s.claim_idle)
+                   s.claim_idle, lease=s.lease)
 
 
 def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Config:  # Any: uvicorn's own options
@@ -149,7 +149,6 @@ Stats:
 
 def cmd_serve(s: Settings) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from beacon.app import create_app
     if s.workers <= 1:
@@ -159,8 +158,10 @@ def cmd_serve(s: Settings) -> int:
     # Worker processes rebuild the settings from the environment.
     os.environ.update(config.to_environ(s))
     create_app(s)  # fail here, not in N workers, when the settings are unusable
+    from beacon import workers
+    workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
     uv = _uvicorn_config(s, "beacon.app:from_env", factory=True, workers=s.workers)
-    Multiprocess(uv, sockets=[_bind(s.host, s.port)]).run()
+    workers.Workers(uv, sockets=[_bind(s.host, s.port)]).run()
     return 0
 
 
@@ -177,7 +178,21 @@ def cmd_flush(s: Settings) -> int:
     return 0
 
 
-def cmd_migrate(s: Settings) -> int:
+def cmd_migrate(s: Settings, print_only: bool = False) -> int:
+    """Create or update the events table; with --cluster, on every shard and replica (docs/cluster.md)."""
+    if s.cluster:
+        from beacon import cluster, partners
+        stmts = cluster.statements(s.cluster, s.database, s.table, s.retention_days, s.dedup_window,
+                                   partners.load(s.partners_file, s.cookie_name, s.mall_hosts))
+        if print_only:
+            print(cluster.script(stmts), end="")
+            return 0
+        for sql in cluster.migrate(_store(s), stmts):
+            print(f"partner user created (give its password to the partner, it is not shown again):\n  {sql}")
+        print(f"{s.database}.{s.table} on cluster {s.cluster}: up to date ({len(stmts)} statements)")
+        return 0
+    if print_only:
+        raise config.ConfigError("--print shows the statements of `migrate --cluster NAME`; give --cluster")
     store = _store(s, migrate=True)
     print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
     return 0
@@ -196,7 +211,7 @@ def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
                   f"key={'set' if p.api_key_sha256 else 'none'}")
         return 0
     if args.action == "sql":
-        print(reg.row_policy_sql(current, s.database, s.table))
+        print(reg.row_policy_sql(current, s.database, s.table, s.cluster))
         return 0
     key = reg.new_key()
     if args.action == "add":
@@ -271,13 +286,13 @@ COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd
 
 # The settings each command reads (its --help lists these); a setting not named here
 # is a web setting, read by `up` and `serve`.
-_STORE = ("data_dir", "clickhouse_url", "database", "table", "retention_days", "dedup_window")
-_FLUSHER = ("batch_rows", "batch_age", "claim_idle", "consumer")
+_STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retention_days", "dedup_window")
+_FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
 _ONLY = {
     "flush": ("redis_url", "stream", *_STORE, *_FLUSHER, "log_level"),
-    "migrate": (*_STORE, "log_level"),
+    "migrate": (*_STORE, "partners_file", "log_level"),
     "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
-    "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "log_level"),
+    "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),
     "dead-letter": ("redis_url", "stream", "log_level"),
 }
 _NOT = {"up": ("workers",), "serve": ("redis_server", "retention_days", "dedup_window", *_FLUSHER)}
@@ -295,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"beacon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        _flags(sub.add_parser(name, help=fn.__doc__), name)
+        _flags(sp := sub.add_parser(name, help=fn.__doc__), name)
+        if name == "migrate":
+            sp.add_argument("--print", dest="print_sql", action="store_true",
+                            help="print the statements of `migrate --cluster` instead of running them")
     p = sub.add_parser("partners", help=cmd_partners.__doc__)
     p.add_argument("action", choices=["add", "list", "rotate-key", "sql"])
     p.add_argument("--id", default="")
@@ -331,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_dead_letter(s, args)
         if args.command == "forget":
             return cmd_forget(s, args)
+        if args.command == "migrate":
+            return cmd_migrate(s, args.print_sql)
         return COMMANDS[args.command](s)
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)

@@ -135,6 +135,7 @@ class Settings:
     database: str = setting("beacon", "ClickHouse database.")
     table: str = setting("events", "ClickHouse events table.")
     stream: str = setting("beacon:events", "Redis stream key the web workers write and the flushers read.")
+    cluster: str = setting("", "ClickHouse cluster (remote_servers name): `migrate` makes ReplicatedMergeTree `<table>_local` under a Distributed `<table>` ON CLUSTER (docs/cluster.md). Empty: one server.")
     retention_days: int = setting(395, "Rows older than this are removed by the table TTL.")
     # secrets
     secret_keys: tuple[Secret, ...] = setting((), "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty.", _secrets)
@@ -186,7 +187,8 @@ class Settings:
     batch_rows: int = setting(100_000, "Flusher inserts once this many rows are gathered...")
     batch_age: float = setting(1.0, "...or once the oldest gathered row waited this many seconds.")
     claim_idle: float = setting(30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds.")
-    consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`.")
+    lease: float = setting(2.0, "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`.")
+    consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (deploy/systemd uses host name and unit instance): a restarted flusher then resumes its own batches at once.")
     dedup_window: int = setting(100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window).")
     # reports
     visit_timeout: int = setting(30, "Minutes without an event after which the next event starts a new visit (Query API v2).")
@@ -271,6 +273,8 @@ def _check(s: Settings) -> None:
     for origin in s.site_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise ConfigError(f"BEACON_SITE_ORIGINS: {origin!r} is not an origin like https://shop.example")
+    if s.cluster and not s.cluster.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"BEACON_CLUSTER={s.cluster!r}: letters, digits, - and _ only")
     if s.max_header_bytes < 1024 or s.header_timeout <= 0:
         raise ConfigError("BEACON_MAX_HEADER_BYTES must be at least 1024 and BEACON_HEADER_TIMEOUT above 0")
     for name in ("database", "table"):

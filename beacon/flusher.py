@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from beacon import failpoints, metrics
+from beacon.lease import Lease, dead_consumers
 
 log = logging.getLogger("beacon.flusher")
 
@@ -101,8 +102,11 @@ class Batch:
 
 class Flusher:
     def __init__(self, r: Any, store: Any, stream: str, consumer: str, batch_rows: int, batch_age: float,
-                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0) -> None:
+                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0, lease: float = 0.0) -> None:
         self.r = r
+        # lease > 0: a heartbeat key (beacon/lease.py); a dead flusher's batches are taken
+        # after `lease` seconds instead of `claim_idle`.
+        self.lease = Lease(r, stream, consumer, lease) if lease > 0 else None
         self.store = store
         self.stream = stream
         self.consumer = consumer
@@ -129,9 +133,19 @@ class Flusher:
     def run(self) -> None:
         """Loop until stop(): the current batch is finished (or left pending) before returning."""
         backoff = 0.1
+        every = 1.0 if self.lease else max(self.claim_idle_ms / 2000, 1.0)
+        if self.lease:
+            self.lease.start()
+        try:
+            self._loop(every, backoff)
+        finally:
+            if self.lease:
+                self.lease.stop()
+
+    def _loop(self, every: float, backoff: float) -> None:
         while not self._stop.is_set():
             try:
-                if time.monotonic() - self._last_recover > max(self.claim_idle_ms / 2000, 1.0):
+                if time.monotonic() - self._last_recover > every:
                     self.recover()
                 batch = self.gather()
                 if batch.ids:
@@ -184,12 +198,13 @@ class Flusher:
         self._group_ready = True
         idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
         in_manifests: set[str] = set()
+        dead = set(dead_consumers(self.r, self.stream, GROUP, self.consumer)) if self.lease else set()
         for token, value in self.r.hgetall(self.manifests).items():
             owner, _, ids_csv = value.decode().partition("|")
             ids = ids_csv.split(",")
             in_manifests.update(ids)
-            claimed = self.r.xclaim(self.stream, GROUP, self.consumer,
-                                    0 if owner == self.consumer else idle, ids)
+            owner_idle = 0 if owner == self.consumer else min(idle, self.lease.ttl_ms) if owner in dead else idle
+            claimed = self.r.xclaim(self.stream, GROUP, self.consumer, owner_idle, ids)
             claimed = [c for c in claimed if c and c[1] is not None]
             if len(claimed) != len(ids):
                 continue  # a live flusher still holds (part of) it
@@ -226,9 +241,41 @@ class Flusher:
                         batch = Batch()
                 if not own and start in (b"0-0", "0-0"):
                     break
+        # A dead flusher's entries with no manifest: claimed now, not after claim_idle. After the
+        # pass over our own pending entries, which would otherwise read them a second time.
+        if dead:
+            entries = self._claim_from(dead, min(idle, self.lease.ttl_ms))
+            for entry_id, fields in entries:
+                if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
+                    continue
+                batch.add(entry_id, fields)
+                if batch.rows >= self.batch_rows:
+                    total += self.flush(batch)
+                    batch = Batch()
         if batch.ids:
             total += self.flush(batch)
         return total
+
+    def _claim_from(self, consumers: set[str], min_idle_ms: int) -> list[Any]:
+        """XCLAIM the pending entries of these consumers; the min idle time makes one taker win."""
+        out: list[Any] = []
+        for name in sorted(consumers):
+            start = "-"
+            while not self._stop.is_set():
+                pending = self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count,
+                                                consumername=name)
+                if not pending:
+                    break
+                ids = [p["message_id"] for p in pending]
+                claimed = self.r.xclaim(self.stream, GROUP, self.consumer, min_idle_ms, ids)
+                out += [c for c in claimed if c and c[1]]
+                if len(pending) < self.read_count:
+                    break
+                last = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
+                ms, seq = last.split("-")
+                start = f"{ms}-{int(seq) + 1}"
+            log.info("took over %d pending entries of %s (no lease)", len(out), name)
+        return out
 
     # -- writing ---------------------------------------------------------------
 

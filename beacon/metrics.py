@@ -1,8 +1,15 @@
-"""Prometheus metrics, created once at import; hot-path label children are bound up front."""
+"""Prometheus metrics, created once at import; hot-path label children are bound up front.
+
+Under `beacon serve --workers N` every worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode, chosen by that variable
+when prometheus_client is imported) and `/metrics` answers the sum over all workers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("beacon_requests_total", "HTTP requests by route and status", ["route", "status"])
 EVENTS_ACCEPTED = Counter("beacon_events_accepted_total", "Events answered for (durable in the buffer)", ["scope"])
@@ -22,8 +29,11 @@ FLUSH_ROWS = Counter("beacon_flush_rows_total", "Rows inserted into ClickHouse")
 FLUSH_ERRORS = Counter("beacon_flush_errors_total", "Failed ClickHouse inserts (retried)")
 FLUSH_REPAIRED = Counter("beacon_flush_repaired_rows_total",
                          "Rows a repeated insert token dropped although ClickHouse did not hold them, inserted again")
-STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)")
-STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked")
+# Every worker sees the same stream: across workers, the most recent reading is the value.
+STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)",
+                       multiprocess_mode="mostrecent")
+STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked",
+                          multiprocess_mode="mostrecent")
 
 PIXEL_OK = REQUESTS.labels("pixel", "200")
 COLLECT_OK = REQUESTS.labels("collect", "204")
@@ -41,3 +51,12 @@ def accepted(scope: str, n: int = 1) -> None:
 
 def request(route: str, status: int) -> None:
     REQUESTS.labels(route, str(status)).inc()
+
+
+def exposition() -> bytes:
+    """The text of `/metrics`: this process's metrics, or all workers' in multiprocess mode."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # the variable prometheus_client itself reads
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
