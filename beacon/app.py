@@ -13,7 +13,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -21,18 +20,22 @@ from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
 from beacon import api, config, partners
+from beacon import clock as clocks
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
 from beacon.enrich import Enricher
+from beacon.errors import BeaconError, NotDurable
 from beacon.event import Anonymiser, Limits
 from beacon.http import TRUNCATED
 from beacon.identity import Identity
 from beacon.privacy import VisitorRights
-from beacon.routes import BeaconRoutes, Request, send_json
+from beacon.request import Request
+from beacon.routes import BeaconRoutes, send_json
 from beacon.scope import Resolver, Scope, mall_scope
+from beacon.sink import Buffer
 from beacon.spool import Spool
 from beacon.store import Store
-from beacon.types import Receive, Send
+from beacon.types import ASGIScope, Receive, Send
 
 log = logging.getLogger("beacon.app")
 
@@ -41,11 +44,25 @@ BY_ADDRESS = ANY_HOST | {"/metrics"}  # what a balancer or a scraper asks for by
 PARTNER_API = "/api/v1/partners/"
 
 
+class _NotStarted:
+    """The buffer before `Core.start` (and after a failed one): nothing is durable yet."""
+
+    async def append(self, lines: list[bytes]) -> None:
+        raise NotDurable("the buffer is not started")
+
+    async def close(self) -> None:
+        pass
+
+
+NOT_STARTED: Buffer = _NotStarted()
+
+
 class Core:
     """What the request path needs, built once per process."""
 
-    def __init__(self, settings: Any, store: Store | None = None) -> None:
+    def __init__(self, settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> None:
         self.settings = settings
+        self.clock = clock
         self.mall = mall_scope(settings)
         self.partners = partners.load(settings.partners_file, settings.cookie_name, settings.mall_hosts)
         self.resolver = Resolver(
@@ -57,19 +74,20 @@ class Core:
         self.anonymiser = Anonymiser(settings.ipv4_prefix, settings.ipv6_prefix, settings.trusted_proxies)
         self.limits = Limits(settings)
         self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
-                                    settings.retention_days, settings.dedup_window)
-        self.consent = Consent(settings)
+                                    settings.retention_days, settings.dedup_window, settings.cluster)
+        self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)
-        self.redis: Any = None
-        self.buffer: Any = None
+        self.redis: aioredis.Redis | None = None
+        self.buffer: Buffer = NOT_STARTED
         self.spool: Spool | None = None
         self._replayer: asyncio.Task[None] | None = None
 
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
         if ident is None:
-            ident = self._identities[id(sc)] = Identity(sc, self.settings.secret_keys, self.settings.optout_max_age)
+            ident = self._identities[id(sc)] = Identity(sc, tuple(k.reveal() for k in self.settings.secret_keys),
+                                                             self.settings.optout_max_age, self.clock)
         return ident
 
     async def start(self) -> None:
@@ -77,7 +95,7 @@ class Core:
         # collector's generations, so collections on the request path stay short.
         gc.freeze()
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
+        self.redis = aioredis.Redis.from_url(s.redis_url.reveal(), socket_timeout=s.redis_timeout,
                                              socket_connect_timeout=s.redis_timeout)
         self.consent.redis = self.redis
         self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
@@ -87,12 +105,14 @@ class Core:
 
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
-        sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        spool = self.spool
+        assert spool is not None, "start() creates the spool before the replayer"
+        sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=5)
         try:
             while True:
-                if self.spool.pending():
+                if spool.pending():
                     try:
-                        await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
+                        await asyncio.to_thread(spool.replay, sync_redis, self.settings.stream)
                     except (redis.RedisError, OSError) as exc:
                         log.info("spool replay waits for Redis: %s", exc)
                 await asyncio.sleep(every)
@@ -100,15 +120,14 @@ class Core:
             sync_redis.close()
 
     async def stop(self) -> None:
-        if self.buffer is not None:
-            await self.buffer.close()
+        await self.buffer.close()
         if self._replayer is not None:
             self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replayer
         if self.spool is not None:
             if self.spool.pending():  # one last replay, so a clean stop leaves no spool when Redis is up
-                sync_redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
+                sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=2)
                 try:
                     await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
                 except (redis.RedisError, OSError):
@@ -129,7 +148,10 @@ class Beacon:
         self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
                      "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
         self.resolve = core.resolver.resolve
-        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan)
+        from beacon.dashboard import Dashboard  # (imported here: the dashboards are not on the beacon path)
+        self.dashboard = Dashboard(core)
+        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan,
+                                   exception_handlers={BeaconError: api.error_response})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -139,8 +161,10 @@ class Beacon:
         finally:
             await self.core.stop()
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if "/dashboard" in scope["path"] and await self.dashboard.dispatch(scope, receive, send, self.resolve):
+                return  # every scope has its own dashboard (beacon/dashboard)
             req = Request(scope["headers"])
             sc, path = self.resolve(req.host.decode("latin-1"), scope["path"])
             if sc is None:
@@ -170,13 +194,13 @@ class Beacon:
         await self.starlette(scope, receive, send)
 
 
-def create_app(settings: Any, store: Store | None = None) -> Beacon:
+def create_app(settings: config.Settings, store: Store | None = None, clock: clocks.Clock = clocks.system) -> Beacon:
     """Raises ConfigError or partners.RegistryError with a message naming what is wrong."""
     if not settings.secret_keys:
         raise config.ConfigError("BEACON_SECRET_KEYS is empty: set at least one signing key")
     if not settings.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty (only `beacon up` starts its own Redis)")
-    return Beacon(Core(settings, store))
+    return Beacon(Core(settings, store, clock))
 
 
 def from_env() -> Beacon:

@@ -17,13 +17,16 @@ rows; nothing about it is written to the partner's scope, cookie or sync redirec
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
+from beacon.partners import Partner
 from beacon.scope import MALL
+from beacon.store import Store
 
 
-def conversions(store: Any, partners: tuple[Any, ...] | list[Any], partner: Any, start: dt.datetime,
-                end: dt.datetime) -> dict[str, Any]:
+def conversions(store: Store, partners: Sequence[Partner], partner: Partner, start: dt.datetime,
+                end: dt.datetime) -> dict[str, Any]:  # Any: a JSON answer
     """{"days": [{"date", "conversions"}], "total"} for `partner`, counts under its minimum left out.
 
     The range is widened to whole UTC days, so narrowing it cannot isolate one purchase, and the
@@ -31,7 +34,7 @@ def conversions(store: Any, partners: tuple[Any, ...] | list[Any], partner: Any,
     start = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
     end_day = end.date() if end.time() == dt.time() else end.date() + dt.timedelta(days=1)
     end = dt.datetime.combine(end_day, dt.time(), dt.timezone.utc)
-    params: dict[str, Any] = {"mall": MALL, "start": start, "end": end, "me": partner.id,
+    params: dict[str, object] = {"mall": MALL, "start": start, "end": end, "me": partner.id,
                               "window": int(partner.attribution_window_days) * 86400}
     owners = []
     for i, p in enumerate(x for x in partners if x.click_param):

@@ -11,17 +11,27 @@ script that adds the entry only if `seq` is above the process's last committed o
 and records it: so a batch whose Redis write failed ambiguously (Redis did it, the
 reply was lost) and was therefore spooled is not added twice when the spool is
 replayed. To keep that comparison sound, once one batch went to the spool every later
-batch of the process goes there too, in order, until the replayer has drained it.
+batch of the process goes there too, in order, until the replayer has drained it; and
+the writer never starts the next batch before the spool write of the last one ended,
+even when its requests were already answered as failed.
+
+A batch neither Redis nor the spool took is refused: its requests get BufferUnavailable
+(the routes answer 503), its events are counted in `beacon_events_lost_total`, and the
+outage is logged once when it starts and once when writes are stored again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 from beacon import metrics
+from beacon.errors import NotDurable
 from beacon.spool import Spool
+
+log = logging.getLogger("beacon.buffer")
 
 # KEYS: stream, marker hash. ARGV: proc, seq, data, n.
 COMMIT_LUA = """
@@ -37,8 +47,31 @@ def marker_key(stream: str) -> str:
     return f"{stream}:committed"
 
 
-class BufferUnavailable(RuntimeError):
+class BufferUnavailable(NotDurable):
     pass
+
+
+class Outage:
+    """Counts refused events and logs an outage once when it starts and once when it ends,
+    never per request."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.active = False
+        self.lost = 0
+
+    def refused(self, n: int, reason: str) -> None:
+        metrics.EVENTS_LOST.inc(n)
+        self.lost += n
+        if not self.active:
+            self.active = True
+            log.error("%s: events are not being stored, requests get 503 (%s)", self.what, reason)
+
+    def stored(self) -> None:
+        if self.active:
+            log.warning("%s: events are stored again; %d were refused meanwhile", self.what, self.lost)
+            self.active = False
+            self.lost = 0
 
 
 class _Batch:
@@ -66,10 +99,13 @@ class GroupCommit:
         self._queued: list[_Batch] = []
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self.outage = Outage("buffer")
+        self._spooling = False  # logged once when Redis fails and batches go to the spool
 
     async def append(self, lines: list[bytes]) -> None:
         """Return once `lines` are durable (Redis or spool); raise BufferUnavailable otherwise."""
         if self._closing:
+            metrics.EVENTS_LOST.inc(len(lines))
             raise BufferUnavailable("shutting down")
         batch = self._open
         if batch is None or len(batch.lines) >= self.max_lines:
@@ -102,31 +138,48 @@ class GroupCommit:
         payload = b"\n".join(batch.lines)
         self.seq += 1
         seq = self.seq
-        error: Exception | None = None
+        redis_error: Exception | None = None
         if self.spool is None or not self.spool.degraded:
             try:
                 await self._commit(keys=self.keys, args=[self.proc, seq, payload, n])
-                metrics.BUFFER_WRITES.inc()
-                metrics.BUFFER_BATCH.observe(n)
-                return self._done(batch)
             except Exception as exc:  # noqa: BLE001 - any failure means "not known durable in Redis"
                 metrics.BUFFER_ERRORS.inc()
-                error = exc
-        if self.spool is not None:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.spool.append, payload, n, self.proc, seq),
-                                       self.timeout)
+                redis_error = exc
+            else:
+                metrics.BUFFER_WRITES.inc()
+                metrics.BUFFER_BATCH.observe(n)
+                if self._spooling:
+                    self._spooling = False
+                    log.warning("Redis takes group commits again")
                 return self._done(batch)
-            except Exception as spool_exc:  # noqa: BLE001
-                error = spool_exc if error is None else Exception(f"{error}; spool: {spool_exc}")
-        if not batch.future.done():
-            batch.future.set_exception(BufferUnavailable(f"Redis write failed: {error}"))
-            batch.future.exception()  # mark retrieved: waiters may have timed out
+        if self.spool is None:
+            return self._fail(batch, f"Redis: {redis_error}")
+        if redis_error is not None and not self._spooling:
+            self._spooling = True
+            log.warning("Redis write failed (%s): group commits go to the spool %s until it is replayed",
+                        redis_error, self.spool.dir)
+        write = asyncio.ensure_future(asyncio.to_thread(self.spool.append, payload, n, self.proc, seq))
+        done, _ = await asyncio.wait((write,), timeout=self.timeout)
+        if not done:
+            self._fail(batch, f"spool write took longer than {self.timeout}s")
+            # Order: the next batch may go to Redis only once this one's fate on disk is known.
+            await asyncio.wait((write,))
+        exc = write.exception()
+        if exc is not None:
+            reason = f"spool: {exc}" if redis_error is None else f"Redis: {redis_error}; spool: {exc}"
+            return self._fail(batch, reason)
+        self._done(batch)
 
-    @staticmethod
-    def _done(batch: _Batch) -> None:
+    def _done(self, batch: _Batch) -> None:
         if not batch.future.done():
             batch.future.set_result(None)
+            self.outage.stored()
+
+    def _fail(self, batch: _Batch, reason: str) -> None:
+        if not batch.future.done():
+            self.outage.refused(len(batch.lines), reason)
+            batch.future.set_exception(BufferUnavailable(reason))
+            batch.future.exception()  # mark retrieved: waiters may be gone
 
     async def close(self) -> None:
         """Stop taking new lines and wait for the in-flight commits."""
@@ -143,6 +196,7 @@ class DirectWrite:
         self.redis = redis
         self.stream = stream
         self.timeout = timeout
+        self.outage = Outage("buffer (group commit off)")
 
     async def append(self, lines: list[bytes]) -> None:
         try:
@@ -150,7 +204,9 @@ class DirectWrite:
                                    self.timeout)
         except Exception as exc:  # noqa: BLE001
             metrics.BUFFER_ERRORS.inc()
+            self.outage.refused(len(lines), f"Redis: {exc}")
             raise BufferUnavailable(f"Redis write failed: {exc}") from None
+        self.outage.stored()
         metrics.BUFFER_WRITES.inc()
         metrics.BUFFER_BATCH.observe(len(lines))
 

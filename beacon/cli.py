@@ -12,11 +12,19 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from beacon import config, snippet
+from beacon.config import Settings
+
+if TYPE_CHECKING:  # imported where used: `beacon --help` and the light commands load no driver
+    import uvicorn
+
+    from beacon.flusher import Flusher
+    from beacon.store import Store
+    from beacon.types import ASGIApp
 
 log = logging.getLogger("beacon")
 
@@ -33,13 +41,13 @@ def _secret(path: Path, nbytes: int = 32) -> str:
     return value
 
 
-def _store(s: Any, migrate: bool = False) -> Any:
+def _store(s: Settings, migrate: bool = False) -> Store:
     """The Store, opened (and migrated if asked); ConfigError with one line when it will not open."""
     from beacon.lock import check_chdb_free, open_error
     from beacon.store import Store
     dsn = config.clickhouse_dsn(s)
     check_chdb_free(dsn)
-    store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window)
+    store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
     try:
         if migrate:
             store.migrate()
@@ -63,14 +71,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _flusher(s: Any, store: Any) -> Any:
+def _flusher(s: Settings, store: Store) -> Flusher:
     from beacon.flusher import Flusher
     consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
-    return Flusher(redis.Redis.from_url(s.redis_url), store, s.stream, consumer, s.batch_rows, s.batch_age,
-                   s.claim_idle)
+    return Flusher(redis.Redis.from_url(s.redis_url.reveal()), store, s.stream, consumer, s.batch_rows, s.batch_age,
+                   s.claim_idle, lease=s.lease)
 
 
-def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
+def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Config:  # Any: uvicorn's own options
     import uvicorn
 
     from beacon.http import LimitedHttpToolsProtocol, configure
@@ -80,7 +88,7 @@ def _uvicorn_config(s: Any, app: Any, **extra: Any) -> Any:
                                     proxy_headers=False, **extra), s)
 
 
-def _run_server(server: Any, sock: socket.socket | None = None) -> None:
+def _run_server(server: uvicorn.Server, sock: socket.socket | None = None) -> None:
     """uvicorn drains, then re-raises the signal it caught into the handler that was set
     before it; a no-op handler there lets Beacon finish its own shutdown and exit 0."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,7 +96,7 @@ def _run_server(server: Any, sock: socket.socket | None = None) -> None:
     server.run(sockets=[sock] if sock is not None else None)
 
 
-def cmd_up(s: Any) -> int:
+def cmd_up(s: Settings) -> int:
     """Everything in one process: private Redis, chDB, flusher thread, web server."""
     import uvicorn
 
@@ -101,17 +109,17 @@ def cmd_up(s: Any) -> int:
     # is started, generated or printed before the port is.
     lock = DataDirLock(data)
     lock.acquire()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}  # Any: values of differently typed settings
     embedded = None
     try:
         sock = _bind(s.host, s.port)
         if not s.redis_url:
             embedded = EmbeddedRedis(data, s.redis_server)
-            overrides["redis_url"] = embedded.start()
+            overrides["redis_url"] = config.Secret(embedded.start())
         if not s.secret_keys:
-            overrides["secret_keys"] = (_secret(data / "secret_key"),)
+            overrides["secret_keys"] = (config.Secret(_secret(data / "secret_key")),)
         if not s.mall_api_key:
-            overrides["mall_api_key"] = _secret(data / "mall_api_key", 24)
+            overrides["mall_api_key"] = config.Secret(_secret(data / "mall_api_key", 24))
         s = dataclasses.replace(s, **overrides)
         store = _store(s, migrate=True)
         app = create_app(s, store)  # a bad partners file or GeoIP database stops us here, before "up"
@@ -127,8 +135,11 @@ def cmd_up(s: Any) -> int:
 Beacon is up on {origin}  (data in {data.resolve()})
 
 {snippet.up_message(origin, s.site_origins)}{note}
+Dashboard:
+  {origin}/dashboard  (sign in with the mall API key below)
+
 Stats:
-  curl {as_mall}-H 'Authorization: Bearer {s.mall_api_key}' '{origin}/api/v1/stats?interval=hour'
+  curl {as_mall}-H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)
         _run_server(uvicorn.Server(_uvicorn_config(s, app)), sock)
         flusher.stop()
@@ -141,9 +152,8 @@ Stats:
     return 0
 
 
-def cmd_serve(s: Any) -> int:
+def cmd_serve(s: Settings) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from beacon.app import create_app
     if s.workers <= 1:
@@ -151,16 +161,16 @@ def cmd_serve(s: Any) -> int:
         _run_server(uvicorn.Server(_uvicorn_config(s, app)), _bind(s.host, s.port))
         return 0
     # Worker processes rebuild the settings from the environment.
-    for option in config.OPTIONS:
-        value = getattr(s, option.name)
-        os.environ[option.env] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    os.environ.update(config.to_environ(s))
     create_app(s)  # fail here, not in N workers, when the settings are unusable
+    from beacon import workers
+    workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
     uv = _uvicorn_config(s, "beacon.app:from_env", factory=True, workers=s.workers)
-    Multiprocess(uv, sockets=[_bind(s.host, s.port)]).run()
+    workers.Workers(uv, sockets=[_bind(s.host, s.port)]).run()
     return 0
 
 
-def cmd_flush(s: Any) -> int:
+def cmd_flush(s: Settings) -> int:
     if not s.redis_url:
         raise config.ConfigError("BEACON_REDIS_URL is empty: `beacon flush` reads a Redis you run")
     store = _store(s, migrate=True)
@@ -173,13 +183,27 @@ def cmd_flush(s: Any) -> int:
     return 0
 
 
-def cmd_migrate(s: Any) -> int:
+def cmd_migrate(s: Settings, print_only: bool = False) -> int:
+    """Create or update the events table; with --cluster, on every shard and replica (docs/cluster.md)."""
+    if s.cluster:
+        from beacon import cluster, partners
+        stmts = cluster.statements(s.cluster, s.database, s.table, s.retention_days, s.dedup_window,
+                                   partners.load(s.partners_file, s.cookie_name, s.mall_hosts))
+        if print_only:
+            print(cluster.script(stmts), end="")
+            return 0
+        for sql in cluster.migrate(_store(s), stmts):
+            print(f"partner user created (give its password to the partner, it is not shown again):\n  {sql}")
+        print(f"{s.database}.{s.table} on cluster {s.cluster}: up to date ({len(stmts)} statements)")
+        return 0
+    if print_only:
+        raise config.ConfigError("--print shows the statements of `migrate --cluster NAME`; give --cluster")
     store = _store(s, migrate=True)
     print(f"{store.full_table}: up to date (retention {s.retention_days} days)")
     return 0
 
 
-def cmd_partners(s: Any, args: argparse.Namespace) -> int:
+def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
     """Edit the partner registry: add, list, rotate-key, sql (ClickHouse users and row policies)."""
     from beacon import partners as reg
     if not s.partners_file:
@@ -192,7 +216,7 @@ def cmd_partners(s: Any, args: argparse.Namespace) -> int:
                   f"key={'set' if p.api_key_sha256 else 'none'}")
         return 0
     if args.action == "sql":
-        print(reg.row_policy_sql(current, s.database, s.table))
+        print(reg.row_policy_sql(current, s.database, s.table, s.cluster))
         return 0
     key = reg.new_key()
     if args.action == "add":
@@ -226,14 +250,15 @@ def cmd_partners(s: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dead_letter(s: Any, args: argparse.Namespace) -> int:
+def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     """Rows ClickHouse rejected: list them, replay them into the stream (after a fix), or drop them."""
     from beacon.flusher import dead_letter_key
     if not s.redis_url:
         raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
-    r = redis.Redis.from_url(s.redis_url)
+    r = redis.Redis.from_url(s.redis_url.reveal())
     key = dead_letter_key(s.stream)
-    entries = r.xrange(key)
+    # redis-py types a reply for every client mode at once; this client returns bytes entries
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))
     if args.id:
         entries = [e for e in entries if e[0].decode() in args.id]
     if args.action == "list":
@@ -260,23 +285,23 @@ def _existing(store: Any) -> Any:
     return store
 
 
-def cmd_forget(s: Any, args: argparse.Namespace) -> int:
+def cmd_forget(s: Settings, args: argparse.Namespace) -> int:
     """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
     from beacon.privacy import forget_visitor
     if not s.secret_keys:
-        s = dataclasses.replace(s, secret_keys=(_secret(Path(s.data_dir) / "secret_key"),))
+        s = dataclasses.replace(s, secret_keys=(config.Secret(_secret(Path(s.data_dir) / "secret_key")),))
     if bool(args.visitor) == bool(args.account):
         raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
     if args.account:  # the mall's signed-in customer: every linked device, then the links
         from beacon.customers import account_key, forget_account
-        visitors, rows = forget_account(_existing(_store(s)), s.secret_keys[0], "mall", account_key(s.account_hash_key, args.account),
+        account = account_key(s.account_hash_key.reveal(), args.account)
+        visitors, rows = forget_account(_existing(_store(s)), s.secret_keys[0].reveal(), "mall", account,
                                         "operator")
         print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
         return 0
     if not args.scope:
         raise config.ConfigError("forget --visitor needs --scope (mall or a partner id)")
-    store = _existing(_store(s))
-    rows = forget_visitor(store, s.secret_keys[0], args.scope, args.visitor, "operator")
+    rows = forget_visitor(_existing(_store(s)), s.secret_keys[0].reveal(), args.scope, args.visitor, "operator")
     print(f"forgot {rows} rows of one visitor in scope {args.scope}")
     return 0
 
@@ -285,13 +310,13 @@ COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd
 
 # The settings each command reads (its --help lists these); a setting not named here
 # is a web setting, read by `up` and `serve`.
-_STORE = ("data_dir", "clickhouse_url", "database", "table", "retention_days", "dedup_window")
-_FLUSHER = ("batch_rows", "batch_age", "claim_idle", "consumer")
+_STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retention_days", "dedup_window")
+_FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
 _ONLY = {
     "flush": ("redis_url", "stream", *_STORE, *_FLUSHER, "log_level"),
-    "migrate": (*_STORE, "log_level"),
+    "migrate": (*_STORE, "partners_file", "log_level"),
     "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
-    "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "log_level"),
+    "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),
     "dead-letter": ("redis_url", "stream", "log_level"),
 }
 _NOT = {"up": ("workers",), "serve": ("redis_server", "retention_days", "dedup_window", *_FLUSHER)}
@@ -309,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"beacon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        _flags(sub.add_parser(name, help=fn.__doc__), name)
+        _flags(sp := sub.add_parser(name, help=fn.__doc__), name)
+        if name == "migrate":
+            sp.add_argument("--print", dest="print_sql", action="store_true",
+                            help="print the statements of `migrate --cluster` instead of running them")
     p = sub.add_parser("partners", help=cmd_partners.__doc__)
     p.add_argument("action", choices=["add", "list", "rotate-key", "sql"])
     p.add_argument("--id", default="")
@@ -348,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_dead_letter(s, args)
         if args.command == "forget":
             return cmd_forget(s, args)
+        if args.command == "migrate":
+            return cmd_migrate(s, args.print_sql)
         return COMMANDS[args.command](s)
     except (config.ConfigError, RegistryError) as exc:
         print(f"beacon: {exc}", file=sys.stderr)

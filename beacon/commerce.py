@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any  # Any: the JSON values of commerce fields, checked here
 
 import orjson
 from iso4217 import Currency
@@ -33,7 +33,7 @@ _AMOUNT = re.compile(r"(\d{1,14})(?:\.(\d{1,4}))?")
 _PIXEL_ITEM = re.compile(r"i\.(\d{1,2})\.(sku|name|category|quantity|price)")
 
 
-def _text(value: Any, field: str, limit: int, required: bool = False) -> str:
+def _text(value: object, field: str, limit: int, required: bool = False) -> str:
     if value is None or value == "":
         if required:
             raise Invalid(f"{field} is required")
@@ -42,15 +42,15 @@ def _text(value: Any, field: str, limit: int, required: bool = False) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise Invalid(f"{field} must be a string")
-    value = clean_text(value, limit + 1).strip()
-    if len(value) > limit:
+    text = clean_text(value, limit + 1).strip()
+    if len(text) > limit:
         raise Invalid(f"{field} longer than {limit} characters")
-    if required and not value:
+    if required and not text:
         raise Invalid(f"{field} is required")
-    return value
+    return text
 
 
-def amount(value: Any, field: str, currency: str) -> str:
+def amount(value: object, field: str, currency: str) -> str:
     """A non-negative amount as an exact decimal string with at most the currency's minor digits."""
     if isinstance(value, bool) or value is None:
         raise Invalid(f"{field} must be a decimal string like \"19.99\" or a number")
@@ -89,6 +89,7 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     has_price = isinstance(items_raw, list) and any(isinstance(i, dict) and i.get("price") not in (None, "")
                                                     for i in items_raw)
     currency = raw.get("currency")
+    code = ""  # the checked currency; amounts are only read once there is one
     revenue = raw.get("revenue")
     if name in NEEDS_ORDER and revenue in (None, ""):
         raise Invalid("revenue is required")
@@ -98,9 +99,9 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     else:
         if not isinstance(currency, str) or currency not in MINOR_UNITS:
             raise Invalid(f"currency {str(currency)[:10]!r} is not an ISO 4217 currency code (upper case, e.g. EUR)")
-        out["currency"] = currency
+        out["currency"] = code = currency
     if revenue not in (None, ""):
-        out["revenue"] = amount(revenue, "revenue", currency)
+        out["revenue"] = amount(revenue, "revenue", code)
     coupon = _text(raw.get("coupon"), "coupon", MAX_ID)
     if coupon:
         out["coupon"] = coupon
@@ -128,7 +129,7 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
             "name": _text(item.get("name"), f"items[{i}].name", MAX_TEXT),
             "category": _text(item.get("category"), f"items[{i}].category", MAX_TEXT),
             "quantity": quantity,
-            "price": "0" if price in (None, "") else amount(price, f"items[{i}].price", currency),
+            "price": "0" if price in (None, "") else amount(price, f"items[{i}].price", code),
         })
     if items:
         out["items"] = items
@@ -150,8 +151,8 @@ def from_pixel(params: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def splice(line: bytes, fields: dict[str, Any]) -> bytes:
-    """The encoded event line with the commerce columns added (two JSON objects joined)."""
+def splice(line: bytes, fields: dict[str, Any] | None) -> bytes:
+    """The encoded event line with the commerce columns added (two JSON objects joined); as it is without any."""
     if not fields:
         return line
     return line[:-1] + b"," + orjson.dumps(fields)[1:]

@@ -22,12 +22,21 @@ import hashlib
 import hmac
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from beacon.audit import audit_id
+from beacon.errors import BadRequest, BodyTooLarge, Unauthorized
+from beacon.params import bearer_ok, next_cursor, parse_page, parse_range
+from beacon.scope import MALL
+from beacon.store import Store
+
+if TYPE_CHECKING:  # app.py builds these routes from its Core (through api.py): a real cycle
+    from beacon.app import Core
 
 audit = logging.getLogger("beacon.audit")
 
@@ -36,11 +45,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY = 4096
 
 
-def table(store: Any) -> str:
+def table(store: Store) -> str:
     return f"{store.full_table}_accounts"
 
 
-def ddl(store: Any) -> str:
+def ddl(store: Store) -> str:
     """ReplacingMergeTree: identifying the same pair again keeps one row (read with DISTINCT until merged)."""
     return (f"CREATE TABLE IF NOT EXISTS {table(store)} (\n"
             "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
@@ -56,33 +65,33 @@ def account_key(hash_key: str, account: str) -> str:
     return "hmac:" + hmac.new(hash_key.encode(), account.encode(), hashlib.sha256).hexdigest()
 
 
-def check_account(value: Any) -> str:
+def check_account(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value or len(value) > MAX_ACCOUNT or _CONTROL.search(value):
-        raise ValueError(f"account must be a string of 1-{MAX_ACCOUNT} printable characters")
+        raise BadRequest(f"account must be a string of 1-{MAX_ACCOUNT} printable characters")
     return value
 
 
-def link(store: Any, scope: str, visitor: str, account: str) -> None:
+def link(store: Store, scope: str, visitor: str, account: str) -> None:
     store.command(f"INSERT INTO {table(store)} (scope, visitor_id, account, linked_at) "
                   "VALUES ({scope:String}, {visitor:String}, {account:String}, now64(3))",
                   {"scope": scope, "visitor": visitor, "account": account})
 
 
-def accounts_of(store: Any, scope: str, visitor: str) -> list[str]:
+def accounts_of(store: Store, scope: str, visitor: str) -> list[str]:
     return [a for a, in store.query(f"SELECT DISTINCT account FROM {table(store)} WHERE scope = {{scope:String}} "
                                     "AND visitor_id = {visitor:String} ORDER BY account",
                                     {"scope": scope, "visitor": visitor})]
 
 
-def visitors_of(store: Any, scope: str, account: str) -> list[str]:
+def visitors_of(store: Store, scope: str, account: str) -> list[str]:
     return [v for v, in store.query(f"SELECT DISTINCT visitor_id FROM {table(store)} WHERE scope = {{scope:String}} "
                                     "AND account = {account:String} ORDER BY visitor_id",
                                     {"scope": scope, "account": account})]
 
 
-def count(store: Any, scope: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+def count(store: Store, scope: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
     """Customers (distinct accounts) whose linked visitors have events in [start, end), and those visitors."""
     row = store.query(
         f"SELECT uniqExact(account), uniqExact(visitor_id) FROM {table(store)} WHERE scope = {{scope:String}} "
@@ -92,10 +101,9 @@ def count(store: Any, scope: str, start: dt.datetime, end: dt.datetime) -> dict[
     return {"customers": int(row[0]), "visitors": int(row[1])}
 
 
-def forget_account(store: Any, secret: str, scope: str, account: str, via: str) -> tuple[int, int]:
+def forget_account(store: Store, secret: str, scope: str, account: str, via: str) -> tuple[int, int]:
     """Delete the events of every visitor id linked to `account` (stored form) and the links; audited
     with a keyed hash, never the account or the ids. Returns (visitor ids, event rows)."""
-    from beacon.privacy import audit_id
     visitors = visitors_of(store, scope, account)
     rows = sum(store.forget(scope, v) for v in visitors)
     store.command(f"DELETE FROM {table(store)} WHERE scope = {{scope:String}} AND account = {{account:String}}",
@@ -105,63 +113,49 @@ def forget_account(store: Any, secret: str, scope: str, account: str, via: str) 
     return len(visitors), rows
 
 
-def unauthorized() -> Response:
-    return JSONResponse({"error": "missing or wrong bearer key (the mall key)"}, status_code=401,
-                        headers={"www-authenticate": "Bearer"})
+def unauthorized() -> Unauthorized:
+    return Unauthorized("missing or wrong bearer key (the mall key)")
 
 
-def routes(core: Any) -> list[Route]:
+def routes(core: Core) -> list[Route]:
     """Mall-key-only routes: identify, customer counts, a customer's events across devices."""
-    from beacon.api import bearer_ok, next_cursor, parse_page, parse_range
-    from beacon.scope import MALL
-
     s = core.settings
 
     async def identify(request: Request) -> Response:
         if not bearer_ok(request, s.mall_api_key):
-            return unauthorized()
+            raise unauthorized()
         body = await request.body()
         if len(body) > MAX_BODY:
-            return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
+            raise BodyTooLarge(f"body larger than {MAX_BODY} bytes")
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return JSONResponse({"error": "body must be JSON: {\"cookie\": \"…\", \"account\": \"…\"}"}, status_code=400)
+            raise BadRequest("body must be JSON: {\"cookie\": \"…\", \"account\": \"…\"}") from None
         if not isinstance(doc, dict):
-            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-        try:
-            account = check_account(doc.get("account"))
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise BadRequest("body must be a JSON object")
+        account = check_account(doc.get("account"))
         cookie = doc.get("cookie")
         visitor = core.identity(core.mall).verified(cookie) if isinstance(cookie, str) and len(cookie) < 512 else None
         if visitor is None:
-            return JSONResponse({"error": "cookie is not a valid, unexpired Beacon cookie of the mall: send the "
-                                          f"value of the {s.cookie_name} cookie as your server received it"},
-                                status_code=400)
-        await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key, account))
+            raise BadRequest("cookie is not a valid, unexpired Beacon cookie of the mall: send the "
+                             f"value of the {s.cookie_name} cookie as your server received it")
+        await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key.reveal(), account))
         return JSONResponse({"linked": True, "hashed": bool(s.account_hash_key)})
 
     async def customer_counts(request: Request) -> Response:
         if not bearer_ok(request, s.mall_api_key):
-            return unauthorized()
-        try:
-            start, end, _ = parse_range(request)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise unauthorized()
+        start, end, _ = parse_range(request)
         body = await asyncio.to_thread(count, core.store, MALL, start, end)
         return JSONResponse({"from": start.isoformat(), "to": end.isoformat(), **body})
 
     async def customer_events(request: Request) -> Response:
         """Events of every device (visitor id) linked to one account, newest first."""
         if not bearer_ok(request, s.mall_api_key):
-            return unauthorized()
+            raise unauthorized()
         q = request.query_params
-        try:
-            account = account_key(s.account_hash_key, check_account(q.get("account")))
-            limit, before = parse_page(q.get)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        account = account_key(s.account_hash_key.reveal(), check_account(q.get("account")))
+        limit, before = parse_page(q.get)
         rows = await asyncio.to_thread(customer_rows, core.store, MALL, account, limit, before)
         cursor = next_cursor(rows, limit)
         return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json")
@@ -173,8 +167,8 @@ def routes(core: Any) -> list[Route]:
     ]
 
 
-def customer_rows(store: Any, scope: str, account: str, limit: int,
-                  before: tuple[int, str] | None) -> list[dict[str, Any]]:
+def customer_rows(store: Store, scope: str, account: str, limit: int,
+                  before: tuple[int, str] | None) -> list[dict[str, Any]]:  # Any: a row's JSON values
     visitors = visitors_of(store, scope, account)
     if not visitors:
         return []

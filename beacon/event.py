@@ -11,19 +11,16 @@ import ipaddress
 import os
 import random
 import re
-import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from beacon.errors import Invalid as Invalid  # re-exported: validation raises it
+
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 COMMERCE_PARAMS = frozenset({"order_id", "revenue", "currency", "coupon"})  # and i.<n>.<field>: beacon/commerce.py
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Invalid(ValueError):
-    """A client field that cannot be stored; the message is the reason given back."""
 
 
 _last_ms = 0
@@ -215,4 +212,3 @@ def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mo
     return line[:-1] + derived + b"}" if derived else line
 
 
-now = time.time

@@ -8,6 +8,13 @@ ack, the XDEL and the manifest's removal happen in one MULTI. Whoever re-inserts
 batch after a crash reads the manifest and reproduces the same rows with the same
 token, so ClickHouse drops the repeat. Rows ClickHouse rejects as malformed are
 isolated by bisection and moved to the dead-letter stream; the rest lands.
+
+A repeated token is not proof that the rows are stored: MergeTree records a block's
+token in its deduplication log *before* it renames the new part into place, so an
+insert that fails between the two (the table directory refusing the rename, the
+process dying) leaves a token that silently drops every retry. So whenever a token
+is used a second time (a retry, a recovered manifest), the flusher checks that the
+batch's event ids are in the table, and inserts the absent rows under a derived token.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import random
 import re
 import threading
 import time
+import uuid
 from typing import Any
 
+import orjson
 import redis
 
 from beacon import failpoints, metrics
+from beacon.lease import Lease, dead_consumers
 
 log = logging.getLogger("beacon.flusher")
 
@@ -92,8 +102,11 @@ class Batch:
 
 class Flusher:
     def __init__(self, r: Any, store: Any, stream: str, consumer: str, batch_rows: int, batch_age: float,
-                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0) -> None:
+                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0, lease: float = 0.0) -> None:
         self.r = r
+        # lease > 0: a heartbeat key (beacon/lease.py); a dead flusher's batches are taken
+        # after `lease` seconds instead of `claim_idle`.
+        self.lease = Lease(r, stream, consumer, lease) if lease > 0 else None
         self.store = store
         self.stream = stream
         self.consumer = consumer
@@ -120,9 +133,19 @@ class Flusher:
     def run(self) -> None:
         """Loop until stop(): the current batch is finished (or left pending) before returning."""
         backoff = 0.1
+        every = 1.0 if self.lease else max(self.claim_idle_ms / 2000, 1.0)
+        if self.lease:
+            self.lease.start()
+        try:
+            self._loop(every, backoff)
+        finally:
+            if self.lease:
+                self.lease.stop()
+
+    def _loop(self, every: float, backoff: float) -> None:
         while not self._stop.is_set():
             try:
-                if time.monotonic() - self._last_recover > max(self.claim_idle_ms / 2000, 1.0):
+                if time.monotonic() - self._last_recover > every:
                     self.recover()
                 batch = self.gather()
                 if batch.ids:
@@ -174,11 +197,14 @@ class Flusher:
         ensure_group(self.r, self.stream)
         self._group_ready = True
         idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        in_manifests: set[str] = set()
+        dead = set(dead_consumers(self.r, self.stream, GROUP, self.consumer)) if self.lease else set()
         for token, value in self.r.hgetall(self.manifests).items():
             owner, _, ids_csv = value.decode().partition("|")
             ids = ids_csv.split(",")
-            claimed = self.r.xclaim(self.stream, GROUP, self.consumer,
-                                    0 if owner == self.consumer else idle, ids)
+            in_manifests.update(ids)
+            owner_idle = 0 if owner == self.consumer else min(idle, self.lease.ttl_ms) if owner in dead else idle
+            claimed = self.r.xclaim(self.stream, GROUP, self.consumer, owner_idle, ids)
             claimed = [c for c in claimed if c and c[1] is not None]
             if len(claimed) != len(ids):
                 continue  # a live flusher still holds (part of) it
@@ -188,7 +214,10 @@ class Flusher:
             batch.token = token.decode()
             log.info("re-inserting batch %s (%d rows) left by %s", batch.token, batch.rows, owner)
             total += self.flush(batch)
-        # Entries delivered to us or to a dead consumer, with no manifest: never inserted.
+            in_manifests.difference_update(ids)
+        # Entries delivered to us or to a dead consumer, with no manifest: never inserted. Those
+        # of a manifest we could not take yet (not idle long enough) stay with their manifest:
+        # batched under a new token they could be inserted twice.
         batch = Batch()
         for own in (True, False):
             start = "0-0"
@@ -204,26 +233,61 @@ class Flusher:
                     reply = self.r.xautoclaim(self.stream, GROUP, self.consumer, idle, start, count=self.read_count)
                     start, entries = reply[0], [e for e in reply[1] if e and e[1]]
                 for entry_id, fields in entries:
+                    if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
+                        continue
                     batch.add(entry_id, fields)
                     if batch.rows >= self.batch_rows:
                         total += self.flush(batch)
                         batch = Batch()
                 if not own and start in (b"0-0", "0-0"):
                     break
+        # A dead flusher's entries with no manifest: claimed now, not after claim_idle. After the
+        # pass over our own pending entries, which would otherwise read them a second time.
+        if dead:
+            entries = self._claim_from(dead, min(idle, self.lease.ttl_ms))
+            for entry_id, fields in entries:
+                if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
+                    continue
+                batch.add(entry_id, fields)
+                if batch.rows >= self.batch_rows:
+                    total += self.flush(batch)
+                    batch = Batch()
         if batch.ids:
             total += self.flush(batch)
         return total
+
+    def _claim_from(self, consumers: set[str], min_idle_ms: int) -> list[Any]:
+        """XCLAIM the pending entries of these consumers; the min idle time makes one taker win."""
+        out: list[Any] = []
+        for name in sorted(consumers):
+            start = "-"
+            while not self._stop.is_set():
+                pending = self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count,
+                                                consumername=name)
+                if not pending:
+                    break
+                ids = [p["message_id"] for p in pending]
+                claimed = self.r.xclaim(self.stream, GROUP, self.consumer, min_idle_ms, ids)
+                out += [c for c in claimed if c and c[1]]
+                if len(pending) < self.read_count:
+                    break
+                last = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
+                ms, seq = last.split("-")
+                start = f"{ms}-{int(seq) + 1}"
+            log.info("took over %d pending entries of %s (no lease)", len(out), name)
+        return out
 
     # -- writing ---------------------------------------------------------------
 
     def flush(self, batch: Batch) -> int:
         """Insert, then ack; return rows inserted (0 when stopped during an outage)."""
+        reused = bool(batch.token)  # from a manifest: its token may have been used already
         if not batch.token:
             batch.token = hashlib.sha256(",".join(batch.ids).encode()).hexdigest()[:32]
             self.r.hset(self.manifests, batch.token, f"{self.consumer}|{','.join(batch.ids)}")
         failpoints.hit("before_insert")
         dead: list[tuple[bytes, str]] = []
-        inserted = self._insert(batch.body(), batch.token, dead) if batch.chunks else 0
+        inserted = self._insert(batch.body(), batch.token, dead, reused) if batch.chunks else 0
         failpoints.hit("after_insert")
         if inserted < 0:
             return 0  # stopping during an outage: the manifest and the pending entries stay
@@ -241,23 +305,46 @@ class Flusher:
             log.warning("batch %s: %d rows moved to %s", batch.token, len(dead), self.dead)
         return inserted
 
-    def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]]) -> int:
-        """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped."""
+    def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]], reused: bool = False) -> int:
+        """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped.
+
+        `reused`: the token may have been sent before, so an accepted insert may have been
+        dropped as a repeat; the rows are then checked (see the module docstring)."""
         backoff = 0.1
         while True:
             try:
                 self.store.insert_lines(body, token)
-                return body.count(b"\n") + 1
+                if not reused:
+                    return body.count(b"\n") + 1
+                absent = absent_lines(self.store, body.split(b"\n"))
             except Exception as exc:  # noqa: BLE001 - classified below
                 if is_data_error(exc):
-                    return self._split(body, token, exc, dead)
+                    return self._split(body, token, exc, dead, reused)
                 metrics.FLUSH_ERRORS.inc()
                 log.warning("insert %s failed (%s); retrying in %.1fs", token, str(exc).splitlines()[0], backoff)
+                reused = True  # the failed attempt may have recorded the token
                 if self._stop.wait(backoff * (0.5 + random.random())):
                     return -1
                 backoff = min(backoff * 2, self.max_backoff)
+                continue
+            return self._repair(body, token, absent, dead)
 
-    def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]]) -> int:
+    def _repair(self, body: bytes, token: str, absent: list[bytes], dead: list[tuple[bytes, str]]) -> int:
+        """After an insert under a used token: insert the lines still absent under `<token>.r`.
+
+        The derived token is a function of the token alone, so a crash during this insert
+        is repaired the same way, and the next check finds those rows present."""
+        n = body.count(b"\n") + 1
+        if not absent:
+            return n
+        metrics.FLUSH_REPAIRED.inc(len(absent))
+        log.warning("batch %s: %d of %d rows were dropped as a repeat but are not in ClickHouse; "
+                    "inserting them again under %s.r", token, len(absent), n, token)
+        got = self._insert(b"\n".join(absent), f"{token}.r", dead, reused=True)
+        return -1 if got < 0 else n - len(absent) + got
+
+    def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]],
+               reused: bool = False) -> int:
         lines = body.split(b"\n")
         if len(lines) == 1:
             dead.append((body, str(exc)))
@@ -265,8 +352,37 @@ class Flusher:
         mid = len(lines) // 2
         total = 0
         for part, name in ((lines[:mid], "a"), (lines[mid:], "b")):
-            got = self._insert(b"\n".join(part), f"{token}.{name}", dead)
+            got = self._insert(b"\n".join(part), f"{token}.{name}", dead, reused)
             if got < 0:
                 return -1
             total += got
         return total
+
+
+def absent_lines(store: Any, lines: list[bytes], chunk: int = 5000) -> list[bytes]:
+    """The lines whose event_id is not in the table. Decodes the lines: only for the rare
+    repeated-token check, never on the normal path. A line without a readable event_id
+    counts as present (it cannot be checked; inserting it again could double it)."""
+    by_id: dict[str, bytes] = {}
+    times: list[float] = []
+    for line in lines:
+        try:
+            doc = orjson.loads(line)
+            by_id[str(uuid.UUID(doc["event_id"]))] = line
+            times.append(float(doc["received_at"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            continue
+    if not by_id:
+        return []
+    ids = list(by_id)
+    present: set[str] = set()
+    for i in range(0, len(ids), chunk):
+        # ids are canonical UUID strings (parsed above): safe as literals, and an IN list
+        # of literals avoids a query string too long for the HTTP interface.
+        in_list = ",".join(f"'{x}'" for x in ids[i:i + chunk])
+        rows = store.query(
+            f"SELECT toString(event_id) FROM {store.full_table} WHERE received_at >= toDateTime64({{lo:Float64}}, 3) "
+            f"AND received_at <= toDateTime64({{hi:Float64}}, 3) AND event_id IN ({in_list})",
+            {"lo": min(times) - 1, "hi": max(times) + 1})
+        present.update(row[0] for row in rows)
+    return [line for eid, line in by_id.items() if eid not in present]

@@ -30,7 +30,11 @@ import asyncio
 import re
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from beacon.config import Settings
+from beacon.types import ASGIScope, Receive, Send
 
 # httptools.parse_url stores offsets in 16 bits; stay well below.
 TARGET_KEEP = 32 * 1024
@@ -40,7 +44,7 @@ HOST_VALUE = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0
 LINGER = 2.0  # seconds a refused connection's input is still read (and dropped) before closing
 
 
-async def _refuse_app(status: int, reason: bytes, scope: Any, receive: Any, send: Any) -> None:
+async def _refuse_app(status: int, reason: bytes, scope: ASGIScope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                             (b"content-length", str(len(reason)).encode()), (b"connection", b"close")]})
@@ -50,7 +54,7 @@ async def _refuse_app(status: int, reason: bytes, scope: Any, receive: Any, send
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """Reads `beacon_header_timeout` and `beacon_max_header_bytes` from the uvicorn Config."""
 
-    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:  # Any: passed through to uvicorn
         super().__init__(config, *args, **kwargs)
         self.header_timeout: float = getattr(config, "beacon_header_timeout", 15.0)
         self.max_header_bytes: int = getattr(config, "beacon_max_header_bytes", 32768)
@@ -96,7 +100,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
@@ -217,9 +221,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return None
 
 
-def configure(uvicorn_config: Any, settings: Any) -> Any:
+def configure(uvicorn_config: uvicorn.Config, settings: Settings) -> uvicorn.Config:
     """Put Beacon's limits where the protocol reads them (a plain attribute: it survives
     the pickling of the config into `--workers` processes)."""
-    uvicorn_config.beacon_header_timeout = settings.header_timeout
-    uvicorn_config.beacon_max_header_bytes = settings.max_header_bytes
+    uvicorn_config.beacon_header_timeout = settings.header_timeout  # type: ignore[attr-defined]  # Beacon's own
+    uvicorn_config.beacon_max_header_bytes = settings.max_header_bytes  # type: ignore[attr-defined]
     return uvicorn_config

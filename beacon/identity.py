@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import time
 import uuid
 
 from itsdangerous import BadSignature, Signer, TimestampSigner
 from itsdangerous.encoding import base64_decode
 
+from beacon import clock as clocks
 from beacon.scope import Scope
 
 
@@ -25,9 +25,13 @@ class _Signer(TimestampSigner):
     default_digest_method = staticmethod(hashlib.sha256)
     default_key_derivation = "hmac"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, clock: clocks.Clock = clocks.system, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._derived: dict[bytes, bytes] = {}
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock())
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
         key = self.secret_keys[-1] if secret_key is None else (
@@ -53,15 +57,17 @@ def _valid_id(value: str) -> bool:
 class Identity:
     """Verify and mint the cookie of one scope."""
 
-    def __init__(self, scope: Scope, secret_keys: tuple[str, ...], optout_max_age: int = 5 * 365 * 86400) -> None:
+    def __init__(self, scope: Scope, secret_keys: tuple[str, ...], optout_max_age: int = 5 * 365 * 86400,
+                 clock: clocks.Clock = clocks.system) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is needed to sign cookies")
         salt = f"beacon.visitor.{scope.id}"
         self.scope = scope
         self.cookie_name_b = scope.cookie_name.encode()
-        self._primary = _Signer(secret_keys[0], salt=salt)
+        self._clock = clock
+        self._primary = _Signer(secret_keys[0], salt=salt, clock=clock)
         # itsdangerous signs with the last key and verifies with all of them.
-        self._rotated = _Signer(list(reversed(secret_keys)), salt=salt) if len(secret_keys) > 1 else None
+        self._rotated = _Signer(list(reversed(secret_keys)), salt=salt, clock=clock) if len(secret_keys) > 1 else None
         self._max_age = scope.cookie_max_age
         self._refresh_age = scope.cookie_refresh_age
         attrs = [f"Max-Age={scope.cookie_max_age}", f"Path={scope.cookie_path}"]
@@ -88,7 +94,7 @@ class Identity:
                 # itsdangerous checks the HMAC over "<id>.<ts>"; the age is read here without
                 # the datetime objects TimestampSigner.unsign builds (a third of its cost).
                 vid, _, ts_b64 = Signer.unsign(self._primary, cookie_value).decode("ascii").rpartition(".")
-                age = time.time() - int.from_bytes(base64_decode(ts_b64), "big")
+                age = self._clock() - int.from_bytes(base64_decode(ts_b64), "big")
                 if _valid_id(vid) and -60 < age <= self._max_age:
                     if age < self._refresh_age:
                         return vid, None

@@ -1,14 +1,21 @@
-"""Prometheus metrics, created once at import; hot-path label children are bound up front."""
+"""Prometheus metrics, created once at import; hot-path label children are bound up front.
+
+Under `beacon serve --workers N` every worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode, chosen by that variable
+when prometheus_client is imported) and `/metrics` answers the sum over all workers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("beacon_requests_total", "HTTP requests by route and status", ["route", "status"])
 EVENTS_ACCEPTED = Counter("beacon_events_accepted_total", "Events answered for (durable in the buffer)", ["scope"])
 EVENTS_REJECTED = Counter("beacon_events_rejected_total", "Events refused or not recorded, by reason", ["reason"])
 FIELDS_DROPPED = Counter("beacon_fields_dropped_total", "Pixel parameters dropped as invalid")
-EVENTS_LOST = Counter("beacon_events_lost_total", "Pixel events answered with the GIF but not stored (buffer down)")
+EVENTS_LOST = Counter("beacon_events_lost_total", "Events not stored and answered 503 (neither Redis nor the spool took them)")
 BUFFER_WRITES = Counter("beacon_buffer_writes_total", "Group-commit writes to Redis")
 BUFFER_ERRORS = Counter("beacon_buffer_errors_total", "Group-commit writes to Redis that failed")
 BUFFER_BATCH = Histogram("beacon_buffer_batch_events", "Events per group-commit write",
@@ -20,8 +27,13 @@ SPOOL_REPLAYED = Counter("beacon_spool_replayed_events_total", "Spooled events m
 FLUSH_BATCHES = Counter("beacon_flush_batches_total", "Batches inserted into ClickHouse")
 FLUSH_ROWS = Counter("beacon_flush_rows_total", "Rows inserted into ClickHouse")
 FLUSH_ERRORS = Counter("beacon_flush_errors_total", "Failed ClickHouse inserts (retried)")
-STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)")
-STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked")
+FLUSH_REPAIRED = Counter("beacon_flush_repaired_rows_total",
+                         "Rows a repeated insert token dropped although ClickHouse did not hold them, inserted again")
+# Every worker sees the same stream: across workers, the most recent reading is the value.
+STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)",
+                       multiprocess_mode="mostrecent")
+STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked",
+                          multiprocess_mode="mostrecent")
 
 PIXEL_OK = REQUESTS.labels("pixel", "200")
 COLLECT_OK = REQUESTS.labels("collect", "204")
@@ -39,3 +51,12 @@ def accepted(scope: str, n: int = 1) -> None:
 
 def request(route: str, status: int) -> None:
     REQUESTS.labels(route, str(status)).inc()
+
+
+def exposition() -> bytes:
+    """The text of `/metrics`: this process's metrics, or all workers' in multiprocess mode."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # the variable prometheus_client itself reads
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

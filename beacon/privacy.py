@@ -7,17 +7,24 @@ id, never the id itself.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from beacon import customers, metrics
-from beacon.api import next_cursor, parse_page
+from beacon.audit import audit_id
+from beacon.errors import BadRequest, as_response
 from beacon.event import query_value
-from beacon.identity import cookie_value
-from beacon.routes import Request, send_json
-from beacon.types import Receive, Send
+from beacon.identity import Identity, cookie_value
+from beacon.params import next_cursor, parse_page
+from beacon.request import Request
+from beacon.routes import send_json
+from beacon.scope import Scope
+from beacon.store import Store
+from beacon.types import ASGIScope, Receive, Send
+
+if TYPE_CHECKING:  # app.py builds these routes from its Core: a real cycle
+    from beacon.app import Core
 
 audit = logging.getLogger("beacon.audit")
 
@@ -26,7 +33,7 @@ PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="robot
 <h1>{title}</h1><p>{text}</p><p><a href="{other}">{other_label}</a></p></body></html>"""
 
 
-def both_jars(sc: Any, cookie: bytes) -> list[bytes]:
+def both_jars(sc: Scope, cookie: bytes) -> list[bytes]:
     """A partner's Set-Cookie, unpartitioned and partitioned (CHIPS); the mall's as it is.
 
     Opened inside the partner's ad frame on the mall (the link in its tag), the
@@ -41,11 +48,7 @@ def both_jars(sc: Any, cookie: bytes) -> list[bytes]:
     return [plain, plain + b"; Partitioned"]
 
 
-def audit_id(secret: str, scope: str, visitor: str) -> str:
-    return hashlib.sha256(f"{secret}\0{scope}\0{visitor}".encode()).hexdigest()[:16]
-
-
-def forget_visitor(store: Any, secret: str, scope: str, visitor: str, via: str) -> int:
+def forget_visitor(store: Store, secret: str, scope: str, visitor: str, via: str) -> int:
     """Delete every row of `visitor` in `scope`; audited without the id in clear."""
     rows = store.forget(scope, visitor)
     audit.info("forget scope=%s visitor_hash=%s rows=%d via=%s", scope, audit_id(secret, scope, visitor), rows, via)
@@ -53,15 +56,15 @@ def forget_visitor(store: Any, secret: str, scope: str, visitor: str, via: str) 
 
 
 class VisitorRights:
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
 
-    def _visitor(self, sc: Any, req: Request) -> tuple[Any, str | None]:
+    def _visitor(self, sc: Scope, req: Request) -> tuple[Identity, str | None]:
         """The scope's identity and the id of this browser's valid cookie (None: none; never minted)."""
         ident = self.core.identity(sc)
         return ident, ident.verified(cookie_value(req.cookie, ident.cookie_name_b))
 
-    def _name(self, sc: Any) -> str:
+    def _name(self, sc: Scope) -> str:
         p = self.core.partner_by_id.get(sc.id)
         return html.escape(p.name if p else "this shop")
 
@@ -73,7 +76,7 @@ class VisitorRights:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def optout(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def optout(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optout", 200)
         await self._page(send, "You have opted out",
@@ -83,14 +86,14 @@ class VisitorRights:
                          [*both_jars(sc, ident.optout_cookie), *both_jars(sc, ident.clear_cookie)],
                          f"{sc.path_prefix}/optin", "Opt back in")
 
-    async def optin(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def optin(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optin", 200)
         await self._page(send, "You have opted back in",
                          f"{self._name(sc)} may set its cookie again on your next visit.",
                          both_jars(sc, ident.optin_cookie), f"{sc.path_prefix}/optout", "Opt out")
 
-    async def me(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def me(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         if asgi["method"] != "GET":
             return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
         ident, visitor = self._visitor(sc, req)
@@ -100,23 +103,24 @@ class VisitorRights:
         qs = asgi["query_string"]
         try:
             limit, before = parse_page(lambda key: query_value(qs, key))
-        except ValueError as exc:
-            return await send_json(send, 400, {"error": str(exc)})
+        except BadRequest as exc:
+            status, error, headers = as_response(exc)
+            return await send_json(send, status, error, list(headers))
         rows = await asyncio.to_thread(self.core.store.events, sc.id, limit, before, visitor)
         cursor = next_cursor(rows, limit)
-        body = {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor}
+        body: dict[str, object] = {"scope": sc.id, "visitor_id": visitor, "events": rows, "next": cursor}
         if not sc.is_partner:  # the account this browser was linked to by the mall (stored form: id or hash)
             body["accounts"] = await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
         await send_json(send, 200, body)
 
-    async def forget(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def forget(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         if asgi["method"] != "POST":
             return await send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
         ident, visitor = self._visitor(sc, req)
         if visitor is None:
             return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
                                    [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
-        secret = self.core.settings.secret_keys[0]
+        secret = self.core.settings.secret_keys[0].reveal()
         linked = [] if sc.is_partner else await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
         rows = 0
         for account in linked:  # every device of the account, and the link itself

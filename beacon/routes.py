@@ -6,27 +6,32 @@ that can be computed once (GIF, header lists, Set-Cookie affixes) is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from beacon import commerce, consent, metrics
-from beacon.buffer import BufferUnavailable
+from beacon.checked import CheckedEvent
+from beacon.enums import Reason
+from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
-    Invalid,
     check_event_name,
     check_props,
     check_url,
     clean_text,
     encode,
-    now,
     parse_pixel_query,
     query_value,
     uuid7,
 )
 from beacon.identity import cookie_value
 from beacon.partners import SyncRefused, sync_target
-from beacon.types import Receive, Send
+from beacon.request import Request
+from beacon.scope import Scope
+from beacon.types import ASGIScope, Receive, Send
+
+if TYPE_CHECKING:  # app.py builds the routes from its Core: a real cycle
+    from beacon.app import Core
 
 # nginx's empty_gif, byte for byte: 1x1, one transparent colour.
 GIF = (b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
@@ -41,44 +46,7 @@ GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADER
 GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
 JSON_TYPES = (b"", b"text/plain", b"application/json")
-# One validated client event: name, url, referrer, props, commerce fields (None unless a commerce event).
-Checked = tuple[str, str, str, dict[str, str], dict[str, Any] | None]
-
-
-class Request:
-    """The few headers the beacon routes read, found in one pass."""
-
-    __slots__ = ("host", "cookie", "referer", "user_agent", "forwarded_for", "origin", "content_type",
-                 "content_length", "gpc", "dnt", "signals")
-
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""
-        self.forwarded_for: bytes | None = None
-        self.content_length = -1
-        self.gpc = self.dnt = False
-        for key, value in headers:
-            if key == b"cookie":
-                self.cookie = value if not self.cookie else self.cookie + b"; " + value
-            elif key == b"host":
-                self.host = value
-            elif key == b"user-agent":
-                self.user_agent = value
-            elif key == b"referer":
-                self.referer = value
-            elif key == b"x-forwarded-for":
-                self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b"," + value
-            elif key == b"origin":
-                self.origin = value
-            elif key == b"content-type":
-                self.content_type = value.split(b";", 1)[0].strip().lower()
-            elif key == b"content-length":
-                self.content_length = int(value) if value.isdigit() else -1
-            elif key == b"sec-gpc":
-                self.gpc = value.strip() == b"1"
-            elif key == b"dnt":
-                self.dnt = value.strip() == b"1"
-        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
-        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
+Checked = CheckedEvent
 
 
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -92,11 +60,11 @@ async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes,
 class BeaconRoutes:
     """Pixel and sendBeacon endpoints for whatever scope the request resolved to."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         self.s = core.settings
 
-    def _server_fields(self, asgi: dict[str, Any], req: Request, mode: str) -> tuple[str, str, bool, bytes]:
+    def _server_fields(self, asgi: ASGIScope, req: Request, mode: str) -> tuple[str, str, bool, bytes]:
         """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
         is used for the country here and goes no further."""
         core = self.core
@@ -108,7 +76,7 @@ class BeaconRoutes:
         derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
         return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
-    async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def pixel(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         method = asgi["method"]
         if method != "GET":
             if method == "HEAD":
@@ -123,15 +91,19 @@ class BeaconRoutes:
         mode = core.consent.decide(sc, req) if req.signals else consent.COOKIE
         set_cookie = None
         if mode == consent.DROP:
-            metrics.EVENTS_REJECTED.labels("consent").inc()
+            metrics.EVENTS_REJECTED.labels(Reason.CONSENT).inc()
         else:
             lines, set_cookie = await self._encode(asgi, req, sc, mode, self._pixel_fields(asgi, req), "pixel")
             if lines:
                 try:
                     await core.buffer.append(lines)
                     metrics.accepted(sc.id)
-                except BufferUnavailable:
-                    metrics.EVENTS_LOST.inc()
+                except NotDurable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
+                    metrics.request("pixel", 503)
+                    headers = GIF_HEADERS if set_cookie is None else [*GIF_HEADERS, (b"set-cookie", set_cookie)]
+                    await send({"type": "http.response.start", "status": 503, "headers": headers})
+                    await send(GIF_BODY)
+                    return
         if set_cookie is None:
             await send(GIF_START)
         else:
@@ -140,12 +112,12 @@ class BeaconRoutes:
         await send(GIF_BODY)
         metrics.PIXEL_OK.inc()
 
-    def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[Checked]:
+    def _pixel_fields(self, asgi: ASGIScope, req: Request) -> list[Checked]:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
         core = self.core
         qs = asgi["query_string"]
         if len(qs) > self.s.max_query_bytes or "beacon.truncated" in asgi:  # see beacon/http.py
-            metrics.EVENTS_REJECTED.labels("query_too_long").inc()
+            metrics.EVENTS_REJECTED.labels(Reason.QUERY_TOO_LONG).inc()
             return []
         fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
         if dropped:
@@ -157,7 +129,7 @@ class BeaconRoutes:
                 try:
                     shop = commerce.check(name, commerce.from_pixel(fields.get("c", {})))
                 except Invalid:
-                    metrics.EVENTS_REJECTED.labels("invalid_commerce").inc()
+                    metrics.EVENTS_REJECTED.labels(Reason.INVALID_COMMERCE).inc()
                     return []
             props = check_props(fields.get("p"), core.limits)
             return [(name,
@@ -165,10 +137,10 @@ class BeaconRoutes:
                      check_url(fields.get("r"), core.limits, "r"),
                      props if shop is None else commerce.without_fields(props), shop)]
         except Invalid:
-            metrics.EVENTS_REJECTED.labels("invalid").inc()
+            metrics.EVENTS_REJECTED.labels(Reason.INVALID).inc()
             return []
 
-    async def _encode(self, asgi: dict[str, Any], req: Request, sc: Any, mode: str,
+    async def _encode(self, asgi: ASGIScope, req: Request, sc: Scope, mode: str,
                       checked: list[Checked], transport: str,
                       ) -> tuple[list[bytes], bytes | None]:
         """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
@@ -180,7 +152,7 @@ class BeaconRoutes:
             return [], ident.visitor(cookie_value(req.cookie, ident.cookie_name_b))[1]
         ip, ua, is_bot, client = self._server_fields(asgi, req, mode)
         if is_bot and self.s.drop_bots:
-            metrics.EVENTS_REJECTED.labels("bot").inc(len(checked))
+            metrics.EVENTS_REJECTED.labels(Reason.BOT).inc(len(checked))
             return [], None
         set_cookie = None
         if mode == consent.COOKIE:
@@ -190,7 +162,7 @@ class BeaconRoutes:
             visitor = await core.consent.cookieless_id(sc, ip, ua)
         else:  # anonymous: counted, nothing that points at a person
             visitor, ip, ua = "", "", ""
-        t = now()
+        t = core.clock()
         bot = 1 if is_bot else 0
         enrich = core.enrich
         return [commerce.splice(encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode,
@@ -198,7 +170,7 @@ class BeaconRoutes:
                                        transport=transport, is_bot=bot, derived=client + enrich.event(url, ref)), shop)
                 for name, url, ref, props, shop in checked], set_cookie
 
-    async def collect(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def collect(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         cors = self._cors(sc, req)
         method = asgi["method"]
         if method == "OPTIONS":
@@ -227,11 +199,10 @@ class BeaconRoutes:
         try:
             checked = self._check_events(req, body)
         except Invalid as exc:
-            status = 413 if str(exc).startswith("too many events") else 400
-            return await self._refuse(send, status, str(exc), cors)
+            return await self._refuse(send, exc.status, exc.reason, cors)
         mode = self.core.consent.decide(sc, req) if req.signals else consent.COOKIE
         if mode == consent.DROP:  # validated, then neither identified nor stored
-            metrics.EVENTS_REJECTED.labels("consent").inc(len(checked))
+            metrics.EVENTS_REJECTED.labels(Reason.CONSENT).inc(len(checked))
             await send({"type": "http.response.start", "status": 204, "headers": list(cors or ())})
             await send(NO_CONTENT)
             return
@@ -242,7 +213,7 @@ class BeaconRoutes:
             return
         try:
             await self.core.buffer.append(lines)
-        except BufferUnavailable as exc:
+        except NotDurable as exc:
             return await self._refuse(send, 503, f"events not stored: {exc}", cors)
         metrics.accepted(sc.id, len(lines))
         headers = list(cors or ())
@@ -262,7 +233,7 @@ class BeaconRoutes:
         if not events:
             raise Invalid("no events in body")
         if len(events) > self.s.max_batch_events:
-            raise Invalid(f"too many events: {len(events)} > {self.s.max_batch_events}")
+            raise TooManyEvents(f"too many events: {len(events)} > {self.s.max_batch_events}")
         checked = []
         for i, ev in enumerate(events):
             if not isinstance(ev, dict):
@@ -276,10 +247,10 @@ class BeaconRoutes:
                                 check_url(ev.get("r"), core.limits, "r"),
                                 props if shop is None else commerce.without_fields(props), shop))
             except Invalid as exc:
-                raise Invalid(f"event {i}: {exc}") from None
+                raise Invalid(f"event {i}: {exc.reason}") from None
         return checked
 
-    async def sync(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
+    async def sync(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         """Partner cookie sync: 302 to an allowlisted URL with the partner's own id for {uid}."""
         if not sc.is_partner:
             return await send_json(send, 404, {"error": "sync exists only on partner scopes"})
@@ -307,7 +278,7 @@ class BeaconRoutes:
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send(NO_CONTENT)
 
-    def _cors(self, sc: Any, req: Request) -> list[tuple[bytes, bytes]] | None:
+    def _cors(self, sc: Scope, req: Request) -> list[tuple[bytes, bytes]] | None:
         if not req.origin:
             return []
         if req.origin.decode("latin-1") not in sc.origins:
@@ -325,5 +296,5 @@ class BeaconRoutes:
 
     async def _refuse(self, send: Send, status: int, reason: str, extra: Any = None) -> None:
         metrics.request("collect", status)
-        metrics.EVENTS_REJECTED.labels(f"http_{status}").inc()
+        metrics.EVENTS_REJECTED.labels(Reason.for_status(status)).inc()
         await send_json(send, status, {"error": reason}, list(extra or ()))

@@ -8,7 +8,8 @@ field can change it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+
+from beacon.config import Settings
 
 MALL = "mall"
 PARTNER_PREFIX = "/partners/"
@@ -30,7 +31,7 @@ class Scope:
     path_prefix: str = ""  # "/partners/<id>" when served under the fallback prefix
 
 
-def mall_scope(s: Any) -> Scope:
+def mall_scope(s: Settings) -> Scope:
     return Scope(
         id=MALL,
         cookie_name=s.cookie_name,

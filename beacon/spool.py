@@ -8,6 +8,12 @@ answers again, with the same commit script as the live path: a record whose
 original write landed unseen or a replay died before removing its file. Each process
 writes its own file and holds an flock on it; files of dead processes are replayed by
 whoever finds them unlocked.
+
+The replay of our own records never holds the append lock across Redis round trips:
+the open file is sealed (appends go on into a fresh one, and `degraded` keeps every
+batch in the spool meanwhile), replayed, and removed; the spool leaves `degraded` only
+when, under the lock, no record of ours is left. So an append waits for a file switch,
+never for a replay.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import logging
 import os
 import struct
 import threading
-import time
 import uuid
 import zlib
 from pathlib import Path
@@ -57,18 +62,24 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
-        self.lock = threading.Lock()  # appends and the replay of our own file exclude each other
-        # True from the first spooled batch until the replayer drained our file: meanwhile
+        self.lock = threading.Lock()  # guards the open file, the sealed list and `degraded`
+        self._replaying = threading.Lock()  # one replay at a time
+        # True from the first spooled batch until the replayer drained our files: meanwhile
         # every batch goes to the spool, so (proc, seq) reach Redis in order.
         self.degraded = False
         self._fd: int | None = None
         self._path: Path | None = None
-        self._last_full_log = 0.0
+        self._sealed: list[tuple[Path, int]] = []  # our files waiting for replay, oldest first (fd keeps the flock)
+        self._name = uuid.uuid4().hex
+        self._files = 0
 
     def _open(self) -> int:
         if self._fd is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._path = self.dir / f"spool-{uuid.uuid4().hex}.log"
+            # One name prefix per Spool and a counter: a process's files sort in the order they
+            # were written, which is the order their (proc, seq) must reach Redis in.
+            self._files += 1
+            self._path = self.dir / f"spool-{self._name}-{self._files:08d}.log"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return self._fd
@@ -83,11 +94,8 @@ class Spool:
         record = HEADER.pack(MAGIC, len(payload), n, crc, proc_b, seq) + payload
         with self.lock:
             if self.size() + len(record) > self.max_bytes:
-                metrics.SPOOL_FULL.inc()
-                if time.monotonic() - self._last_full_log > 10:
-                    self._last_full_log = time.monotonic()
-                    log.error("spool %s is full (%d bytes max): events are being lost", self.dir, self.max_bytes)
-                raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
+                metrics.SPOOL_FULL.inc()  # logged once per outage by the buffer
+                raise SpoolFull(f"spool {self.dir} full ({self.max_bytes} bytes)")
             fd = self._open()
             os.write(fd, record)
             os.fsync(fd)
@@ -104,32 +112,41 @@ class Spool:
         commit = r.register_script(COMMIT_LUA)
         keys = [stream, marker_key(stream)]
         moved = 0
-        paths = sorted(self.dir.glob("spool-*.log")) if self.dir.exists() else []
-        for path in paths:
-            if path == self._path:
-                continue
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # a live process owns it and replays it itself
-            try:
-                moved += self._replay_file(commit, keys, path)
+        with self._replaying:
+            r.ping()  # Redis down: raise before sealing, so an outage does not pile up files
+            ours = {p for p, _ in self._sealed} | {self._path}
+            paths = sorted(self.dir.glob("spool-*.log")) if self.dir.exists() else []
+            for path in paths:
+                if path in ours:
+                    continue
+                try:
+                    fd = os.open(path, os.O_RDWR)
+                except FileNotFoundError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue  # a live process owns it and replays it itself
+                try:
+                    moved += self._replay_file(commit, keys, path)
+                    path.unlink()
+                finally:
+                    os.close(fd)
+            while True:
+                with self.lock:
+                    if self._path is not None:  # seal it: appends go on into a fresh file
+                        self._sealed.append((self._path, self._fd))  # type: ignore[arg-type]
+                        self._path = self._fd = None
+                    if not self._sealed:  # nothing of ours left: batches may go to Redis again
+                        self.degraded = False
+                        return moved
+                    path, fd = self._sealed[0]
+                moved += self._replay_file(commit, keys, path)  # raises (file kept) if Redis fails
                 path.unlink()
-            finally:
                 os.close(fd)
-        with self.lock:  # no append meanwhile; afterwards batches go to Redis again
-            if self._path is not None:
-                moved += self._replay_file(commit, keys, self._path)
-                os.close(self._fd)  # type: ignore[arg-type]
-                self._path.unlink()
-                self._fd = self._path = None
-            self.degraded = False
-        return moved
+                with self.lock:
+                    self._sealed.pop(0)
 
     @staticmethod
     def _replay_file(commit: Any, keys: list[str], path: Path) -> int:
@@ -144,6 +161,9 @@ class Spool:
 
     def close(self) -> None:
         with self.lock:
+            for _, fd in self._sealed:
+                os.close(fd)
+            self._sealed = []
             if self._fd is not None:
                 os.close(self._fd)
-                self._fd = None  # the file stays for the next start (or another process) to replay
+                self._fd = self._path = None  # the files stay for the next start (or another process) to replay

@@ -39,9 +39,47 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Every insert's settings. insert_distributed_sync (alias distributed_foreground_insert) makes
+# an insert into a Distributed table return only once every shard holds its rows, each
+# shard's part carrying the token (docs/cluster.md); a MergeTree target ignores it.
+INSERT_SETTINGS: dict[str, Any] = {
+    "insert_deduplicate": 1,
+    "insert_distributed_sync": 1,
+    "input_format_skip_unknown_fields": 0,
+    "input_format_parallel_parsing": 0,
+    "max_insert_block_size": 100_000_000,
+    "min_insert_block_size_rows": 0,
+    "min_insert_block_size_bytes": 0,
+}
+
+
+def ttl_sql(retention_days: int) -> str:
+    return f"toDateTime(received_at) + INTERVAL {int(retention_days)} DAY"
+
+
+def create_table_sql(full_table: str, engine: str, retention_days: int, settings: str = "", on_cluster: str = "") -> str:
+    """The events table's DDL; single-node migrate and `beacon migrate --cluster` both use it."""
+    cols = ",\n  ".join(f"`{name}` {type_}" for name, type_ in COLUMNS)
+    return (f"CREATE TABLE IF NOT EXISTS {full_table}{on_cluster} (\n  {cols}\n)\n"
+            f"ENGINE = {engine}\n"
+            "PARTITION BY toYYYYMM(received_at)\n"
+            "ORDER BY (scope, received_at, event_id)\n"
+            f"TTL {ttl_sql(retention_days)}" + (f"\nSETTINGS {settings}" if settings else ""))
+
+
+def alter_table_sql(full_table: str, retention_days: int, on_cluster: str = "", ttl: bool = True) -> list[str]:
+    """Columns added since the table was made, and the current retention."""
+    out = [f"ALTER TABLE {full_table}{on_cluster} ADD COLUMN IF NOT EXISTS `{name}` {type_}" for name, type_ in COLUMNS]
+    if ttl:
+        out.append(f"ALTER TABLE {full_table}{on_cluster} MODIFY TTL {ttl_sql(retention_days)}")
+    return out
+
+
 class Store:
-    def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int) -> None:
+    def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int,
+                 cluster: str = "") -> None:
         self.dsn = dsn
+        self.cluster = cluster  # set: `table` is a Distributed table over `<table>_local` on every shard
         self.database = database
         self.table = table
         self.full_table = f"{database}.{table}"
@@ -84,22 +122,13 @@ class Store:
 
     def migrate(self) -> None:
         """Create or bring up to date the database and the events table; safe to repeat."""
-        cols = ",\n  ".join(f"`{name}` {type_}" for name, type_ in COLUMNS)
-        ttl = f"toDateTime(received_at) + INTERVAL {int(self.retention_days)} DAY"
+        window = int(self.dedup_window)
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self.command(
-            f"CREATE TABLE IF NOT EXISTS {self.full_table} (\n  {cols}\n)\n"
-            "ENGINE = MergeTree\n"
-            "PARTITION BY toYYYYMM(received_at)\n"
-            "ORDER BY (scope, received_at, event_id)\n"
-            f"TTL {ttl}\n"
-            f"SETTINGS non_replicated_deduplication_window = {int(self.dedup_window)}"
-        )
-        for name, type_ in COLUMNS:
-            self.command(f"ALTER TABLE {self.full_table} ADD COLUMN IF NOT EXISTS `{name}` {type_}")
-        self.command(f"ALTER TABLE {self.full_table} MODIFY TTL {ttl}")
-        self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING "
-                     f"non_replicated_deduplication_window = {int(self.dedup_window)}")
+        self.command(create_table_sql(self.full_table, "MergeTree", self.retention_days,
+                                      f"non_replicated_deduplication_window = {window}"))
+        for sql in alter_table_sql(self.full_table, self.retention_days):
+            self.command(sql)
+        self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
         from beacon import customers  # the account links of signed-in customers: a table of their own
         self.command(customers.ddl(self))
 
@@ -112,15 +141,8 @@ class Store:
         anything is written (no partial insert that a split retry would duplicate).
         """
         with self._lock:
-            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow", settings={
-                "insert_deduplication_token": token,
-                "insert_deduplicate": 1,
-                "input_format_skip_unknown_fields": 0,
-                "input_format_parallel_parsing": 0,
-                "max_insert_block_size": 100_000_000,
-                "min_insert_block_size_rows": 0,
-                "min_insert_block_size_bytes": 0,
-            })
+            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow",
+                                   settings={**INSERT_SETTINGS, "insert_deduplication_token": token})
 
     # -- reports --------------------------------------------------------------
 
@@ -197,5 +219,6 @@ class Store:
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
-            self.command(f"DELETE FROM {self.full_table} WHERE {where}", params)
+            target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
+            self.command(f"DELETE FROM {target} WHERE {where}", params)
         return int(rows)

@@ -10,6 +10,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from beacon import clock as clocks
 from beacon import config
 from beacon.app import create_app
 from beacon.flusher import Flusher
@@ -61,8 +62,8 @@ def make_settings(redis_server: EmbeddedRedis, tmp_path: Any) -> Any:
 def make_client(make_settings: Any, store: Store, r: redis.Redis) -> Iterator[Any]:
     clients: list[TestClient] = []
 
-    def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides), store), base_url="https://shop.test",
+    def make(clock: Any = clocks.system, **overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides), store, clock), base_url="https://shop.test",
                             client=(PEER, 50000))
         client.__enter__()
         clients.append(client)

@@ -121,3 +121,20 @@ def _listening(data: Path) -> bool:
         return False
     finally:
         s.close()
+
+
+def test_the_printed_dashboard_url_shows_a_newcomers_visit(beacon_up):
+    base, data, _ = beacon_up
+    out = (data / "beacon.log").read_text()
+    assert f"{base}/dashboard" in out
+    key = (data / "mall_api_key").read_text().strip()
+    with httpx.Client(base_url=base, headers={"user-agent": BROWSER}) as c:
+        assert c.get("/p.gif", params={"u": "https://shop.test/newcomer-page"}).status_code == 200
+        assert c.post("/dashboard/login", data={"key": key}, headers={"origin": base}).status_code == 303
+        deadline = time.monotonic() + 10
+        while True:
+            pages = c.get("/dashboard/api/panel/pages", params={"period": "day", "f": "event:page=/newcomer-page"}).json()
+            if any(row[0] == "/newcomer-page" for row in pages["rows"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert [row for row in pages["rows"] if row[0] == "/newcomer-page"] == [["/newcomer-page", 1, 1]]

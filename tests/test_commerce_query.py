@@ -88,6 +88,16 @@ def test_revenue_is_exact_per_currency_and_each_order_counts_once(day):
                               {"EUR": "29.98", "JPY": "1500", "USD": "10.00"}, 2]
 
 
+def test_commerce_metrics_alone_and_first_need_no_order_by(day):
+    # the first metric sorts by default; revenue (per currency) and rates are skipped for that
+    assert ask(day, metrics=["conversions", "total_revenue"])[0]["metrics"] == [
+        4, {"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
+    assert ask(day, metrics=["total_revenue"])[0]["metrics"] == [{"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
+    assert ask(day, metrics=["conversion_rate", "customers"])[0]["metrics"] == [66.67, 2]
+    rows = ask(day, metrics=["conversions"], dimensions=["event:goal"], order_by=[["conversions", "desc"]])
+    assert [r["metrics"][0] for r in rows] == sorted((r["metrics"][0] for r in rows), reverse=True)
+
+
 def test_goals_as_a_dimension(day):
     rows = ask(day, metrics=["visitors", "conversions", "conversion_rate"], dimensions=["event:goal"],
                order_by=[["event:goal", "asc"]])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -52,18 +53,18 @@ class Cluster:
         return env
 
     def start_web(self) -> None:
-        log = open(self.logs / "web.log", "ab")
-        self.web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(self.port),
-                                     "--data-dir", str(self.tmp / "web"), "--redis-timeout", "0.3"],
-                                    env=self.env(), stdout=log, stderr=log)
+        with open(self.logs / "web.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(self.port),
+                                         "--data-dir", str(self.tmp / "web"), "--redis-timeout", "0.3"],
+                                        env=self.env(), stdout=log, stderr=log)
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200)
 
     def start_flusher(self, consumer: str, failpoint: str = "") -> None:
-        log = open(self.logs / f"flusher-{consumer}.log", "ab")
         env = self.env(BEACON_FAILPOINT=failpoint) if failpoint else self.env()
-        self.flusher = subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer,
-                                         "--claim-idle", "1", "--batch-rows", "300", "--batch-age", "0.3"],
-                                        env=env, stdout=log, stderr=log)
+        with open(self.logs / f"flusher-{consumer}.log", "ab") as log:  # the child keeps its own copy
+            self.flusher = subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer,
+                                             "--claim-idle", "1", "--batch-rows", "300", "--batch-age", "0.3"],
+                                            env=env, stdout=log, stderr=log)
 
     def table_dir(self) -> Path:
         meta = (self.ch / "metadata" / "beacon" / "events.sql").read_text()
@@ -187,15 +188,17 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
             report.append("redis stopped for 2 s")
             time.sleep(1 + soak / 3)
 
-            # 5: ClickHouse refuses inserts: the table directory becomes immutable.
+            # 5: ClickHouse refuses inserts: the table directory becomes immutable, then flaps, so
+            # some inserts fail after their dedup token was recorded (see beacon/flusher.py).
             table = cl.table_dir()
             subprocess.run(["chattr", "+i", str(table)], check=True)
             try:
-                time.sleep(3)
+                time.sleep(2)
                 backlog = r.xlen(STREAM)
+                flap(table, 2.0)
             finally:
                 subprocess.run(["chattr", "-i", str(table)], check=True)
-            report.append(f"clickhouse refused inserts for 3 s; backlog {backlog} entries")
+            report.append(f"clickhouse refused inserts for 2 s, then flapped for 2 s; backlog {backlog} entries")
             assert backlog > 0
 
             # 6: a row ClickHouse rejects, in the middle of good ones.
@@ -224,7 +227,9 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
         stored = got["n"]
         extra = sorted(set(stored) - answered)
         doubled = sorted({x for x in stored if stored.count(x) > 1}) if len(stored) != len(set(stored)) else []
-        report.append(f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}")
+        missing = sorted(answered - set(stored))
+        report.append(f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}; "
+                      f"answered but not stored: {len(missing)} {missing[:10]}")
         print("\n".join(report))
         assert n > 500
         assert got["count"] == n
@@ -232,6 +237,58 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
         assert set(got["n"]) == answered
         dead = r.xrange(dead_letter_key(STREAM))
         assert [f[b"d"] for _, f in dead] == [POISON]
-        assert not any(kind == "pixel" and status >= 500 for kind, status in traffic.statuses)
+        # 503 is the answer for an event not made durable (counted as not answered above).
+        assert {status for _, status in traffic.statuses} <= {200, 204, 503}
+    finally:
+        cl.stop()
+
+
+def flap(path: Path, seconds: float) -> None:
+    """Make `path` immutable and writable again at random short intervals."""
+    rng = random.Random(9)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+        time.sleep(rng.random() * 0.05)
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        time.sleep(rng.random() * 0.05)
+
+
+def numbers_in_stream(r: redis.Redis) -> list[int]:
+    """The `n` property of every event line in the stream."""
+    out = []
+    for _, fields in r.xrange(STREAM):
+        for line in fields[b"d"].split(b"\n"):
+            out.append(int(json.loads(line)["props"]["n"]))
+    return out
+
+
+@pytest.mark.parametrize("redis_up", [True, False], ids=["redis-up", "redis-down"])
+def test_sigterm_under_load_loses_nothing_answered(tmp_path, redis_up):
+    """SIGTERM while requests flow: every event answered 2xx is in the stream exactly once,
+    whether it went to Redis or (Redis down) to the spool that the next start replays."""
+    cl = Cluster(tmp_path)
+    cl.redis.start()
+    r = redis.Redis.from_url(cl.redis.url)
+    try:
+        cl.start_web()
+        if not redis_up:
+            cl.redis.stop()
+        with Traffic(cl.port, threads=8) as traffic:
+            wait_for(lambda: len(traffic.answered) >= 300, timeout=120)  # load is a count, not a time
+            cl.web.send_signal(signal.SIGTERM)
+            assert cl.web.wait(30) == 0
+            time.sleep(0.2)  # requests meanwhile find no server: not answered, not counted
+        if not redis_up:
+            cl.redis.start()
+            cl.start_web()  # its replayer moves the previous process's spool into Redis
+            wait_for(lambda: not list((tmp_path / "web" / "spool").glob("spool-*.log")), timeout=30)
+            cl.web.send_signal(signal.SIGTERM)
+            assert cl.web.wait(30) == 0
+        stored = numbers_in_stream(r)
+        answered = traffic.answered
+        print(f"answered {len(answered)}, in the stream {len(stored)}, statuses {traffic.statuses}")
+        assert len(answered) >= 300
+        assert sorted(stored) == sorted(answered)  # each answered event once, nothing else
     finally:
         cl.stop()

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import re
+import subprocess
 import threading
 import time
+from pathlib import Path
 
+import pytest
+
+from beacon import metrics
+from beacon.event import encode, uuid7
 from beacon.flusher import GROUP, Flusher, dead_letter_key, manifests_key
 
 STREAM = "beacon:events"
@@ -104,3 +112,66 @@ def test_dead_letter_list_replay_and_drop(r, redis_server, capsys):
     assert r.xlen(dead) == 2 and [f[b"d"] for _, f in r.xrange(STREAM)] == [b'{"bad":0}']
     assert main(["dead-letter", "drop", "--redis-url", redis_server.url]) == 0
     assert r.xlen(dead) == 0
+
+
+def test_a_batch_whose_token_clickhouse_knows_but_whose_rows_it_lacks_still_lands_once(client, r, store, flush):
+    """MergeTree writes a block's token to its deduplication log before it renames the part
+    into place; an insert that fails in between leaves a token that drops every retry. A
+    lightweight DELETE after an insert puts the real engine in that same state on purpose."""
+    send(client, 20)
+    dying = Flusher(r, store, STREAM, "dies", batch_rows=1000, batch_age=0.05, claim_idle=0)
+    batch = dying.gather(block=False)
+    batch.token = "t-" + "-".join(batch.ids)[:20]
+    r.hset(manifests_key(STREAM), batch.token, f"dies|{','.join(batch.ids)}")
+    store.insert_lines(batch.body(), batch.token)
+    store.command(f"DELETE FROM {store.full_table} WHERE 1")
+    store.insert_lines(batch.body(), batch.token)
+    assert count(store) == (0, 0)  # the engine drops a retry under a token it knows
+    assert flush() == 20  # recovery re-inserts, finds the rows absent, inserts them under a derived token
+    assert count(store) == (20, 20)
+    assert r.xlen(STREAM) == 0 and r.hlen(manifests_key(STREAM)) == 0
+
+
+def table_dir(store) -> Path:
+    root = Path(store.dsn.removeprefix("chdb://"))
+    meta = (root / "metadata" / store.database / f"{store.table}.sql").read_text()
+    uuid = re.search(r"UUID '([0-9a-f-]{36})'", meta).group(1)
+    return root / "store" / uuid[:3] / uuid
+
+
+def test_inserts_failing_at_random_points_still_land_every_row_once(r, store):
+    """The real race: the table directory turns immutable and back at random moments while
+    batches are inserted, so some inserts fail after their token was recorded."""
+    if subprocess.run(["chattr", "--help"], capture_output=True).returncode not in (0, 1):
+        pytest.fail("chattr is needed to make ClickHouse refuse inserts")
+    for entry in range(40):  # written straight to the stream: 400 requests would cost more than the test
+        lines = [encode(event_id=uuid7(time.time()), received_at=time.time(), scope="mall", visitor_id="v", mode="cookie",
+                        event="pageview", url="", referrer="", props={"n": str(entry * 10 + i)}, ip="",
+                        user_agent="", transport="pixel") for i in range(10)]
+        r.xadd(STREAM, {"d": b"\n".join(lines), "n": 10})
+    table = table_dir(store)
+    stop = threading.Event()
+
+    def toggle() -> None:  # for a few seconds at most: the rest of the backlog drains in peace
+        rng = random.Random(9)
+        deadline = time.monotonic() + 4
+        while not stop.is_set() and time.monotonic() < deadline:
+            subprocess.run(["chattr", "+i", str(table)], check=True)
+            time.sleep(rng.random() * 0.03)
+            subprocess.run(["chattr", "-i", str(table)], check=True)
+            time.sleep(rng.random() * 0.03)
+
+    errors = metrics.FLUSH_ERRORS._value.get()
+    flusher = Flusher(r, store, STREAM, "f", batch_rows=10, batch_age=0.05, claim_idle=0, read_count=10,
+                      max_backoff=0.05)
+    thread = threading.Thread(target=toggle)
+    thread.start()
+    try:
+        flusher.drain()
+    finally:
+        stop.set()
+        thread.join()
+        subprocess.run(["chattr", "-i", str(table)], check=True)
+    assert metrics.FLUSH_ERRORS._value.get() > errors  # the race was run, not skipped
+    assert count(store) == (400, 400)
+    assert r.xlen(STREAM) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from decimal import Decimal
 
 from beacon.store import COLUMNS, Store
 
@@ -38,12 +37,14 @@ OLD_ROWS = (b'{"event_id":"01936a1e-0000-7000-8000-000000000001","received_at":"
             b'{"event_id":"01936a1e-0000-7000-8000-000000000002","received_at":"1764000001.000","scope":"mall",'
             b'"visitor_id":"v2","mode":"cookie","event":"add_to_cart","url":"https://shop.test/cart","referrer":"",'
             b'"props":{"sku":"X-1"},"ip":"8.8.8.0","user_agent":"","is_bot":0,"transport":"beacon"}\n')
-NEW = [name for name, _ in COLUMNS[13:]]
+NEW = [name for name, _ in COLUMNS[13:35]]  # enrichment (issue 11): strings, '' on old rows
+COMMERCE = [name for name, _ in COLUMNS[35:]]  # issue 12: '' / 0 / [] on old rows
 
 
-def test_the_previous_release_ends_with_transport_and_enrichment_adds_22_columns():
-    assert [name for name, _ in COLUMNS[:13]][-1] == "transport" and len(NEW) == 22 + 5  # enrichment, commerce
-    assert NEW[22:] == ["order_id", "revenue", "currency", "coupon", "items"]
+def test_the_previous_release_ends_with_transport_then_enrichment_then_commerce():
+    assert [name for name, _ in COLUMNS[:13]][-1] == "transport" and len(NEW) == 22
+    assert NEW[0] == "utm_source" and NEW[-1] == "city"
+    assert COMMERCE == ["order_id", "revenue", "currency", "coupon", "items"]
 
 
 def test_migrate_adds_the_new_columns_and_old_rows_read_empty(store):
@@ -59,9 +60,9 @@ def test_migrate_adds_the_new_columns_and_old_rows_read_empty(store):
                          "ORDER BY position")
         assert got == [(n, t) for n, t in COLUMNS]
         old = prev.query(f"SELECT visitor_id, event, props, {', '.join(NEW)} FROM beacon_prev.events ORDER BY visitor_id")
-        no_shop = ("", Decimal(0), "", "", [])  # the commerce columns: order_id, revenue, currency, coupon, items
-        assert old == [("v1", "pageview", {}, *[""] * 22, *no_shop), ("v2", "add_to_cart", {"sku": "X-1"}, *[""] * 22,
-                                                                       *no_shop)]
+        assert old == [("v1", "pageview", {}, *[""] * 22), ("v2", "add_to_cart", {"sku": "X-1"}, *[""] * 22)]
+        shop = prev.query("SELECT order_id, toString(revenue), currency, coupon, length(items) FROM beacon_prev.events")
+        assert shop == [("", "0", "", "", 0)] * 2
         # a row of the new release lands beside them with its derived columns
         prev.insert_lines(OLD_ROWS.split(b"\n")[0][:-1].replace(b"-000000000001", b"-000000000003")
                           .replace(b'"v1"', b'"v3"') + b',"utm_source":"x","channel":"Unassigned","country":"GB"}\n', "new")

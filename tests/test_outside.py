@@ -133,7 +133,7 @@ def test_up_prints_the_port_it_bound_and_a_mall_host_when_hosts_are_set(tmp_path
         assert "BEACON_MALL_HOSTS is set" in text
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        proc.communicate(timeout=30)  # reads and closes the pipe (unclosed, it is a ResourceWarning)
 
 
 # -- /partners/<id>/ on a single host: the partner's tag must reach the partner's scope -----

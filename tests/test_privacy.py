@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from beacon.clock import ManualClock
+
 from .conftest import API_KEY
 from .test_partners import A_ID, MALL, MALL_ID, REGISTRY, A, set_cookies  # noqa: F401
 
@@ -32,7 +34,9 @@ def test_ip_is_stored_truncated_and_no_pii_column_exists(client, flush, rows, st
     assert not cols & {"email", "name", "phone", "cookie", "raw_ip", "address"}
 
 
-def test_mall_under_gpc_is_cookieless_and_ids_change_with_the_day(client, flush, rows, r):
+def test_mall_under_gpc_is_cookieless_and_ids_change_with_the_day(make_client, flush, rows, r):
+    clock = ManualClock()
+    client = make_client(clock=clock)
     h = {"sec-gpc": "1", "user-agent": CHROME}
     first = client.get("/p.gif?e=a", headers=h)
     second = client.get("/p.gif?e=b", headers=h)
@@ -44,8 +48,7 @@ def test_mall_under_gpc_is_cookieless_and_ids_change_with_the_day(client, flush,
     assert len(a["visitor_id"]) == 36
     [salt_key] = r.keys("beacon:salt:*")
     assert 0 < r.ttl(salt_key) <= 86400  # the salt is discarded with its day
-    r.delete(salt_key)
-    client.app.core.consent._salt_day = ""  # as on the next day: a fresh salt
+    clock.advance(86400)  # the next day: a fresh salt
     client.get("/p.gif?e=c", headers=h)
     flush()
     assert rows()[2]["visitor_id"] != a["visitor_id"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from beacon.buffer import COMMIT_LUA, marker_key
 from beacon.spool import Spool, SpoolFull, read_records
@@ -64,3 +65,35 @@ def test_the_spool_is_bounded(tmp_path):
     spool.append(b"x" * 50, 1, P, 1)
     with pytest.raises(SpoolFull):
         spool.append(b"x" * 50, 1, P, 2)
+
+
+def test_an_outage_does_not_pile_up_spool_files(tmp_path):
+    spool = Spool(tmp_path, 1 << 20)
+    gone = redis.Redis(unix_socket_path=str(tmp_path / "no-redis.sock"), retry=None)
+    for seq in range(1, 6):
+        spool.append(b"x", 1, P, seq)
+        with pytest.raises(redis.ConnectionError):
+            spool.replay(gone, "st")
+    assert len(list(tmp_path.glob("spool-*.log"))) == 1
+
+
+def test_files_left_by_failed_replays_are_replayed_later_in_write_order(tmp_path, r):
+    # Each failed replay seals the open file and the next append starts a fresh one; a later
+    # replay (here after a restart) must move them oldest first, or a newer seq would make
+    # the commit script skip the older records as already committed.
+    spool = Spool(tmp_path, 1 << 20)
+    r.config_set("maxmemory", 1)  # Redis answers, but refuses every write: each replay fails midway
+    try:
+        for seq in range(1, 7):
+            spool.append(f"l{seq}".encode(), 1, P, seq)
+            with pytest.raises(redis.ResponseError, match="maxmemory"):
+                spool.replay(r, "st")
+            assert spool.degraded
+    finally:
+        r.config_set("maxmemory", 0)
+    spool.close()
+    assert len(list(tmp_path.glob("spool-*.log"))) == 6
+    assert Spool(tmp_path, 1 << 20).replay(r, "st") == 6
+    assert [f[b"d"] for _, f in r.xrange("st")] == [b"l1", b"l2", b"l3", b"l4", b"l5", b"l6"]
+    assert not list(tmp_path.glob("spool-*.log"))
+

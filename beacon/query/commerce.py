@@ -28,6 +28,7 @@ from beacon.commerce import MINOR_UNITS
 from beacon.query.model import (
     COMMERCE_DIMENSIONS,
     COMMERCE_METRICS,
+    UNSORTABLE,
     Combination,
     Condition,
     Filter,
@@ -58,7 +59,7 @@ def check(q: Query, scope: str) -> None:
     if "customers" in q.metrics and scope != "mall":
         raise QueryError("metric customers is the mall's only")
     for name, _ in q.order_by:
-        if name in ("total_revenue", "average_revenue", "conversion_rate"):
+        if name in UNSORTABLE:
             raise QueryError(f"order_by {name} is not supported (revenue is per currency); order by conversions")
     if any(_nested_goal(f, True) for f in q.filters):
         raise QueryError("event:goal filters must be at the top level of filters, not inside and/or/not")

@@ -31,7 +31,6 @@ TIME_DIMENSIONS = ("time:hour", "time:day")
 # Issue 12 (beacon/query/commerce.py): conversions, revenue per currency, signed-in customers.
 COMMERCE_METRICS = ("conversions", "conversion_rate", "total_revenue", "average_revenue", "customers")
 COMMERCE_DIMENSIONS = ("event:goal", "event:product")
-UNORDERABLE = ("total_revenue", "average_revenue", "conversion_rate")
 METRICS += COMMERCE_METRICS
 EVENT_DIMENSIONS += COMMERCE_DIMENSIONS
 PROP_PREFIX = "event:props:"
@@ -291,15 +290,18 @@ def _pagination(raw: Any) -> tuple[int, int]:
     return limit, offset
 
 
+UNSORTABLE = ("total_revenue", "average_revenue", "conversion_rate")
+
+
 def _order_by(raw: Any, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """Default: time ascending when there is a time dimension, else the first metric descending."""
     if raw is None:
         time = [d for d in dimensions if d in TIME_DIMENSIONS]
         if time:
             return ((time[0], "asc"),)
-        # revenue (per currency) and conversion_rate cannot be ordered by: the first metric that can
-        orderable = [m for m in metrics if m not in UNORDERABLE]
-        return ((orderable[0], "desc"),) if orderable else ()
+        # revenue is per currency and a rate has no order of its own: the first metric that sorts
+        sortable = [m for m in metrics if m not in UNSORTABLE]
+        return ((sortable[0], "desc"),) if sortable else ()
     if not isinstance(raw, list):
         raise QueryError("order_by must be a list of [metric_or_dimension, \"asc\"|\"desc\"]")
     out = []

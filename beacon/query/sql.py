@@ -261,16 +261,17 @@ class Builder:
             "o_visit_duration": "if(visits = 0, 0, duration_ms / visits)",
             "o_views_per_visit": "if(visits = 0, 0, visit_pageviews / visits)",
         }
-        if self.commerce:  # issue 12's orderable metrics are plain columns of commerce.top()
-            ordering.update({"o_conversions": "conversions", "o_customers": "customers"})
+        if self.commerce:
+            ordering |= {"o_conversions": "conversions", "o_customers": "customers"}
         select += "".join(f", {expr} AS {alias}" for alias, expr in ordering.items())
         if total_rows:
             select += ", count() OVER () AS total_rows"
         group = f" GROUP BY {', '.join(dims)}" if dims else ""
         lim = self.p.bind(limit, "UInt64")
         off = self.p.bind(offset, "UInt64")
-        order = f" ORDER BY {', '.join(order_terms)}" if order_terms else ""  # `order_by: []`, no dimension
-        sql = f"SELECT {select} FROM ({inner}){group}{order} LIMIT {lim} OFFSET {off}"
+        order = f" ORDER BY {', '.join(order_terms)}" if order_terms else ""
+        sql = (f"SELECT {select} FROM ({inner}){group}{order} "
+               f"LIMIT {lim} OFFSET {off}")
         return sql, self.p.values
 
 

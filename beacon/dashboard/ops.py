@@ -1,0 +1,71 @@
+"""The operators' figures: buffer, spool, flusher, dead letters, ingest per scope, engine health.
+
+Counters are this process's (with `beacon up` the flusher runs here too); a fleet is
+watched through each host's `/metrics`, which carries the same counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from beacon import metrics
+from beacon.flusher import dead_letter_key, lag_from
+
+
+def _samples(counter: Any, label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                out[sample.labels.get(label, "")] = out.get(sample.labels.get(label, ""), 0.0) + sample.value
+    return out
+
+
+def _total(counter: Any) -> float:
+    return sum(_samples(counter, "").values())
+
+
+class Ops:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self._last: tuple[float, float] | None = None  # (monotonic time, rows flushed) of the last snapshot
+
+    def flush_rate(self) -> float:
+        now, rows = time.monotonic(), _total(metrics.FLUSH_ROWS)
+        last, self._last = self._last, (now, rows)
+        if last is None or now - last[0] <= 0:
+            return 0.0
+        return max(0.0, (rows - last[1]) / (now - last[0]))
+
+    async def snapshot(self) -> dict[str, Any]:
+        core = self.core
+        stream = core.settings.stream
+        redis_health: dict[str, Any] = {"ok": False}
+        backlog: dict[str, Any] = {}
+        try:
+            started = time.perf_counter()
+            await core.redis.ping()
+            redis_health = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
+            entries, age = lag_from(await core.redis.xlen(stream), await core.redis.xrange(stream, "-", "+", count=1))
+            backlog = {"entries": entries, "oldest_age_seconds": round(age, 3),
+                       "dead_letters": await core.redis.xlen(dead_letter_key(stream))}
+        except Exception as exc:  # noqa: BLE001 - the page reports Redis down instead of failing
+            redis_health = {"ok": False, "error": str(exc)[:200]}
+        started = time.perf_counter()
+        ch_ok = await asyncio.to_thread(core.store.ping)
+        clickhouse = {"ok": ch_ok, "ms": round((time.perf_counter() - started) * 1000, 2)}
+        spool = core.spool
+        return {
+            "redis": redis_health,
+            "clickhouse": clickhouse,
+            "stream": backlog,
+            "spool": {"bytes": spool.size() if spool is not None else 0,
+                      "degraded": bool(spool is not None and spool.degraded)},
+            "flush": {"rows_per_second": round(self.flush_rate(), 2), "rows": _total(metrics.FLUSH_ROWS),
+                      "batches": _total(metrics.FLUSH_BATCHES), "errors": _total(metrics.FLUSH_ERRORS)},
+            "ingest": _samples(metrics.EVENTS_ACCEPTED, "scope"),
+            "drops": {**_samples(metrics.EVENTS_REJECTED, "reason"), "lost": _total(metrics.EVENTS_LOST),
+                      "spool_full": _total(metrics.SPOOL_FULL)},
+        }

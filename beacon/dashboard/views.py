@@ -1,0 +1,392 @@
+"""Routes of the dashboards: sign-in, the page, its data endpoints, CSV export, operators' page.
+
+Beacon's app hands every `/dashboard...` request here with the scope it resolved from the
+Host (or the `/partners/<id>` prefix); the session cookie must have been opened for that
+same scope, so a partner's page can only ever ask the query API about its own scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hmac
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from beacon import query
+from beacon.dashboard import panels
+from beacon.dashboard.ops import Ops
+from beacon.dashboard.session import Sessions, fingerprint
+from beacon.query import funnel
+from beacon.scope import MALL, Scope
+from beacon.types import Receive, Send
+
+log = logging.getLogger("beacon.dashboard")
+Runner = Callable[..., dict[str, Any]]  # query.run or funnel.run
+HERE = Path(__file__).parent
+OPS_COOKIE = "beacon_ops"
+MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
+CSP = ("default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'; object-src 'none'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+
+class Unavailable(Exception):
+    """The query API does not answer this (yet): the panel says so instead of breaking."""
+
+
+class Dashboard:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        s = core.settings
+        self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
+        self.ops = Ops(core)
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+        self.static = StaticFiles(directory=HERE / "static")
+        self.app = Starlette(routes=[
+            Route("/dashboard", self.page, methods=["GET"]),
+            Route("/dashboard/", self.slash, methods=["GET"]),
+            Route("/dashboard/login", self.login, methods=["POST"]),
+            Route("/dashboard/logout", self.logout, methods=["POST"]),
+            Route("/dashboard/api/panel/{name}", self.panel, methods=["GET"]),
+            Route("/dashboard/api/csv/{name}", self.csv, methods=["GET"]),
+            Route("/dashboard/ops", self.ops_page, methods=["GET"]),
+            Route("/dashboard/ops/login", self.ops_login, methods=["POST"]),
+            Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
+            Mount("/dashboard/static", app=self.static),
+        ], middleware=[Middleware(GZipMiddleware, minimum_size=800)])
+
+    async def dispatch(self, scope: Any, receive: Receive, send: Send, resolve: Any) -> bool:
+        """Serve the request when it is for a dashboard of a scope this host serves; else False."""
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        sc, path = resolve(host, scope["path"])
+        if sc is None or not (path == "/dashboard" or path.startswith("/dashboard/")):
+            return False
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            await JSONResponse({"error": "request target too long"}, status_code=414)(scope, receive, send)
+            return True
+        await self(scope, receive, send, sc, path)
+        return True
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send, sc: Scope, path: str) -> None:
+        inner = dict(scope)
+        inner["path"] = path
+        inner["beacon.scope"] = sc
+
+        async def send_secured(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                            if k.encode() not in present]
+                if scope.get("scheme") == "https":  # browsers ignore (and complain about) COOP over http
+                    headers.append((b"cross-origin-opener-policy", b"same-origin"))
+                message = {**message, "headers": headers}
+            await send(message)
+        await self.app(inner, receive, send_secured)
+
+    # -- who is asking -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def scope_of(request: Request) -> Scope:
+        sc: Scope = request.scope["beacon.scope"]
+        return sc
+
+    def base(self, sc: Scope) -> str:
+        return sc.path_prefix + "/dashboard"
+
+    def cookie_name(self, sc: Scope) -> str:
+        return "beacon_dash" if sc.id == MALL else f"beacon_dash_{sc.id}"
+
+    def key_fingerprint(self, sc: Scope) -> str:
+        if sc.id == MALL:
+            mall_key = reveal(self.core.settings.mall_api_key)
+            return fingerprint(mall_key) if mall_key else ""
+        partner = self.core.partner_by_id.get(sc.id)
+        return fingerprint(partner.api_key_sha256) if partner is not None and partner.api_key_sha256 else ""
+
+    def key_ok(self, sc: Scope, key: str) -> bool:
+        if not key:
+            return False
+        if sc.id == MALL:
+            expected = reveal(self.core.settings.mall_api_key)
+            return bool(expected) and hmac.compare_digest(key.encode(), expected.encode())
+        partner = self.core.partner_by_id.get(sc.id)
+        return partner is not None and partner.key_matches(key)
+
+    def session(self, request: Request) -> tuple[bool, str]:
+        sc = self.scope_of(request)
+        expected = self.key_fingerprint(sc)
+        if not expected:
+            return False, ""
+        return self.sessions.loads(request.cookies.get(self.cookie_name(sc), ""), sc.id, expected)
+
+    @staticmethod
+    def same_origin(request: Request) -> bool:
+        """CSRF guard for POSTs (besides SameSite=Strict): the Origin must be this host."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return request.headers.get("sec-fetch-site") == "same-origin"
+        host = request.headers.get("host", "").lower()
+        return bool(host) and urlsplit(origin).netloc.lower() == host
+
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status)
+
+    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False) -> HTMLResponse:
+        sc = self.scope_of(request)
+        base = self.base(sc)
+        label = ("Mall API key or metrics key" if self.metrics_key() else "Mall API key") if ops else (
+            "Mall API key" if sc.id == MALL else "Partner API key")
+        response = self.render("signin.html", status, base=base, title="Operators" if ops else self.title(sc),
+                               message=message, action=base + ("/ops/login" if ops else "/login"), label=label)
+        if request.cookies.get(self.cookie_name(sc)) and not ops:
+            self.clear_cookie(response, sc)
+        return response
+
+    def title(self, sc: Scope) -> str:
+        if sc.id == MALL:
+            return "Mall"
+        partner = self.core.partner_by_id.get(sc.id)
+        return partner.name if partner is not None else sc.id
+
+    def clear_cookie(self, response: Response, sc: Scope) -> None:
+        response.delete_cookie(self.cookie_name(sc), path=self.base(sc), httponly=True, samesite="strict")
+
+    def set_session(self, request: Request, response: Response, name: str, path: str, scope: str, key_fp: str) -> None:
+        response.set_cookie(name, self.sessions.dumps(scope, key_fp), max_age=self.sessions.max_age, path=path,
+                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
+
+    # -- operators: the mall's session, or one opened with the metrics key (BEACON_METRICS_KEY) -------------
+
+    def metrics_key(self) -> str:
+        return reveal(self.core.settings.metrics_key)
+
+    def ops_session(self, request: Request) -> tuple[bool, str]:
+        ok, why = self.session(request)
+        if ok or not self.metrics_key():
+            return ok, why
+        token = request.cookies.get(OPS_COOKIE, "")
+        return self.sessions.loads(token, "ops", fingerprint(self.metrics_key())) if token else (False, why)
+
+    # -- pages ---------------------------------------------------------------------------------------------
+
+    async def slash(self, request: Request) -> Response:
+        return RedirectResponse(self.base(self.scope_of(request)), status_code=308)
+
+    async def page(self, request: Request) -> Response:
+        ok, why = self.session(request)
+        if not ok:
+            return self.signin(request, why)
+        sc = self.scope_of(request)
+        return self.render("dashboard.html", base=self.base(sc), title=self.title(sc), is_mall=sc.id == MALL,
+                           lists=panels.LISTS.values())
+
+    async def login(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if not self.same_origin(request):
+            return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        key = await form_key(request)
+        if not self.key_ok(sc, key):
+            return self.signin(request, "That key does not open this dashboard.", status=401)
+        response = RedirectResponse(self.base(sc), status_code=303)
+        self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if not self.same_origin(request):
+            return JSONResponse({"error": "sign-out must come from this site's own page"}, status_code=403)
+        response = RedirectResponse(self.base(sc), status_code=303)
+        self.clear_cookie(response, sc)
+        if sc.id == MALL and request.cookies.get(OPS_COOKIE):
+            response.delete_cookie(OPS_COOKIE, path=self.base(sc) + "/ops", httponly=True, samesite="strict")
+        return response
+
+    async def ops_page(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if sc.id != MALL:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        ok, why = self.ops_session(request)
+        if not ok:
+            return self.signin(request, why, ops=True)
+        return self.render("ops.html", base=self.base(sc), title="Operators")
+
+    async def ops_login(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if sc.id != MALL:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self.same_origin(request):
+            return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        key = await form_key(request)
+        response = RedirectResponse(self.base(sc) + "/ops", status_code=303)
+        metrics_key = self.metrics_key()
+        if metrics_key and hmac.compare_digest(key.encode(), metrics_key.encode()):
+            self.set_session(request, response, OPS_COOKIE, self.base(sc) + "/ops", "ops", fingerprint(metrics_key))
+        elif self.key_ok(sc, key):
+            self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
+        else:
+            return self.signin(request, "That key does not open the operators' page.", status=401, ops=True)
+        return response
+
+    async def ops_data(self, request: Request) -> Response:
+        sc = self.scope_of(request)
+        if sc.id != MALL:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self.ops_session(request)[0]:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        return JSONResponse(await self.ops.snapshot())
+
+    # -- data ----------------------------------------------------------------------------------------------
+
+    async def ask(self, scope: str, body: dict[str, Any], runner: Runner = query.run) -> dict[str, Any]:
+        """A panel's query through the same code as `/api/v2/query` (or `/api/v2/funnel`), with the same settings."""
+        try:
+            return await asyncio.to_thread(runner, self.core.store, scope, body,
+                                           visit_timeout=self.core.settings.visit_timeout)
+        except query.QueryError as exc:
+            raise Unavailable(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - one failing query costs its panel, not the page (no 500)
+            log.error("dashboard query failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            raise Unavailable("the query failed; the server log says why") from None
+
+    async def panel_data(self, request: Request, name: str, limit: int = 10) -> dict[str, Any]:
+        """The panel's answer: `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""
+        sc = self.scope_of(request)
+        state = panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+        try:
+            if name == "headline":
+                return await self.headline(sc.id, state)
+            if name == "series":
+                answer = await self.ask(sc.id, panels.series_body(state))
+                return {"columns": ["time", "visitors", "pageviews"], "rows": rows_of(answer)}
+            if name == "realtime":
+                answer = await self.ask(sc.id, panels.realtime_body(state))
+                return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
+            if name == "funnel":
+                answer = await self.ask(sc.id, panels.funnel_body(state), funnel.run)
+                rows = [[next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]]
+                        for s in answer.get("steps", [])]
+                note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
+                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows, "note": note}
+            panel = panels.LISTS.get(name)
+            if panel is None:
+                raise KeyError(name)
+            if panel.name == "props" and not state.prop:
+                return {"hint": "Type a property name (say, plan) to break events down by it."}
+            answer = await self.ask(sc.id, panels.list_body(panel, state, limit))
+            dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
+            return {"columns": [dimension, *panel.metrics], "dimension": dimension, "rows": rows_of(answer)}
+        except Unavailable as exc:
+            return {"unavailable": f"Not available: {exc}"}
+
+    async def headline(self, scope: str, state: panels.State) -> dict[str, Any]:
+        """All the cards in one query per period; without the commerce metrics when the API lacks them."""
+        out: dict[str, Any] = {"current": {}, "previous": {}, "unavailable": {}}
+        for metrics in (panels.HEADLINE + panels.COMMERCE, panels.HEADLINE):
+            try:
+                now = await self.ask(scope, panels.totals_body(state, metrics))
+                before = await self.ask(scope, panels.totals_body(state.previous(), metrics))
+            except Unavailable as exc:
+                for m in metrics:
+                    out["unavailable"][m] = str(exc)
+                continue
+            out["unavailable"] = {m: why for m, why in out["unavailable"].items() if m not in metrics}
+            out["current"].update(zip(metrics, first_metrics(now)))
+            out["previous"].update(zip(metrics, first_metrics(before)))
+            break
+        out["range"] = {"current": state.date_range(), "previous": state.previous().date_range()}
+        return out
+
+    async def panel(self, request: Request) -> Response:
+        if not self.session(request)[0]:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        name = request.path_params["name"]
+        try:
+            return JSONResponse(await self.panel_data(request, name))
+        except panels.StateError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except KeyError:
+            return JSONResponse({"error": f"no panel named {name[:40]!r}"}, status_code=404)
+
+    async def csv(self, request: Request) -> Response:
+        if not self.session(request)[0]:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        name = request.path_params["name"]
+        try:
+            data = await self.panel_data(request, name, limit=10_000)
+        except panels.StateError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except KeyError:
+            return JSONResponse({"error": f"no panel named {name[:40]!r}"}, status_code=404)
+        if "unavailable" in data:
+            return JSONResponse({"error": data["unavailable"]}, status_code=409)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if name == "headline":
+            writer.writerow(["metric", "current", "previous"])
+            for metric, value in data["current"].items():
+                writer.writerow([metric, plain(value), plain(data["previous"].get(metric))])
+        else:
+            writer.writerow(data["columns"])
+            writer.writerows([plain(v) for v in row] for row in data["rows"])
+        sc = self.scope_of(request)
+        filename = f"{sc.id}-{name}.csv"
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+async def form_key(request: Request, limit: int = 4096) -> str:
+    """The `key` field of the urlencoded sign-in form (stdlib parsing: no multipart dependency)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return ""
+    try:
+        values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4).get("key")
+    except ValueError:  # more fields than a sign-in form has
+        return ""
+    return values[0].strip() if values else ""
+
+
+def reveal(value: Any) -> str:
+    """The plain text of a setting that is a `config.Secret` (masked in `str`)."""
+    return value.reveal() if hasattr(value, "reveal") else str(value or "")
+
+
+def first_metrics(answer: dict[str, Any]) -> list[Any]:
+    results = answer.get("results") or []
+    return list(results[0]["metrics"]) if results else []
+
+
+def rows_of(answer: dict[str, Any]) -> list[list[Any]]:
+    return [[*r.get("dimensions", []), *r.get("metrics", [])] for r in answer.get("results", [])]
+
+
+def plain(value: Any) -> Any:
+    """A CSV cell: revenue per currency (`{"EUR": "12.50"}`) becomes `EUR 12.50`."""
+    if isinstance(value, dict):
+        return "; ".join(f"{c} {v}" for c, v in value.items())
+    return "" if value is None else value

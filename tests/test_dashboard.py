@@ -1,0 +1,216 @@
+"""The dashboards' sign-in, sessions, headers and scoping, driven through the app (no browser).
+
+The browser tests (tests/test_dashboard_browser.py) show the page itself; these show the
+rules around it: who gets a session, what the cookie looks like, what each scope can open.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from beacon import partners as reg
+from beacon.dashboard.session import Sessions, fingerprint
+
+from .conftest import API_KEY, KEY
+
+A_KEY, B_KEY = "bpk_dash-partner-a", "bpk_dash-partner-b"
+MALL = "https://shop.test"
+REGISTRY = f"""
+[[partner]]
+id = "a"
+name = "Partner A"
+hosts = ["ads.a.test"]
+api_key_sha256 = "{reg.hash_key(A_KEY)}"
+cookie_name = "a_uid"
+
+[[partner]]
+id = "b"
+name = "Partner B"
+hosts = ["ads.b.test"]
+api_key_sha256 = "{reg.hash_key(B_KEY)}"
+cookie_name = "b_uid"
+"""
+STATIC = Path(__file__).parent.parent / "beacon" / "dashboard" / "static"
+
+
+@pytest.fixture
+def dash(make_client, tmp_path):
+    path = tmp_path / "partners.toml"
+    path.write_text(REGISTRY)
+    return make_client(partners_file=str(path), mall_hosts="shop.test")
+
+
+def sign_in(client, key=API_KEY, base=MALL, prefix=""):
+    return client.post(f"{base}{prefix}/dashboard/login", data={"key": key}, headers={"origin": base},
+                       follow_redirects=False)
+
+
+def set_cookie(res):
+    return res.headers.get("set-cookie", "")
+
+
+def test_without_a_session_the_page_is_the_sign_in_form_under_a_strict_csp(dash):
+    res = dash.get("/dashboard")
+    assert res.status_code == 200
+    assert '<form class="signin" method="post" action="/dashboard/login">' in res.text
+    csp = res.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert res.headers["x-content-type-options"] == "nosniff"
+    assert res.headers["cache-control"] == "no-store"
+
+
+def test_the_mall_key_opens_a_strict_httponly_expiring_session_that_is_not_the_visitor_cookie(dash):
+    res = sign_in(dash)
+    assert res.status_code == 303 and res.headers["location"] == "/dashboard"
+    cookie = set_cookie(res)
+    name = cookie.split("=", 1)[0]
+    assert name == "beacon_dash" and name != dash.app.core.settings.cookie_name
+    flags = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+    assert "httponly" in flags and "secure" in flags
+    assert flags["samesite"].lower() == "samesite=strict"
+    assert flags["path"] == "Path=/dashboard"
+    assert flags["max-age"] == f"Max-Age={8 * 3600}"
+    page = dash.get("/dashboard")
+    assert page.status_code == 200 and 'data-panel="sources"' in page.text and "Sign out" in page.text
+
+
+def test_plain_http_sessions_are_not_marked_secure(dash):
+    res = sign_in(dash, base="http://shop.test")
+    assert res.status_code == 303
+    assert "secure" not in set_cookie(res).lower()
+
+
+def test_a_wrong_key_gets_the_sign_in_page_and_no_session(dash):
+    for key in ("wrong", "", A_KEY):
+        res = sign_in(dash, key)
+        assert res.status_code == 401
+        assert "That key does not open this dashboard." in res.text
+        assert "beacon_dash=" not in set_cookie(res) or 'beacon_dash=""' in set_cookie(res)
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401
+
+
+def test_sign_in_and_out_from_another_origin_are_refused(dash):
+    res = dash.post("/dashboard/login", data={"key": API_KEY}, headers={"origin": "https://evil.test"},
+                    follow_redirects=False)
+    assert res.status_code == 403 and "set-cookie" not in res.headers
+    res = dash.post("/dashboard/login", data={"key": API_KEY}, follow_redirects=False)  # no Origin at all
+    assert res.status_code == 403
+    assert sign_in(dash).status_code == 303
+    assert dash.post("/dashboard/logout", headers={"origin": "https://evil.test"}).status_code == 403
+    assert 'data-panel="headline"' in dash.get("/dashboard").text  # still signed in
+
+
+def test_sign_out_ends_the_session(dash):
+    sign_in(dash)
+    res = dash.post("/dashboard/logout", headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 303
+    assert set_cookie(res).startswith('beacon_dash=""') and "Max-Age=0" in set_cookie(res)
+    assert "signin" in dash.get("/dashboard").text
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401
+
+
+def test_an_expired_or_forged_session_gets_the_sign_in_page(dash):
+    sessions = Sessions((KEY,), 8 * 3600)
+    stale = sessions.dumps("mall", fingerprint(API_KEY), issued_at=time.time() - 9 * 3600)
+    dash.cookies.set("beacon_dash", stale, domain="shop.test", path="/dashboard")
+    res = dash.get("/dashboard")
+    assert "Your session expired; sign in again." in res.text and 'data-panel="headline"' not in res.text
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401
+    forged = Sessions(("another-secret-key-0123456789",), 3600).dumps("mall", fingerprint(API_KEY))
+    dash.cookies.set("beacon_dash", forged, domain="shop.test", path="/dashboard")
+    assert 'data-panel="headline"' not in dash.get("/dashboard").text
+
+
+def test_a_rotated_mall_key_ends_its_sessions(make_client, dash):
+    sign_in(dash)
+    token = dash.cookies.get("beacon_dash")
+    other = make_client(mall_api_key="the-new-mall-key")
+    other.cookies.set("beacon_dash", token, domain="shop.test", path="/dashboard")
+    assert 'data-panel="headline"' not in other.get("/dashboard").text
+
+
+def test_partners_sign_in_on_their_host_or_under_their_prefix_and_reach_only_their_scope(dash):
+    a = "https://ads.a.test"
+    assert sign_in(dash, API_KEY, base=a).status_code == 401  # the mall key is not a partner's key
+    assert sign_in(dash, B_KEY, base=a).status_code == 401  # nor is another partner's
+    res = sign_in(dash, A_KEY, base=a)
+    assert res.status_code == 303 and set_cookie(res).startswith("beacon_dash_a=")
+    page = dash.get(f"{a}/dashboard")
+    assert "Beacon · Partner A" in page.text and "/ops" not in page.text
+    # A partner session is worth nothing on the mall's or another partner's dashboard.
+    token = dash.cookies.get("beacon_dash_a")
+    for host in ("https://shop.test", "https://ads.b.test"):
+        for name in ("beacon_dash", "beacon_dash_b"):
+            dash.cookies.set(name, token, domain=host.split("//")[1], path="/dashboard")
+        assert 'data-panel="headline"' not in dash.get(f"{host}/dashboard").text
+        assert dash.get(f"{host}/dashboard/api/panel/headline").status_code == 401
+    assert dash.get(f"{a}/dashboard/ops").status_code == 404
+    assert dash.get(f"{a}/dashboard/ops/data").status_code == 404
+    # The fallback prefix on the mall host: its own cookie path.
+    res = sign_in(dash, A_KEY, prefix="/partners/a")
+    assert res.status_code == 303 and res.headers["location"] == "/partners/a/dashboard"
+    assert "Path=/partners/a/dashboard" in set_cookie(res)
+    assert "Beacon · Partner A" in dash.get(f"{MALL}/partners/a/dashboard").text
+
+
+def test_the_operators_page_needs_the_mall_session(dash):
+    assert "signin" in dash.get("/dashboard/ops").text
+    assert dash.get("/dashboard/ops/data").status_code == 401
+    sign_in(dash)
+    assert dash.get("/dashboard/ops").status_code == 200
+    ops = dash.get("/dashboard/ops/data").json()
+    assert ops["redis"]["ok"] is True and ops["clickhouse"]["ok"] is True
+    assert ops["stream"]["entries"] == 0 and ops["stream"]["dead_letters"] == 0
+    assert set(ops) >= {"spool", "flush", "ingest", "drops"}
+
+
+def test_bad_page_state_is_a_400_with_a_reason(dash):
+    sign_in(dash)
+    for query, word in (("period=year", "period"), ("period=custom&from=2026-01-02", "custom"),
+                        ("f=visit:user_id=1", "filter"), ("f=nonsense", "filter"), ("prop=a%20b", "prop")):
+        res = dash.get(f"/dashboard/api/panel/sources?{query}")
+        assert res.status_code == 400 and word in res.json()["error"], query
+    assert dash.get("/dashboard/api/panel/nope").status_code == 404
+    assert dash.get("/dashboard/api/csv/nope").status_code == 404
+
+
+def test_pages_carry_no_inline_script_or_style_and_weigh_under_200_kb_compressed(dash):
+    sign_in(dash)
+    html = dash.get("/dashboard").text
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)
+    assert not re.search(r"\s(on\w+|style)=", html)
+    assets = re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', html)
+    assert len(assets) == 4
+    total = len(gzip.compress(html.encode()))
+    for path in assets:
+        res = dash.get(path, headers={"accept-encoding": "identity"})
+        assert res.status_code == 200 and "default-src 'self'" in res.headers["content-security-policy"]
+        total += len(gzip.compress(res.content))
+    assert total < 200_000, total
+    assert (STATIC / "vendor" / "uPlot.LICENSE").read_text().startswith("The MIT License")
+
+
+def test_operators_sign_in_on_their_page_with_the_mall_key(dash):
+    page = dash.get("/dashboard/ops")
+    assert 'action="/dashboard/ops/login"' in page.text
+    res = dash.post("/dashboard/ops/login", data={"key": "wrong"}, headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 401 and "operators" in res.text
+    res = dash.post("/dashboard/ops/login", data={"key": API_KEY}, headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 303 and res.headers["location"] == "/dashboard/ops"
+    assert dash.get("/dashboard/ops/data").json()["redis"]["ok"] is True
+
+
+def test_the_metrics_key_opens_the_operators_page_and_nothing_else(make_client):
+    client = make_client(metrics_key="the-metrics-key")
+    res = client.post("/dashboard/ops/login", data={"key": "the-metrics-key"}, headers={"origin": MALL},
+                      follow_redirects=False)
+    assert res.status_code == 303 and "beacon_ops=" in set_cookie(res) and "Path=/dashboard/ops" in set_cookie(res)
+    assert client.get("/dashboard/ops/data").status_code == 200
+    assert client.get("/dashboard/api/panel/headline").status_code == 401
+    assert "signin" in client.get("/dashboard").text
