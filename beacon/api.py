@@ -30,7 +30,7 @@ from beacon.params import (
     parse_range,
 )
 from beacon.query import funnel
-from beacon.scope import MALL
+from beacon.scope import MALL, PARTNER_PREFIX
 
 if TYPE_CHECKING:  # app.py builds these routes from its Core: a real cycle
     from beacon.app import Core
@@ -222,14 +222,24 @@ def routes(core: Core) -> list[Route]:
         return Response(orjson.dumps(answer), media_type="application/json")
 
     script = (Path(__file__).parent / "static" / "beacon.js").read_bytes()
-    script_etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
+    scripts = {"": (script, '"' + hashlib.sha256(script).hexdigest()[:32] + '"')}
+    # Under `/partners/<id>/` the script must send to that prefix, not to the bare origin
+    # (the mall's scope): the copy served there says so where it picks its endpoint.
+    origin = b"new URL(s.src).origin"
+    if origin not in script:
+        raise RuntimeError("beacon.js no longer picks its endpoint where /partners/<id>/beacon.js expects")
+    for prefix in (f"{PARTNER_PREFIX}{p.id}" for p in core.partners):
+        body = script.replace(origin, origin + b" + " + orjson.dumps(prefix), 1)
+        scripts[prefix] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
     async def beacon_js(request: Request) -> Response:
-        headers = {"etag": script_etag, "cache-control": "public, max-age=604800",
+        sc = request.scope.get("beacon.scope")
+        body, etag = scripts[sc.path_prefix if sc is not None else ""]
+        headers = {"etag": etag, "cache-control": "public, max-age=604800",
                    "cross-origin-resource-policy": "cross-origin"}
-        if script_etag in request.headers.get("if-none-match", ""):
+        if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        return Response(script, media_type="text/javascript; charset=utf-8", headers=headers)
+        return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
 
     return [
         Route("/beacon.js", beacon_js),

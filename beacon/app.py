@@ -185,6 +185,8 @@ class Beacon:
                         (not sc.path_prefix and path.startswith(PARTNER_API))):
                     await send_json(send, 404, {"error": "not found"})
                     return
+                if sc.path_prefix:  # /partners/<id>/beacon.js, /partners/<id>/healthz: routed without the prefix
+                    scope["path"] = path
                 scope["beacon.scope"] = sc  # the partner API checks the host's partner against the key's
             elif TRUNCATED in scope:
                 await send_json(send, 414, {"error": "request target too long"})

@@ -64,9 +64,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
         sock.close()
-        raise config.ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise config.ConfigError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -122,21 +122,26 @@ def cmd_up(s: Settings) -> int:
             overrides["mall_api_key"] = config.Secret(_secret(data / "mall_api_key", 24))
         s = dataclasses.replace(s, **overrides)
         store = _store(s, migrate=True)
+        app = create_app(s, store)  # a bad partners file or GeoIP database stops us here, before "up"
         flusher = _flusher(s, store)
         thread = threading.Thread(target=flusher.run, name="flusher", daemon=True)
         thread.start()
-        origin = f"http://{s.host}:{s.port}"
+        origin = f"http://{s.host}:{sock.getsockname()[1]}"  # the port bound (--port 0 picks one)
+        # With BEACON_MALL_HOSTS set, a request by address is not the mall's: name a mall host.
+        as_mall = f"-H 'Host: {s.mall_hosts[0]}' " if s.mall_hosts and s.host not in s.mall_hosts else ""
+        note = (f"BEACON_MALL_HOSTS is set: pages must load the tag from one of {', '.join(s.mall_hosts)} "
+                f"(the address above answers 404 to it)\n" if as_mall else "")
         print(f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
-{snippet.up_message(origin, s.site_origins)}
+{snippet.up_message(origin, s.site_origins)}{note}
 Dashboard:
   {origin}/dashboard  (sign in with the mall API key below)
 
 Stats:
-  curl -H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
+  curl {as_mall}-H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
 """, flush=True)
-        _run_server(uvicorn.Server(_uvicorn_config(s, create_app(s, store))), sock)
+        _run_server(uvicorn.Server(_uvicorn_config(s, app)), sock)
         flusher.stop()
         thread.join(30)
         store.close()
@@ -222,14 +227,25 @@ def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
                "cookie_partitioned": args.partitioned}
         if args.partner_cookie:
             raw["cookie_name"] = args.partner_cookie
-        current.append(reg._partner(raw))
+        try:
+            current.append(reg._partner(raw))
+        except ValueError as exc:
+            raise config.ConfigError(f"partners add: {exc}") from None
     elif args.action == "rotate-key":
         if not any(p.id == args.id for p in current):
             raise config.ConfigError(f"no partner {args.id!r} in {path}")
         current = [dataclasses.replace(p, api_key_sha256=reg.hash_key(key)) if p.id == args.id else p
                    for p in current]
-    reg.save(path, current)
-    reg.load(path, s.cookie_name, s.mall_hosts)  # what we wrote must load
+    # What we write must load (a duplicate id, host or cookie): checked on a copy, so a
+    # refused change leaves the registry as it was and the next start still works.
+    staged = path.with_name(path.name + ".new")
+    reg.save(staged, current)
+    try:
+        reg.load(staged, s.cookie_name, s.mall_hosts)
+    except reg.RegistryError as exc:
+        staged.unlink()
+        raise reg.RegistryError(str(exc).replace(str(staged), str(path))) from None
+    staged.replace(path)
     print(f"API key for {args.id} (shown once; only its hash is stored): {key}")
     return 0
 
@@ -261,6 +277,14 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing(store: Any) -> Any:
+    """The store, once its events table is known to exist (a fresh or mistyped data dir has none)."""
+    if not store.query(f"EXISTS TABLE {store.full_table}")[0][0]:
+        raise config.ConfigError(f"no table {store.full_table} here: nothing to forget (wrong --data-dir, "
+                                 "--clickhouse-url or --database?)")
+    return store
+
+
 def cmd_forget(s: Settings, args: argparse.Namespace) -> int:
     """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
     from beacon.privacy import forget_visitor
@@ -271,13 +295,13 @@ def cmd_forget(s: Settings, args: argparse.Namespace) -> int:
     if args.account:  # the mall's signed-in customer: every linked device, then the links
         from beacon.customers import account_key, forget_account
         account = account_key(s.account_hash_key.reveal(), args.account)
-        visitors, rows = forget_account(_store(s), s.secret_keys[0].reveal(), "mall", account,
+        visitors, rows = forget_account(_existing(_store(s)), s.secret_keys[0].reveal(), "mall", account,
                                         "operator")
         print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
         return 0
     if not args.scope:
         raise config.ConfigError("forget --visitor needs --scope (mall or a partner id)")
-    rows = forget_visitor(_store(s), s.secret_keys[0].reveal(), args.scope, args.visitor, "operator")
+    rows = forget_visitor(_existing(_store(s)), s.secret_keys[0].reveal(), args.scope, args.visitor, "operator")
     print(f"forgot {rows} rows of one visitor in scope {args.scope}")
     return 0
 
@@ -341,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level="DEBUG" if s.log_level == "trace" else s.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP client's own retry warnings would come before Beacon's one line naming the cause.
+    for noisy in ("urllib3.connectionpool", "clickhouse_connect"):  # clickhouse_connect resets "urllib3"
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
     from beacon.partners import RegistryError
     try:
         if args.command == "partners":

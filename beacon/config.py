@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -281,6 +282,37 @@ def _check(s: Settings) -> None:
         value = getattr(s, name)
         if not value.replace("_", "").isalnum():
             raise ConfigError(f"BEACON_{name.upper()}={value!r}: letters, digits and _ only")
+    _check_ranges(s)
+
+
+# Settings a negative or zero value would turn into harm: a TTL that deletes every row, a
+# body limit that refuses every event, a flusher that never inserts, a port bind() rejects.
+_AT_LEAST_1 = ("retention_days", "max_body_bytes", "max_batch_events", "batch_rows", "max_query_bytes",
+               "max_url_length", "max_event_length", "max_prop_key_length", "max_prop_value_length",
+               "max_user_agent_length", "cookie_max_age", "optout_max_age", "commit_max_lines", "workers",
+               "dedup_window")
+_AT_LEAST_0 = ("max_props", "spool_max_bytes", "cookie_refresh_age")
+_ABOVE_0 = ("batch_age", "redis_timeout", "commit_timeout")
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")  # an RFC 6265 token
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def _check_ranges(s: Settings) -> None:
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"BEACON_PORT={s.port!r}: must be 0..65535")
+    for name, low in [*((n, 1) for n in _AT_LEAST_1), *((n, 0) for n in _AT_LEAST_0)]:
+        if getattr(s, name) < low:
+            raise ConfigError(f"BEACON_{name.upper()}={getattr(s, name)!r}: must be at least {low}")
+    for name in _ABOVE_0:
+        if not getattr(s, name) > 0:
+            raise ConfigError(f"BEACON_{name.upper()}={getattr(s, name)!r}: must be above 0")
+    if not _COOKIE_NAME.fullmatch(s.cookie_name):
+        raise ConfigError(f"BEACON_COOKIE_NAME={s.cookie_name!r}: 1-64 cookie name characters (no ; = , spaces)")
+    if s.clickhouse_url and not s.clickhouse_url.reveal().lower().startswith(("http://", "https://", "chdb://")):
+        raise ConfigError("BEACON_CLICKHOUSE_URL must start with http://, https:// or chdb://")
+    for host in s.mall_hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(f"BEACON_MALL_HOSTS: {host!r} is not a host name (no scheme, port or path: shop.example)")
 
 
 def add_flags(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:

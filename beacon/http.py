@@ -8,6 +8,9 @@ This subclass adds, per connection:
 - a header-read timeout: the request line and headers must arrive within
   `header_timeout` seconds of the connection opening (or of the previous response):
   `408` and close otherwise (nginx: `client_header_timeout`);
+- a body-read timeout, the same number of seconds between two reads of a request's
+  body (nginx: `client_body_timeout`): `408` and close, so a body that stops coming
+  (a slow POST) does not hold the connection and the handler forever;
 - a size limit on the header fields (`max_header_bytes`, names + values): `431`
   and close; the bytes are counted while they arrive, so an endless header never
   piles up in memory;
@@ -59,6 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # bytes received while reading the current request's head
         self._target_bytes = 0  # of which were its request target
         self._discarding = False  # answered and closing: input is dropped
+        self._body_timer: asyncio.TimerHandle | None = None
         self.url = b""
 
     # -- the header-read timeout ---------------------------------------------
@@ -100,10 +104,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
@@ -133,11 +133,45 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if room > 0:
             self.url += url[:room]
 
+    # -- the body-read timeout (nginx: client_body_timeout, between two reads) ---
+
+    def _arm_body(self) -> None:
+        self._disarm_body()
+        self._body_timer = self.loop.call_later(self.header_timeout, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            self.transport.close()  # answered without its body (a 401, say), which never came
+        elif cycle is None or not cycle.response_started:
+            self._close_with(408, b"request body not received in time")
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        if self._body_timer is not None:
+            self._arm_body()  # the next part gets its own time
+
+    def on_message_complete(self) -> None:
+        self._disarm_body()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_body()
+        self._disarm()
+        super().connection_lost(exc)
+
     def on_headers_complete(self) -> None:
         self._disarm()
         self._header_bytes = 0
         refusal = self._check_head()
         if refusal is None:
+            self._arm_body()  # disarmed at once by a request without a body
             super().on_headers_complete()
             return
         status, reason = refusal
@@ -175,6 +209,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             authority, target = rest[:cut], rest[cut:]
             if not authority or b"@" in authority:
                 return 400, b"absolute request target needs a host and no user information"
+            if not HOST_VALUE.fullmatch(authority):  # held to what a Host header must be
+                return 400, b"invalid authority in the absolute request target"
             # RFC 9112 3.2.2: the target's authority wins over any Host header.
             self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"] + [(b"host", authority)]
             self.url = url = target if target[:1] == b"/" else b"/" + target

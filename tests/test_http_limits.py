@@ -107,6 +107,14 @@ def test_an_absolute_form_target_is_served_for_its_own_authority(server):
         assert status(refused) == 400 and cookies(refused) == [], bad
 
 
+@pytest.mark.parametrize("target", [b"http://[zz/p.gif", b"http://ads.a.test:99999999/p.gif",
+                                    b"http://ads.a.test:80:80/p.gif", b"http://ads .a.test/p.gif"])
+def test_an_absolute_target_with_an_invalid_authority_answers_400(server, target):
+    """Found from outside: the authority replaced the Host header without the Host header's checks."""
+    res = exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+    assert status(res) == 400 and cookies(res) == [], target
+
+
 @pytest.mark.parametrize("size", [70_000, 1_000_000])
 def test_a_huge_pixel_query_still_answers_the_gif_and_records_nothing(server, size):
     before = rejected(server, "query_too_long")
@@ -163,6 +171,31 @@ def test_a_silent_connection_is_closed_after_the_timeout(server):
     with socket.create_connection(("127.0.0.1", server), timeout=15) as s:
         assert status(s.recv(4096)) == 408
         assert s.recv(4096) == b""
+
+
+def test_a_body_that_stops_coming_is_cut_off_after_the_timeout(server):
+    """Found from outside: `POST /e` with Content-Length 100 and 5 bytes sent was held open for good."""
+    start = time.monotonic()
+    res = exchange(server, b"POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\n"
+                           b"Content-Length: 100\r\n\r\n{\"e\":", wait=20)
+    assert status(res) == 408 and b"body" in res and time.monotonic() - start < 10
+
+
+def test_a_body_that_keeps_coming_gets_its_time_per_read(server):
+    body = b'{"e": "slow", "u": "https://shop.test/"}'
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(b"POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        for part in (body[:10], body[10:20], body[20:]):  # 1.8 s in all, 0.6 s apart: under 1 s each
+            time.sleep(0.6)
+            s.sendall(part)
+        assert status(s.recv(65536)) == 204
+
+
+def test_a_request_answered_before_its_body_is_closed_without_a_stray_answer(server):
+    res = exchange(server, b"POST /api/v2/query HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 100\r\n\r\n{", wait=20)
+    assert status(res) == 401 and res.count(b"HTTP/1.1 ") == 1
 
 
 def test_keep_alive_requests_each_get_their_own_header_time(server):

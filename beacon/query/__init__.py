@@ -122,7 +122,9 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
 
 def _csv_line(values: list[Any]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(values)
+    # a revenue cell ({currency: amount}) as JSON, not Python's repr of a dict
+    csv.writer(out, lineterminator="\r\n").writerow(orjson.dumps(v).decode() if isinstance(v, dict) else v
+                                                      for v in values)
     return out.getvalue().encode()
 
 
