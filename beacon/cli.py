@@ -64,6 +64,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening from here on: a client that connects once "Beacon is up" is printed waits in
+        # the backlog until uvicorn accepts, instead of being refused (uvicorn listens again, harmlessly).
+        sock.listen(2048)
     except (OSError, OverflowError) as exc:
         sock.close()
         raise config.ConfigError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
