@@ -104,8 +104,8 @@ class ClusterCommit:
         client = self._clients.get(node.name)
         if client is None:
             client = self._clients[node.name] = aioredis.Redis.from_url(
-                _node_url(self.seed, node.host, node.port), socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout)
+                _node_url(self.seed, node.host, node.port), socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
         return client
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> int:
@@ -135,6 +135,7 @@ def _sync_master(rc: Any, key: str) -> Any:
 
 def sync_commit(rc: Any, ms: int) -> Any:
     """The spool replay's commit on Redis Cluster: the script and WAIT 1, like ClusterCommit."""
+
     def commit(keys: Sequence[str], args: Sequence[Any]) -> int:
         pipe = _sync_master(rc, keys[0]).pipeline(transaction=False)
         pipe.eval(COMMIT_LUA, len(keys), *keys, *args)
@@ -142,6 +143,7 @@ def sync_commit(rc: Any, ms: int) -> Any:
         added, replicas = pipe.execute()
         _replicated(replicas, f"replay into {keys[0]}", ms)
         return int(added)
+
     return commit
 
 

@@ -54,8 +54,11 @@ def left_over_spools(s: Settings, known: dict[str, Spool]) -> dict[str, Spool]:
     if not root.is_dir():
         return {}
     dirs = {d.name: d for d in root.glob("shard-*") if d.is_dir()}
-    return {stream_of_subdir(name): Spool(d, s.spool_max_bytes) for name, d in dirs.items()
-            if stream_of_subdir(name) not in known and any(d.glob("spool-*.log"))}
+    return {
+        stream_of_subdir(name): Spool(d, s.spool_max_bytes)
+        for name, d in dirs.items()
+        if stream_of_subdir(name) not in known and any(d.glob("spool-*.log"))
+    }
 
 
 class ShardedBuffer:
@@ -127,8 +130,7 @@ class ShardedFlusher:
         self.stream = ",".join(f.stream for f in flushers)
 
     def run(self) -> None:
-        threads = [threading.Thread(target=f.run, name=f"flusher-{i}", daemon=True)
-                   for i, f in enumerate(self.flushers)]
+        threads = [threading.Thread(target=f.run, name=f"flusher-{i}", daemon=True) for i, f in enumerate(self.flushers)]
         for t in threads:
             t.start()
         for t in threads:
@@ -148,9 +150,21 @@ class ShardedFlusher:
 
 def flusher(s: Settings, store: Store, consumer: str) -> Flusher | ShardedFlusher:
     if not sharded(s):
-        return Flusher(rcluster.sync_client(s), store, s.stream, consumer, s.batch_rows, s.batch_age,
-                       s.claim_idle, lease=s.lease)
+        return Flusher(rcluster.sync_client(s), store, s.stream, consumer, s.batch_rows, s.batch_age, s.claim_idle, lease=s.lease)
     wait = rcluster.wait_ms(s) if s.redis_cluster else 0
-    return ShardedFlusher([Flusher(rcluster.sync_client(s, socket_timeout=30), store, stream, consumer, s.batch_rows,
-                                   s.batch_age, s.claim_idle, lease=s.lease, wait_ms=wait)
-                           for stream in streams(s)])
+    return ShardedFlusher(
+        [
+            Flusher(
+                rcluster.sync_client(s, socket_timeout=30),
+                store,
+                stream,
+                consumer,
+                s.batch_rows,
+                s.batch_age,
+                s.claim_idle,
+                lease=s.lease,
+                wait_ms=wait,
+            )
+            for stream in streams(s)
+        ]
+    )

@@ -56,8 +56,7 @@ async def serial(node: aioredis.Redis, stream: str, commits: int, lines: int, wa
     return out
 
 
-async def grouped(s: config.Settings, rc: aioredis.Redis, stream: str, events: int, concurrency: int,
-                  wait: bool) -> float:
+async def grouped(s: config.Settings, rc: aioredis.Redis, stream: str, events: int, concurrency: int, wait: bool) -> float:
     commit = rcluster.ClusterCommit(rc, s, stream) if wait else None
     if not wait:  # the plain script on the master, through the cluster client
         script = rc.register_script(COMMIT_LUA)
@@ -85,19 +84,16 @@ async def main(args: argparse.Namespace, cl: RedisCluster) -> None:
     await rc.exists(stream)
     node_info = rc.get_node_from_key(stream)
     node = aioredis.Redis(host=node_info.host, port=node_info.port)
-    print(f"Redis Cluster 3+3 on 127.0.0.1, shard {stream} on :{node_info.port}; "
-          f"{args.commits} serial commits of {args.lines} lines")
+    print(f"Redis Cluster 3+3 on 127.0.0.1, shard {stream} on :{node_info.port}; {args.commits} serial commits of {args.lines} lines")
     for wait in (False, True):
         ms = await serial(node, stream, args.commits, args.lines, wait)
         label = "(b) script + WAIT 1" if wait else "(a) script alone   "
-        print(f"{label}  p50 {statistics.median(ms):.3f} ms  p99 {pct(ms, 0.99):.3f} ms  "
-              f"mean {statistics.fmean(ms):.3f} ms")
+        print(f"{label}  p50 {statistics.median(ms):.3f} ms  p99 {pct(ms, 0.99):.3f} ms  mean {statistics.fmean(ms):.3f} ms")
     print("GroupCommit, one process, one shard, events/s (1 line per append):")
     for c in args.concurrency:
         plain = await grouped(s, rc, stream, args.events, c, wait=False)
         waited = await grouped(s, rc, stream, args.events, c, wait=True)
-        print(f"  {c:4d} concurrent appenders: script alone {plain:9.0f}/s   script + WAIT 1 {waited:9.0f}/s"
-              f"   ({waited / plain:.0%})")
+        print(f"  {c:4d} concurrent appenders: script alone {plain:9.0f}/s   script + WAIT 1 {waited:9.0f}/s   ({waited / plain:.0%})")
     await node.aclose()
     await rc.aclose()
 

@@ -59,10 +59,32 @@ class Node:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: self.client.ping(), timeout=20)
 
     def kill(self) -> None:
@@ -86,9 +108,12 @@ class RedisCluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-        subprocess.run([REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", "1", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         wait_for(self.healthy, timeout=30)
 
     def healthy(self) -> bool:
@@ -151,14 +176,37 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
     ch = tmp_path / "ch"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-    env.update({"BEACON_SECRET_KEYS": KEY, "BEACON_CLICKHOUSE_URL": f"chdb:///{ch}", "BEACON_LOG_LEVEL": "warning",
-                "BEACON_REDIS_CLUSTER": "true", "BEACON_STREAM_SHARDS": "3"})
+    env.update(
+        {
+            "BEACON_SECRET_KEYS": KEY,
+            "BEACON_CLICKHOUSE_URL": f"chdb:///{ch}",
+            "BEACON_LOG_LEVEL": "warning",
+            "BEACON_REDIS_CLUSTER": "true",
+            "BEACON_STREAM_SHARDS": "3",
+        }
+    )
 
     def start_flusher(consumer: str) -> subprocess.Popen[bytes]:
         with open(logs / f"flusher-{consumer}.log", "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer, "--lease", "1",
-                                     "--batch-rows", "300", "--batch-age", "0.3"],
-                                    env=env, stdout=log, stderr=log)
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "beacon",
+                    "flush",
+                    "--consumer",
+                    consumer,
+                    "--lease",
+                    "1",
+                    "--batch-rows",
+                    "300",
+                    "--batch-age",
+                    "0.3",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
 
     report: list[str] = []
     try:
@@ -166,9 +214,23 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
         env["BEACON_REDIS_URL"] = cl.url
         rc = cluster_client(cl)
         with open(logs / "web.log", "ab") as log:
-            web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(port),
-                                    "--data-dir", str(tmp_path / "web"), "--redis-timeout", "0.5"],
-                                   env=env, stdout=log, stderr=log)
+            web = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "beacon",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(tmp_path / "web"),
+                    "--redis-timeout",
+                    "0.5",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200)
         flusher = start_flusher("f1")
         with Traffic(port) as traffic:
@@ -204,8 +266,10 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
         answered = traffic.answered
         stored = got["n"]
         missing = sorted(answered - set(stored))
-        report.append(f"answered {len(answered)}, stored {got['count']}, unique event ids {got['uniq_event_id']}, "
-                      f"missing {len(missing)} {missing[:10]}, statuses {traffic.statuses}")
+        report.append(
+            f"answered {len(answered)}, stored {got['count']}, unique event ids {got['uniq_event_id']}, "
+            f"missing {len(missing)} {missing[:10]}, statuses {traffic.statuses}"
+        )
         print("\n".join(report))
         assert len(answered) > 300
         assert got["count"] == len(answered)

@@ -48,8 +48,7 @@ def post(client, n: int) -> None:
         assert client.post("/e", content=body, headers={"content-type": "text/plain"}).status_code == 204
 
 
-def test_commits_spread_over_the_shards_and_one_flusher_process_drains_them_all_once(make_client, make_settings, r,
-                                                                                      store) -> None:
+def test_commits_spread_over_the_shards_and_one_flusher_process_drains_them_all_once(make_client, make_settings, r, store) -> None:
     client = make_client(stream_shards=3)
     post(client, 30)
     per_shard = [r.xlen(s) for s in STREAMS]
@@ -73,6 +72,7 @@ def test_commits_spread_over_the_shards_and_one_flusher_process_drains_them_all_
 
 def test_dead_letters_of_every_shard_are_listed_and_replayed_into_their_shard(r, redis_server, capsys) -> None:
     from beacon.cli import main
+
     for i, stream in enumerate(STREAMS[:2]):
         r.xadd(dead_letter_key(stream), {"d": f'{{"bad":{i}}}', "error": "Code: 117. Unknown field", "token": "t"})
     flags = ["--redis-url", redis_server.url, "--stream-shards", "3"]
@@ -87,6 +87,7 @@ def test_dead_letters_of_every_shard_are_listed_and_replayed_into_their_shard(r,
 
 def test_the_operators_page_sums_every_shard(make_client, r) -> None:
     from .test_dashboard import sign_in
+
     client = make_client(stream_shards=3)
     post(client, 6)
     r.xadd(dead_letter_key(STREAMS[2]), {"d": b"{}", "error": "x", "token": "t"})
