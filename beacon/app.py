@@ -110,7 +110,7 @@ class Core:
                 if any(spool.pending() for spool in spools.values()):
                     try:
                         await asyncio.to_thread(sharding.replay, self.settings, sync_redis, spools)
-                    except (*rcluster.REDIS_ERRORS, OSError) as exc:
+                    except rcluster.REDIS_OR_DISK_ERRORS as exc:
                         log.info("spool replay waits for Redis: %s", exc)
                 await asyncio.sleep(every)
         finally:
@@ -128,7 +128,7 @@ class Core:
                 sync_redis = rcluster.sync_client(self.settings, socket_timeout=2)
                 try:
                     await asyncio.to_thread(sharding.replay, self.settings, sync_redis, self.spools)
-                except (*rcluster.REDIS_ERRORS, OSError):
+                except rcluster.REDIS_OR_DISK_ERRORS:
                     pass
                 finally:
                     sync_redis.close()

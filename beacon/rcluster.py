@@ -34,6 +34,8 @@ from beacon.keys import COMMIT_LUA
 # What a Redis or Redis Cluster call can raise when the server side fails: redis-py's
 # cluster errors about slots and topology are not RedisErrors.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+# ... or, with the local disk too (the spool replay):
+REDIS_OR_DISK_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 
 class NotReplicated(redis.RedisError):
@@ -53,7 +55,7 @@ def sync_client(s: Settings, **kwargs: Any) -> Any:  # Any: redis.Redis or Redis
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return redis.Redis.from_url(urls[0] if urls else "", **kwargs)
-    nodes = [cluster.ClusterNode(*_host_port(u)) for u in urls[1:]]
+    nodes = [cluster.ClusterNode(*_host_port(u)) for u in urls[1:]]  # type: ignore[no-untyped-call]
     return cluster.RedisCluster.from_url(urls[0], startup_nodes=nodes, **kwargs)
 
 

@@ -104,7 +104,7 @@ def replay(s: Settings, r: Any, spool_by_stream: dict[str, Spool]) -> None:
             continue
         try:
             spool.replay(r, stream, commit)
-        except (*rcluster.REDIS_ERRORS, OSError) as exc:
+        except rcluster.REDIS_OR_DISK_ERRORS as exc:
             failed.append(f"{stream}: {exc}")
     if failed:
         raise OSError("; ".join(failed))
