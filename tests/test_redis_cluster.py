@@ -275,6 +275,8 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
         assert got["count"] == len(answered)
         assert got["uniq_event_id"] == len(answered)
         assert set(stored) == answered
+        # The failover did reach the web process: commits to the lost master went to the spool.
+        assert "group commits go to the spool" in (logs / "web.log").read_text()
         assert all(rc.xlen(dead_letter_key(s)) == 0 for s in STREAMS)
         assert {status for _, status in traffic.statuses} <= {200, 204, 503}
         rc.close()
