@@ -104,17 +104,20 @@ class Core:
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
         spools = {**self.spools, **sharding.left_over_spools(self.settings, self.spools)}
-        sync_redis = rcluster.sync_client(self.settings, socket_timeout=5)
+        sync_redis = None  # made when first needed: a cluster client connects when made
         try:
             while True:
                 if any(spool.pending() for spool in spools.values()):
                     try:
+                        if sync_redis is None:
+                            sync_redis = rcluster.sync_client(self.settings, socket_timeout=5)
                         await asyncio.to_thread(sharding.replay, self.settings, sync_redis, spools)
                     except rcluster.REDIS_OR_DISK_ERRORS as exc:
                         log.info("spool replay waits for Redis: %s", exc)
                 await asyncio.sleep(every)
         finally:
-            sync_redis.close()
+            if sync_redis is not None:
+                sync_redis.close()
 
     async def stop(self) -> None:
         await self.buffer.close()
@@ -125,13 +128,14 @@ class Core:
         if self.spools:
             if any(spool.pending() for spool in self.spools.values()):
                 # one last replay, so a clean stop leaves no spool when Redis is up
-                sync_redis = rcluster.sync_client(self.settings, socket_timeout=2)
                 try:
-                    await asyncio.to_thread(sharding.replay, self.settings, sync_redis, self.spools)
+                    sync_redis = rcluster.sync_client(self.settings, socket_timeout=2)
+                    try:
+                        await asyncio.to_thread(sharding.replay, self.settings, sync_redis, self.spools)
+                    finally:
+                        sync_redis.close()
                 except rcluster.REDIS_OR_DISK_ERRORS:
                     pass
-                finally:
-                    sync_redis.close()
             for spool in self.spools.values():
                 spool.close()
         if self.redis is not None:

@@ -31,9 +31,15 @@ from redis.exceptions import RedisClusterException
 from beacon.config import Settings
 from beacon.keys import COMMIT_LUA
 
+
+class Unreachable(RuntimeError):
+    """No seed node of the cluster answers (the sync cluster client connects when made):
+    one line for an operator from the CLI, a retry for the web's spool replayer."""
+
+
 # What a Redis or Redis Cluster call can raise when the server side fails: redis-py's
 # cluster errors about slots and topology are not RedisErrors.
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, Unreachable)
 # ... or, with the local disk too (the spool replay):
 REDIS_OR_DISK_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
@@ -56,7 +62,11 @@ def sync_client(s: Settings, **kwargs: Any) -> Any:  # Any: redis.Redis or Redis
     if not s.redis_cluster:
         return redis.Redis.from_url(urls[0] if urls else "", **kwargs)
     nodes = [cluster.ClusterNode(*_host_port(u)) for u in urls[1:]]  # type: ignore[no-untyped-call]
-    return cluster.RedisCluster.from_url(urls[0], startup_nodes=nodes, **kwargs)
+    try:
+        return cluster.RedisCluster.from_url(urls[0], startup_nodes=nodes, **kwargs)
+    except RedisClusterException as exc:
+        seeds = ", ".join("{}:{}".format(*_host_port(u)) for u in urls)
+        raise Unreachable(f"Redis Cluster: no seed node of BEACON_REDIS_URL ({seeds}) answers: {exc}") from None
 
 
 def async_client(s: Settings, **kwargs: Any) -> Any:  # Any: aioredis.Redis or its RedisCluster

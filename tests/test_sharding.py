@@ -115,3 +115,15 @@ def test_a_spooled_batch_is_replayed_into_the_shard_it_was_committed_for(make_se
     assert not any(sp.pending() for sp in spools.values())
     for sp in spools.values():
         sp.close()
+
+
+def test_an_unreachable_redis_cluster_is_one_line_for_the_operator(capsys) -> None:
+    from beacon.cli import main
+
+    from .conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}"
+    assert main(["dead-letter", "list", "--redis-cluster", "true", "--redis-url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("beacon: Redis Cluster: no seed node of BEACON_REDIS_URL") and err.count("\n") == 1
+    assert "Traceback" not in err
