@@ -126,8 +126,9 @@ def cluster_port() -> int:
 
 def test_redis_cluster_node_config_boots_in_cluster_mode(tmp_path) -> None:
     port = cluster_port()
-    proc = subprocess.Popen(["redis-server", str(DEPLOY / "redis/redis-cluster.conf"), "--port", str(port),
-                             "--bind", "127.0.0.1"], cwd=tmp_path, stdout=open(tmp_path / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "redis.log", "wb") as log:
+        proc = subprocess.Popen(["redis-server", str(DEPLOY / "redis/redis-cluster.conf"), "--port", str(port),
+                                 "--bind", "127.0.0.1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         r = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=5)
         deadline = time.monotonic() + 20
