@@ -77,6 +77,8 @@ class Node:
                 "",
                 "--appendonly",
                 "no",
+                "--repl-diskless-sync-delay",  # a replica's full sync starts at once (default: waits 5 s)
+                "0",
                 "--daemonize",
                 "no",
                 "--logfile",
@@ -209,9 +211,15 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
             )
 
     report: list[str] = []
+    t0 = time.monotonic()
+
+    def mark(what: str) -> None:
+        report.append(f"{time.monotonic() - t0:5.1f}s {what}")
+
     try:
         cl.start()
         env["BEACON_REDIS_URL"] = cl.url
+        mark("cluster formed")
         rc = cluster_client(cl)
         with open(logs / "web.log", "ab") as log:
             web = subprocess.Popen(
@@ -233,22 +241,23 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
             )
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200)
         flusher = start_flusher("f1")
+        mark("web up")
         with Traffic(port) as traffic:
             # A flusher SIGKILLed with a batch in flight (a manifest open in some shard).
             wait_for(lambda: any(rc.hlen(manifests_key(s)) for s in STREAMS), every=0.005)
             flusher.kill()
             flusher.wait()
-            report.append("flusher f1 killed with a batch in flight")
+            mark("flusher f1 killed with a batch in flight")
             flusher = start_flusher("f2")  # takes f1's batches over when f1's lease (1 s) lapses
             time.sleep(1.5)
 
             # The master of shard 0 is SIGKILLed under traffic and its replica promoted.
             old, new = cl.fail_over(STREAMS[0])
-            report.append(f"master :{old.port} killed, replica :{new.port} promoted")
+            mark(f"master :{old.port} killed, replica :{new.port} promoted")
             time.sleep(2)
             old.start()  # rejoins as the new master's replica: commits to shard 0 are replicated again
             wait_for(cl.healthy, timeout=30)
-            report.append(f"node :{old.port} back as a replica")
+            mark(f"node :{old.port} back as a replica")
             time.sleep(1.5)
         assert web.poll() is None, (logs / "web.log").read_text()
         rc.close()
@@ -262,11 +271,12 @@ def test_redis_cluster_failover_and_flusher_kill_lose_nothing_and_double_nothing
         web.send_signal(signal.SIGTERM)
         assert web.wait(30) == 0
 
+        mark("drained and stopped")
         got = count_in_clickhouse(ch)
         answered = traffic.answered
         stored = got["n"]
         missing = sorted(answered - set(stored))
-        report.append(
+        mark(
             f"answered {len(answered)}, stored {got['count']}, unique event ids {got['uniq_event_id']}, "
             f"missing {len(missing)} {missing[:10]}, statuses {traffic.statuses}"
         )
