@@ -80,12 +80,16 @@ def export_format(accept: str) -> str | None:
 
 
 async def lag(core: Core) -> tuple[int, float]:
-    stream = core.settings.stream
+    """Entries not yet flushed and the age of the oldest, over every shard of the stream."""
     if core.redis is None:
         raise ConnectionError("Redis is not connected yet")
-    # redis-py types a reply for every client mode at once; this client returns bytes entries
-    oldest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await core.redis.xrange(stream, "-", "+", count=1))
-    return lag_from(await core.redis.xlen(stream), oldest)
+    entries, age = 0, 0.0
+    for stream in core.streams:
+        # redis-py types a reply for every client mode at once; this client returns bytes entries
+        oldest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await core.redis.xrange(stream, "-", "+", count=1))
+        n, a = lag_from(await core.redis.xlen(stream), oldest)
+        entries, age = entries + n, max(age, a)
+    return entries, age
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

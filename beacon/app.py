@@ -12,16 +12,13 @@ import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import redis
 import redis.asyncio as aioredis
 from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
-from beacon import api, config, partners
+from beacon import api, config, partners, rcluster, sharding
 from beacon import clock as clocks
-from beacon.buffer import DirectWrite, GroupCommit
 from beacon.consent import Consent
 from beacon.enrich import Enricher
 from beacon.errors import BeaconError, NotDurable
@@ -81,6 +78,8 @@ class Core:
         self.redis: aioredis.Redis | None = None
         self.buffer: Buffer = NOT_STARTED
         self.spool: Spool | None = None
+        self.streams = sharding.streams(settings)  # the stream's shards (one: BEACON_STREAM itself)
+        self.spools: dict[str, Spool] = {}  # stream shard -> its spool
         self._replayer: asyncio.Task[None] | None = None
 
     def identity(self, sc: Scope) -> Identity:
@@ -95,29 +94,30 @@ class Core:
         # collector's generations, so collections on the request path stay short.
         gc.freeze()
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url.reveal(), socket_timeout=s.redis_timeout,
-                                             socket_connect_timeout=s.redis_timeout)
+        self.redis = rcluster.async_client(s, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout)
         self.consent.redis = self.redis
-        self.spool = Spool(Path(s.data_dir) / "spool", s.spool_max_bytes)
-        self.buffer = (GroupCommit(self.redis, s.stream, s.commit_max_lines, s.commit_timeout, self.spool)
-                       if s.group_commit else DirectWrite(self.redis, s.stream, s.commit_timeout))
+        self.spools = sharding.spools(s)
+        self.spool = next(iter(self.spools.values()))
+        self.buffer = sharding.buffer(s, self.redis, self.spools)
         self._replayer = asyncio.get_running_loop().create_task(self._replay_spool())
 
     async def _replay_spool(self, every: float = 1.0) -> None:
         """Move spooled group commits into Redis whenever there are some and Redis answers."""
-        spool = self.spool
-        assert spool is not None, "start() creates the spool before the replayer"
-        sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=5)
+        spools = {**self.spools, **sharding.left_over_spools(self.settings, self.spools)}
+        sync_redis = None  # made when first needed: a cluster client connects when made
         try:
             while True:
-                if spool.pending():
+                if any(spool.pending() for spool in spools.values()):
                     try:
-                        await asyncio.to_thread(spool.replay, sync_redis, self.settings.stream)
-                    except (redis.RedisError, OSError) as exc:
+                        if sync_redis is None:
+                            sync_redis = rcluster.sync_client(self.settings, socket_timeout=5)
+                        await asyncio.to_thread(sharding.replay, self.settings, sync_redis, spools)
+                    except rcluster.REDIS_OR_DISK_ERRORS as exc:
                         log.info("spool replay waits for Redis: %s", exc)
                 await asyncio.sleep(every)
         finally:
-            sync_redis.close()
+            if sync_redis is not None:
+                sync_redis.close()
 
     async def stop(self) -> None:
         await self.buffer.close()
@@ -125,16 +125,19 @@ class Core:
             self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replayer
-        if self.spool is not None:
-            if self.spool.pending():  # one last replay, so a clean stop leaves no spool when Redis is up
-                sync_redis = redis.Redis.from_url(self.settings.redis_url.reveal(), socket_timeout=2)
+        if self.spools:
+            if any(spool.pending() for spool in self.spools.values()):
+                # one last replay, so a clean stop leaves no spool when Redis is up
                 try:
-                    await asyncio.to_thread(self.spool.replay, sync_redis, self.settings.stream)
-                except (redis.RedisError, OSError):
+                    sync_redis = rcluster.sync_client(self.settings, socket_timeout=2)
+                    try:
+                        await asyncio.to_thread(sharding.replay, self.settings, sync_redis, self.spools)
+                    finally:
+                        sync_redis.close()
+                except rcluster.REDIS_OR_DISK_ERRORS:
                     pass
-                finally:
-                    sync_redis.close()
-            self.spool.close()
+            for spool in self.spools.values():
+                spool.close()
         if self.redis is not None:
             await self.redis.aclose()
 

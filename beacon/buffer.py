@@ -29,23 +29,10 @@ from typing import Any
 
 from beacon import metrics
 from beacon.errors import NotDurable
+from beacon.keys import COMMIT_LUA, marker_key
 from beacon.spool import Spool
 
 log = logging.getLogger("beacon.buffer")
-
-# KEYS: stream, marker hash. ARGV: proc, seq, data, n.
-COMMIT_LUA = """
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) <= last then return 0 end
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[3], 'n', ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-def marker_key(stream: str) -> str:
-    return f"{stream}:committed"
-
 
 class BufferUnavailable(NotDurable):
     pass
@@ -85,14 +72,16 @@ class _Batch:
 class GroupCommit:
     """Group commit into Redis, or into the spool when Redis fails within its time budget."""
 
-    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None) -> None:
+    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None,
+                 commit: Any = None) -> None:
         self.redis = redis
         self.spool = spool
         self.stream = stream
         self.keys = [stream, marker_key(stream)]
         self.proc = uuid.uuid4().hex
         self.seq = 0
-        self._commit = redis.register_script(COMMIT_LUA)
+        # `commit`: the Redis Cluster commit, which also waits for a replica (beacon/rcluster.py)
+        self._commit = commit if commit is not None else redis.register_script(COMMIT_LUA)
         self.max_lines = max_lines
         self.timeout = timeout
         self._open: _Batch | None = None

@@ -14,8 +14,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import redis
-
 from beacon import config, snippet
 from beacon.config import Settings
 
@@ -23,6 +21,7 @@ if TYPE_CHECKING:  # imported where used: `beacon --help` and the light commands
     import uvicorn
 
     from beacon.flusher import Flusher
+    from beacon.sharding import ShardedFlusher
     from beacon.store import Store
     from beacon.types import ASGIApp
 
@@ -74,11 +73,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _flusher(s: Settings, store: Store) -> Flusher:
-    from beacon.flusher import Flusher
-    consumer = s.consumer or f"{socket.gethostname()}-{os.getpid()}"
-    return Flusher(redis.Redis.from_url(s.redis_url.reveal()), store, s.stream, consumer, s.batch_rows, s.batch_age,
-                   s.claim_idle, lease=s.lease)
+def _flusher(s: Settings, store: Store) -> Flusher | ShardedFlusher:
+    """One Flusher, or with a sharded stream one per shard (beacon/sharding.py)."""
+    from beacon import sharding
+    return sharding.flusher(s, store, s.consumer or f"{socket.gethostname()}-{os.getpid()}")
 
 
 def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Config:  # Any: uvicorn's own options
@@ -255,25 +253,30 @@ def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     """Rows ClickHouse rejected: list them, replay them into the stream (after a fix), or drop them."""
-    from beacon.flusher import dead_letter_key
+    from beacon import rcluster, sharding
+    from beacon.keys import dead_letter_key
     if not s.redis_url:
         raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
-    r = redis.Redis.from_url(s.redis_url.reveal())
-    key = dead_letter_key(s.stream)
+    r = rcluster.sync_client(s)
+    streams = sharding.streams(s)
+    keys = [dead_letter_key(stream) for stream in streams]
+    # Every shard's dead letters; a replayed row goes back into its own shard (same slot: one MULTI).
     # redis-py types a reply for every client mode at once; this client returns bytes entries
-    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))
+    entries = [(stream, key, e) for stream, key in zip(streams, keys, strict=True)
+               for e in cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))]
     if args.id:
-        entries = [e for e in entries if e[0].decode() in args.id]
+        entries = [e for e in entries if e[2][0].decode() in args.id]
     if args.action == "list":
-        for entry_id, fields in entries:
-            print(f"{entry_id.decode()}\t{fields[b'error'].decode(errors='replace').splitlines()[0][:160]}\t"
+        for _, key, (entry_id, fields) in entries:
+            shard = f"{key}\t" if len(keys) > 1 else ""
+            print(f"{shard}{entry_id.decode()}\t{fields[b'error'].decode(errors='replace').splitlines()[0][:160]}\t"
                   f"{fields[b'd'].decode(errors='replace')[:200]}")
-        print(f"{len(entries)} dead-letter rows in {key}", file=sys.stderr)
+        print(f"{len(entries)} dead-letter rows in {', '.join(keys)}", file=sys.stderr)
         return 0
-    for entry_id, fields in entries:
+    for stream, key, (entry_id, fields) in entries:
         pipe = r.pipeline(transaction=True)
         if args.action == "replay":
-            pipe.xadd(s.stream, {"d": fields[b"d"], "n": 1})
+            pipe.xadd(stream, {"d": fields[b"d"], "n": 1})
         pipe.xdel(key, entry_id)
         pipe.execute()
     print(f"{args.action}: {len(entries)} rows", file=sys.stderr)
@@ -316,11 +319,11 @@ COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd
 _STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retention_days", "dedup_window")
 _FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
 _ONLY = {
-    "flush": ("redis_url", "stream", *_STORE, *_FLUSHER, "log_level"),
+    "flush": ("redis_url", "redis_cluster", "stream_shards", "redis_timeout", "stream", *_STORE, *_FLUSHER, "log_level"),
     "migrate": (*_STORE, "partners_file", "log_level"),
     "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
     "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),
-    "dead-letter": ("redis_url", "stream", "log_level"),
+    "dead-letter": ("redis_url", "redis_cluster", "stream_shards", "stream", "log_level"),
 }
 _NOT = {"up": ("workers",), "serve": ("redis_server", "retention_days", "dedup_window", *_FLUSHER)}
 

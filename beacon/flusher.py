@@ -31,23 +31,15 @@ from typing import Any
 import orjson
 import redis
 
-from beacon import failpoints, metrics
+from beacon import failpoints, metrics, rcluster
+from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
 
 log = logging.getLogger("beacon.flusher")
 
-GROUP = "flushers"
 # ClickHouse error codes that mean "these rows are bad", not "the server is unwell".
 DATA_ERRORS = {6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 441, 442}
 _CODE = re.compile(r"Code: (\d+)")
-
-
-def manifests_key(stream: str) -> str:
-    return f"{stream}:manifests"
-
-
-def dead_letter_key(stream: str) -> str:
-    return f"{stream}:dead"
 
 
 def ensure_group(r: Any, stream: str) -> None:
@@ -102,8 +94,11 @@ class Batch:
 
 class Flusher:
     def __init__(self, r: Any, store: Any, stream: str, consumer: str, batch_rows: int, batch_age: float,
-                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0, lease: float = 0.0) -> None:
+                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0, lease: float = 0.0,
+                 wait_ms: int = 0) -> None:
         self.r = r
+        # wait_ms > 0 (Redis Cluster): a manifest is on a replica before its insert (beacon/rcluster.py)
+        self.wait_ms = wait_ms
         # lease > 0: a heartbeat key (beacon/lease.py); a dead flusher's batches are taken
         # after `lease` seconds instead of `claim_idle`.
         self.lease = Lease(r, stream, consumer, lease) if lease > 0 else None
@@ -151,7 +146,7 @@ class Flusher:
                 if batch.ids:
                     self.flush(batch)
                 backoff = 0.1
-            except redis.RedisError as exc:
+            except rcluster.REDIS_ERRORS as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 self._stop.wait(backoff * (1 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
@@ -284,7 +279,11 @@ class Flusher:
         reused = bool(batch.token)  # from a manifest: its token may have been used already
         if not batch.token:
             batch.token = hashlib.sha256(",".join(batch.ids).encode()).hexdigest()[:32]
-            self.r.hset(self.manifests, batch.token, f"{self.consumer}|{','.join(batch.ids)}")
+            manifest = f"{self.consumer}|{','.join(batch.ids)}"
+            if self.wait_ms:
+                rcluster.hset_replicated(self.r, self.manifests, batch.token, manifest, self.wait_ms)
+            else:
+                self.r.hset(self.manifests, batch.token, manifest)
         failpoints.hit("before_insert")
         dead: list[tuple[bytes, str]] = []
         inserted = self._insert(batch.body(), batch.token, dead, reused) if batch.chunks else 0

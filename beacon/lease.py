@@ -16,13 +16,10 @@ import threading
 import uuid
 from typing import Any
 
-import redis
+from beacon.keys import lease_key
+from beacon.rcluster import REDIS_ERRORS
 
 log = logging.getLogger("beacon.lease")
-
-
-def lease_key(stream: str, consumer: str) -> str:
-    return f"{stream}:lease:{consumer}"
 
 
 class Lease:
@@ -40,7 +37,7 @@ class Lease:
     def start(self) -> None:
         try:
             self.renew()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("lease %s not set yet (%s); the heartbeat keeps trying", self.key, exc)
         self._thread = threading.Thread(target=self._beat, name="flusher-lease", daemon=True)
         self._thread.start()
@@ -49,7 +46,7 @@ class Lease:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
                 self.renew()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("lease %s not renewed: %s", self.key, exc)
 
     def stop(self) -> None:
@@ -60,7 +57,7 @@ class Lease:
         try:
             if self.r.get(self.key) == self.token.encode():
                 self.r.delete(self.key)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             pass
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from beacon import metrics
+from beacon.keys import COMMIT_LUA, marker_key
 
 log = logging.getLogger("beacon.spool")
 
@@ -85,7 +86,13 @@ class Spool:
         return self._fd
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("spool-*.log")) if self.dir.exists() else 0
+        total = 0
+        for path in self.dir.glob("spool-*.log") if self.dir.exists() else ():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # replayed and removed since the listing (replay runs unlocked)
+                continue
+        return total
 
     def append(self, payload: bytes, n: int, proc: str, seq: int) -> None:
         """Durable on return (written and fsynced), or SpoolFull / OSError."""
@@ -106,10 +113,13 @@ class Spool:
     def pending(self) -> bool:
         return self.degraded or (self.dir.exists() and any(self.dir.glob("spool-*.log")))
 
-    def replay(self, r: Any, stream: str) -> int:
-        """Move every spooled record into Redis (sync client), in order; return events moved."""
-        from beacon.buffer import COMMIT_LUA, marker_key  # the live path's own commit
-        commit = r.register_script(COMMIT_LUA)
+    def replay(self, r: Any, stream: str, commit: Any = None) -> int:
+        """Move every spooled record into Redis (sync client), in order; return events moved.
+
+        `commit(keys=, args=)` is the live path's commit: the Lua script, or on Redis Cluster
+        the script followed by a WAIT for a replica (beacon/rcluster.py)."""
+        if commit is None:
+            commit = r.register_script(COMMIT_LUA)
         keys = [stream, marker_key(stream)]
         moved = 0
         with self._replaying:

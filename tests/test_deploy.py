@@ -26,8 +26,8 @@ from beacon import config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SETTINGS = {o.env for o in config.OPTIONS}
-# Redis Cluster support (issue 14, part 1) is not built yet: compose already names its settings.
-NOT_YET_SETTINGS = {"BEACON_REDIS_CLUSTER", "BEACON_STREAM_SHARDS"}
+# Every BEACON_* variable deploy/ names is a setting (Redis Cluster's included since issue 14, part 1).
+NOT_YET_SETTINGS: set[str] = set()
 
 
 def compose() -> dict:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from beacon import metrics
-from beacon.flusher import dead_letter_key, lag_from
+from beacon.sharding import backlog as stream_backlog
 
 
 def _samples(counter: Any, label: str) -> dict[str, float]:
@@ -41,28 +41,27 @@ class Ops:
 
     async def snapshot(self) -> dict[str, Any]:
         core = self.core
-        stream = core.settings.stream
         redis_health: dict[str, Any] = {"ok": False}
         backlog: dict[str, Any] = {}
         try:
             started = time.perf_counter()
             await core.redis.ping()
             redis_health = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
-            entries, age = lag_from(await core.redis.xlen(stream), await core.redis.xrange(stream, "-", "+", count=1))
-            backlog = {"entries": entries, "oldest_age_seconds": round(age, 3),
-                       "dead_letters": await core.redis.xlen(dead_letter_key(stream))}
+            entries, age, dead = await stream_backlog(core.redis, core.streams)  # every shard
+            backlog = {"entries": entries, "oldest_age_seconds": round(age, 3), "dead_letters": dead,
+                       "shards": len(core.streams)}
         except Exception as exc:  # noqa: BLE001 - the page reports Redis down instead of failing
             redis_health = {"ok": False, "error": str(exc)[:200]}
         started = time.perf_counter()
         ch_ok = await asyncio.to_thread(core.store.ping)
         clickhouse = {"ok": ch_ok, "ms": round((time.perf_counter() - started) * 1000, 2)}
-        spool = core.spool
+        spools = core.spools.values()
         return {
             "redis": redis_health,
             "clickhouse": clickhouse,
             "stream": backlog,
-            "spool": {"bytes": spool.size() if spool is not None else 0,
-                      "degraded": bool(spool is not None and spool.degraded)},
+            "spool": {"bytes": sum(spool.size() for spool in spools),
+                      "degraded": any(spool.degraded for spool in spools)},
             "flush": {"rows_per_second": round(self.flush_rate(), 2), "rows": _total(metrics.FLUSH_ROWS),
                       "batches": _total(metrics.FLUSH_BATCHES), "errors": _total(metrics.FLUSH_ERRORS)},
             "ingest": _samples(metrics.EVENTS_ACCEPTED, "scope"),
