@@ -153,9 +153,9 @@ class GroupCommit:
             self._fail(batch, f"spool write took longer than {self.timeout}s")
             # Order: the next batch may go to Redis only once this one's fate on disk is known.
             await asyncio.wait((write,))
-        exc = write.exception()
-        if exc is not None:
-            reason = f"spool: {exc}" if redis_error is None else f"Redis: {redis_error}; spool: {exc}"
+        failure = write.exception()
+        if failure is not None:
+            reason = f"spool: {failure}" if redis_error is None else f"Redis: {redis_error}; spool: {failure}"
             return self._fail(batch, reason)
         self._done(batch)
 

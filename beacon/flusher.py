@@ -66,7 +66,7 @@ def lag_from(entries: int, oldest: list[Any]) -> tuple[int, float]:
 
 def is_data_error(exc: Exception) -> bool:
     match = _CODE.search(str(exc))
-    return bool(match) and int(match.group(1)) in DATA_ERRORS
+    return match is not None and int(match.group(1)) in DATA_ERRORS
 
 
 class Batch:
@@ -194,11 +194,12 @@ class Flusher:
         idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
         in_manifests: set[str] = set()
         dead = set(dead_consumers(self.r, self.stream, GROUP, self.consumer)) if self.lease else set()
+        lease_ms = self.lease.ttl_ms if self.lease is not None else idle  # only read when someone is dead
         for token, value in self.r.hgetall(self.manifests).items():
             owner, _, ids_csv = value.decode().partition("|")
             ids = ids_csv.split(",")
             in_manifests.update(ids)
-            owner_idle = 0 if owner == self.consumer else min(idle, self.lease.ttl_ms) if owner in dead else idle
+            owner_idle = 0 if owner == self.consumer else min(idle, lease_ms) if owner in dead else idle
             claimed = self.r.xclaim(self.stream, GROUP, self.consumer, owner_idle, ids)
             claimed = [c for c in claimed if c and c[1] is not None]
             if len(claimed) != len(ids):
@@ -239,7 +240,7 @@ class Flusher:
         # A dead flusher's entries with no manifest: claimed now, not after claim_idle. After the
         # pass over our own pending entries, which would otherwise read them a second time.
         if dead:
-            entries = self._claim_from(dead, min(idle, self.lease.ttl_ms))
+            entries = self._claim_from(dead, min(idle, lease_ms))
             for entry_id, fields in entries:
                 if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
                     continue

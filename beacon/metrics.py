@@ -58,5 +58,5 @@ def exposition() -> bytes:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # the variable prometheus_client itself reads
         return generate_latest()
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus-client is untyped here
     return generate_latest(registry)

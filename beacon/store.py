@@ -110,7 +110,8 @@ class Store:
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self.client.query(sql, parameters=parameters).result_rows
+            rows: list[tuple[Any, ...]] = self.client.query(sql, parameters=parameters).result_rows
+            return rows
 
     def ping(self) -> bool:
         try:
