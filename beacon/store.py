@@ -102,6 +102,8 @@ class Store:
                      f"non_replicated_deduplication_window = {int(self.dedup_window)}")
         from beacon import customers  # the account links of signed-in customers: a table of their own
         self.command(customers.ddl(self))
+        from beacon.query import rollup  # the visits rollup and the day sums that keep it fresh
+        rollup.migrate(self)
 
     # -- writes ---------------------------------------------------------------
 
@@ -197,5 +199,7 @@ class Store:
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
+            from beacon.query import rollup  # the visitor's visits and day sums go first
+            rollup.forget(self, scope, visitor)
             self.command(f"DELETE FROM {self.full_table} WHERE {where}", params)
         return int(rows)

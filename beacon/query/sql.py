@@ -18,6 +18,7 @@ aggregated directly and no visit is computed.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import zlib
 from typing import Any
 
@@ -75,6 +76,7 @@ class Builder:
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
+        self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
 
     # -- expressions ----------------------------------------------------------
 
@@ -118,7 +120,7 @@ class Builder:
 
     # -- the query -------------------------------------------------------------
 
-    def visitors(self, event_cols: list[str]) -> tuple[str, list[str]]:
+    def visitors(self, event_cols: list[str], only: str = "") -> tuple[str, list[str]]:
         """One row per visitor (vkey, a 64-bit hash of the id): its events in time order, split into visits.
 
         Array functions over each visitor's events rather than window functions over all
@@ -178,7 +180,7 @@ class Builder:
             f"AS v_duration{visit_attrs} "
             f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
-            "GROUP BY vkey"
+            f"{'WHERE ' + only + ' ' if only else ''}GROUP BY vkey"
         ), per_visit
 
     def shop(self, scope: str) -> str:
@@ -209,14 +211,22 @@ class Builder:
         for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
         if not self.event_plan:
-            visitors, arrays = self.visitors([])
+            irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)") if self.rollup is not None else ""
+            only = f"has({irregular}, vkey)" if irregular else ""
+            visitors, arrays = self.visitors([], only)
             joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
             for d in self.visit_dims:
                 self.cols[d] += "_1"
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-            return (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
-                    f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
-                    f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+            visits = (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+                      f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
+                      f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+            if self.rollup is None:
+                return visits
+            if not self.rollup.irregular:
+                return self.rolled(irregular)
+            return f"{self.rolled(irregular)} UNION ALL {visits}"
+
         event_cols = ["event", "page"]
         if any(d.startswith(PROP_PREFIX) for d in (*self.q.dimensions, *self.filter_dims)):
             event_cols.append("props")
@@ -239,6 +249,26 @@ class Builder:
         return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
                 f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
                 f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
+
+    def rolled_where(self) -> str:
+        r = self.rollup
+        return (f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
+                f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
+                f"AND day < {self.p.bind(r.first + dt.timedelta(days=len(r.sigs)), 'Date')} "
+                f"AND sig = arrayElement({self.p.bind(list(r.sigs), 'Array(UInt64)')}, "
+                f"toUInt32(day - {self.p.bind(r.first, 'Date')}) + 1)")
+
+    def rolled(self, irregular: str) -> str:
+        """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {
+            "visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
+        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
+        rows = (f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
+                f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
+                f"AND NOT has({irregular}, vkey)")
+        return (f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"WHERE {self.where(lambda d: self.cols[d])}")
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
