@@ -81,8 +81,7 @@ def forget(store: Any, scope: str, visitor: str) -> None:
     store.command(f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
                   f"-toInt64(count()), 0 - sum(cityHash64(event_id)) FROM {store.full_table} "
                   "WHERE scope = {scope:String} AND visitor_id = {visitor:String} GROUP BY scope, day, is_bot", params)
-    if stale:
-        store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{scope:String}} "
+    store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{scope:String}} "
                   "AND vkey = cityHash64({visitor:String})", params)
 
 
