@@ -58,7 +58,7 @@ def scripted() -> list[dict[str, Any]]:
         event("p", m + 1 * mins, "/a", scope="partner"),
     ]
     rnd = random.Random(11)
-    for v in range(40):  # random visitors over three days, many near midnight
+    for v in range(150):  # random visitors over three days, many near midnight
         at = m - dt.timedelta(hours=rnd.choice([1, 20, 26]), minutes=rnd.randrange(60))
         for _ in range(rnd.randrange(1, 9)):
             at += dt.timedelta(minutes=rnd.choice([1, 5, 20, 29, 31, 45, 200]))
@@ -115,7 +115,7 @@ def test_the_rollup_is_read_and_flags_the_visitors_it_cannot_give(data: Any) -> 
     with_events = data.query(f"SELECT DISTINCT toDate(received_at) FROM {data.full_table} WHERE scope = 'mall' "
                              f"AND is_bot = 0 AND toDate(received_at) BETWEEN '{RANGE[0]}' AND '{RANGE[1]}'")
     assert sorted(days) == sorted(with_events) and len(days) >= 2
-    flagged = data.query(f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE irregular = 1 "
+    flagged = data.query(f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE (link = 1 OR cut = 1) "
                          "AND vkey IN (cityHash64('cross'), cityHash64('camp'))")[0][0]
     assert flagged == 2
 

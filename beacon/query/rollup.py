@@ -53,7 +53,8 @@ def ddl(store: Any) -> list[str]:
     attrs = ", ".join(f"`{c}` {'LowCardinality(String)' if c in LOW else 'String'}" for c in ATTRS)
     return [
         f"CREATE TABLE IF NOT EXISTS {visits_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
-        "day Date, sig UInt64, vkey UInt64, has_id UInt8, irregular UInt8, start_ms Int64, pageviews UInt32, "
+        "day Date, sig UInt64, vkey UInt64, has_id UInt8, link UInt8, cut UInt8, first_camp UInt64, last_camp UInt64, "
+        "start_ms Int64, pageviews UInt32, "
         f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
@@ -142,7 +143,7 @@ def prepare(store: Any, scope: str, q: Query, timeout: int) -> Plan:
             _compute(store, scope, q, timeout, day, sig, day in stale)
     irregular = tuple(v for (v,) in store.query(
         f"SELECT DISTINCT vkey FROM {table} WHERE scope = {{scope:String}} AND timeout = {{t:UInt16}} "
-        "AND bots = {bots:UInt8} AND day > {a:Date} AND day <= {b:Date} AND irregular = 1 "
+        "AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date} AND ((link = 1 AND day > {a:Date}) OR cut = 1) "
         "AND sig = arrayElement({sigs:Array(UInt64)}, toUInt32(day - {a:Date}) + 1)",
         {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last, "sigs": sigs}))
     return Plan(table, first, tuple(sigs), irregular)
@@ -153,11 +154,12 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
     dq = dataclasses.replace(q, start=start, end=start + DAY, dimensions=(), filters=())
     b = Builder(dq, scope, store.full_table, timeout)
+    b.segments = True
     b.visit_dims = sorted(VISIT_DIMENSIONS)
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
     visitors, arrays = b.visitors([])
-    arrays += ["v_start", "v_midcamp"]
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -166,16 +168,18 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
               f"WHERE scope = {scope_p} AND received_at >= {midnight} - toIntervalMillisecond({gap}) "
               f"AND received_at < {midnight}{bots}")
     extra = ("SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
-             "indexOf(arrayMap(c -> c != 0, camp), 1) AS first_camp, "
-             "arrayMap(r -> toUInt8(first_camp > r.1 AND first_camp < r.1 + r.2), ranges) AS v_midcamp "
+             "arrayMap(r -> toUInt8(r.1 = cut_pos), ranges) AS v_cut, "
+             "arrayReduceInRanges('argMin', ranges, camp, positions) AS v_first_camp, "
+             "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp "
              f"FROM ({visitors})")
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
     attrs = ", ".join(f"{b.cols['visit:' + c]}_1" for c in ATTRS)
-    link = (f"toUInt8(v_start_1 <= toUnixTimestamp64Milli({midnight}) + {gap} AND vkey IN ({before}))")
+    link = (f"toUInt8(v_start_1 = min_start AND v_start_1 <= toUnixTimestamp64Milli({midnight}) + {gap} "
+            f"AND vkey IN ({before}))")
     select = (f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
-              f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, toUInt8({link} OR v_midcamp_1), v_start_1, v_pageviews_1, "
+              f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
               f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1 "
-              f"FROM ({extra}) ARRAY JOIN {joined}")
+              f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}")
     token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"
     with store._lock:  # noqa: SLF001 - one INSERT ... SELECT with its own settings, under the store's lock
         store.client.command(f"INSERT INTO {visits_table(store)} {select}", parameters=b.p.values, settings={
