@@ -131,3 +131,14 @@ def test_the_rollup_follows_new_events_and_forgotten_visitors(data: Any, monkeyp
     assert data.query(f"SELECT count() FROM {rollup.visits_table(data)} WHERE vkey = cityHash64('new')")[0][0] == 0
     again, plain = both(data, body, monkeypatch)
     assert again == plain == before
+
+
+@pytest.mark.parametrize("body", [
+    {"metrics": ["visitors", "pageviews", "events"], "date_range": RANGE, "dimensions": ["time:day"]},
+    {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["time:day"], "include": {"bots": True}},
+    {"metrics": ["events", "visitors"], "date_range": RANGE},
+])
+def test_daily_counts_from_the_rollup_equal_the_events(data: Any, body: dict[str, Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rolled, plain = both(data, body, monkeypatch)
+    assert rolled == plain and plain

@@ -32,7 +32,7 @@ import hashlib
 from typing import Any
 
 from beacon.query.model import VISIT_DIMENSIONS, Query
-from beacon.query.sql import FIRST_EVENT_COLUMNS, Builder, column
+from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
 DAY = dt.timedelta(days=1)
 ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
@@ -100,9 +100,12 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, only visit:* dimensions and filters, no commerce."""
+    """A range of whole UTC days, no commerce, and only visit:* dimensions and filters, or (counting
+    events, each segment's events being of one day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
-    return (not b.event_plan and not b.commerce and q.start.time() == midnight and q.end.time() == midnight
+    daily = (not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS
+             and not b.commerce)
+    return ((not b.event_plan or daily) and not b.commerce and q.start.time() == midnight and q.end.time() == midnight
             and q.start.tzinfo is not None and q.start.utcoffset() == dt.timedelta(0)
             and q.end.utcoffset() == dt.timedelta(0) and q.end - q.start <= 400 * DAY)
 

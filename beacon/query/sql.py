@@ -198,6 +198,10 @@ class Builder:
 
     def events_only(self) -> str:
         """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
+        if self.rollup is not None:  # no filter, no dimension but time:day: the day's segments hold its events
+            dims = "".join(f"toString(day) AS {column(d)}, " for d in self.q.dimensions)
+            return (f"SELECT {dims}vkey, has_id, events AS m_events, pageviews AS m_pageviews, 0 AS v_pageviews, "
+                    f"0 AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()}")
         bots = "" if self.q.include_bots else " AND is_bot = 0"
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
