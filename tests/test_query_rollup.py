@@ -142,3 +142,28 @@ def test_daily_counts_from_the_rollup_equal_the_events(data: Any, body: dict[str
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     rolled, plain = both(data, body, monkeypatch)
     assert rolled == plain and plain
+
+
+def test_migrate_adds_the_rollup_to_a_table_of_the_previous_release(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from beacon.store import Store
+    from tests.test_migrate import OLD_ROWS, PREVIOUS
+
+    store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")
+    store.command("CREATE DATABASE beacon_prev_rollup")
+    store.command(PREVIOUS.format(table="beacon_prev_rollup.events"))
+    prev = Store(store.dsn, "beacon_prev_rollup", "events", 395, 1000)
+    prev.insert_lines(OLD_ROWS, "old-release-rollup")
+    try:
+        prev.migrate()
+        prev.migrate()  # safe to repeat: the old rows are summed once
+        assert prev.query(f"SELECT scope, day, is_bot, sum(events) FROM {rollup.days_table(prev)} "
+                          "GROUP BY scope, day, is_bot ORDER BY is_bot") == [
+            ("mall", dt.date(2025, 11, 24), 0, 1), ("mall", dt.date(2025, 11, 24), 1, 1)]
+        body = {"metrics": ALL, "date_range": ["2025-11-24", "2025-11-24"], "include": {"bots": True}}
+        rolled, plain = both(prev, body, monkeypatch)
+        assert rolled == plain == [{"dimensions": [], "metrics": [2, 2, 1, 2, 50, 0, 0.5]}]
+        prev.insert_lines(OLD_ROWS.replace(b"-000000000001", b"-000000000003").replace(
+            b"-000000000002", b"-000000000004"), "new-release-rollup")  # new inserts reach the day sums
+        assert prev.query(f"SELECT sum(events) FROM {rollup.days_table(prev)}") == [(4,)]
+    finally:
+        store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")

@@ -71,6 +71,8 @@ def migrate(store: Any) -> None:
     existed = store.query(f"EXISTS TABLE {days_table(store)}")[0][0]
     for sql in ddl(store):
         store.command(sql)
+    for table in (visits_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
+        store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
         store.command(f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
                       f"toInt64(count()), sum(cityHash64(event_id)) FROM {store.full_table} GROUP BY scope, day, is_bot")

@@ -121,7 +121,7 @@ class Builder:
 
     # -- the query -------------------------------------------------------------
 
-    def visitors(self, event_cols: list[str], only: str = "") -> tuple[str, list[str]]:
+    def visitors(self, event_cols: list[str]) -> tuple[str, list[str]]:
         """One row per visitor (vkey, a 64-bit hash of the id): its events in time order, split into visits.
 
         Array functions over each visitor's events rather than window functions over all
@@ -187,7 +187,7 @@ class Builder:
             f"AS v_duration{visit_attrs} "
             f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
             f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
-            f"{'WHERE ' + only + ' ' if only else ''}GROUP BY vkey"
+            "GROUP BY vkey"
         ), per_visit
 
     def shop(self, scope: str) -> str:
