@@ -114,7 +114,7 @@ def test_the_rollup_is_read_and_flags_the_visitors_it_cannot_give(data: Any) -> 
     days = data.query(f"SELECT DISTINCT day FROM {rollup.visits_table(data)} WHERE scope = 'mall'")
     with_events = data.query(f"SELECT DISTINCT toDate(received_at) FROM {data.full_table} WHERE scope = 'mall' "
                              f"AND is_bot = 0 AND toDate(received_at) BETWEEN '{RANGE[0]}' AND '{RANGE[1]}'")
-    assert sorted(days) == sorted(with_events) and len(days) >= 2
+    assert set(with_events) <= set(days) and len(with_events) >= 2  # rows of other tests' days may remain
     flagged = data.query(f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE (link = 1 OR cut = 1) "
                          "AND vkey IN (cityHash64('cross'), cityHash64('camp'))")[0][0]
     assert flagged == 2
