@@ -58,7 +58,7 @@ def scripted() -> list[dict[str, Any]]:
         event("p", m + 1 * mins, "/a", scope="partner"),
     ]
     rnd = random.Random(11)
-    for v in range(150):  # random visitors over three days, many near midnight
+    for v in range(120):  # random visitors over three days, many near midnight
         at = m - dt.timedelta(hours=rnd.choice([1, 20, 26]), minutes=rnd.randrange(60))
         for _ in range(rnd.randrange(1, 9)):
             at += dt.timedelta(minutes=rnd.choice([1, 5, 20, 29, 31, 45, 200]))
@@ -72,7 +72,7 @@ def insert(store: Any, rows: list[dict[str, Any]]) -> None:
     store.insert_lines(b"\n".join(orjson.dumps(r) for r in rows), f"rollup-test-{next(_ids)}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(store: Any) -> Any:
     store.command(f"TRUNCATE TABLE {store.full_table}")
     insert(store, scripted())
