@@ -16,6 +16,9 @@ the range's visits except for a visitor who
 Such visitors (flags on a day after the range's first) are recomputed from their events
 by the query-time plan; every other visitor's visits are read from the rollup.
 
+Each computed day gets a row in `<events>_visit_days` with its signature and flagged
+visitors, so a query finds what to read without scanning the rollup.
+
 Freshness. A ClickHouse materialized view keeps per (scope, day, is_bot) the count and a
 hash sum of the events inserted (`<events>_days`); `store.forget` subtracts what it
 deletes. A day's rollup rows carry a signature of that day's and the previous day's sums
@@ -43,6 +46,11 @@ def visits_table(store: Any) -> str:
     return f"{store.full_table}_visits"
 
 
+def marks_table(store: Any) -> str:
+    """One row per computed (scope, timeout, bots, day, signature): the day's flagged visitors."""
+    return f"{store.full_table}_visit_days"
+
+
 def days_table(store: Any) -> str:
     return f"{store.full_table}_days"
 
@@ -58,6 +66,10 @@ def ddl(store: Any) -> list[str]:
         f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
+        f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
+        "day Date, sig UInt64, links Array(UInt64), cuts Array(UInt64)) ENGINE = MergeTree "
+        f"ORDER BY (scope, timeout, bots, day) TTL day + INTERVAL {ttl + 1} DAY "
+        "SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {days_table(store)} (scope LowCardinality(String), day Date, is_bot UInt8, "
         "events Int64, hash UInt64) ENGINE = SummingMergeTree ORDER BY (scope, day, is_bot) "
         f"TTL day + INTERVAL {ttl + 1} DAY",
@@ -71,7 +83,7 @@ def migrate(store: Any) -> None:
     existed = store.query(f"EXISTS TABLE {days_table(store)}")[0][0]
     for sql in ddl(store):
         store.command(sql)
-    for table in (visits_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
+    for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
         store.command(f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
@@ -90,6 +102,8 @@ def forget(store: Any, scope: str, visitor: str) -> None:
                   "WHERE scope = {scope:String} AND visitor_id = {visitor:String} GROUP BY scope, day, is_bot", params)
     store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{scope:String}} "
                   "AND vkey = cityHash64({visitor:String})", params)
+    store.command(f"DELETE FROM {marks_table(store)} WHERE scope = {{scope:String}} "
+                  "AND (has(links, cityHash64({visitor:String})) OR has(cuts, cityHash64({visitor:String})))", params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,21 +151,26 @@ def prepare(store: Any, scope: str, q: Query, timeout: int) -> Plan:
                          blocks.get(prev.strftime("%Y%m"))) if day in sums else 0)
         day += DAY
     table = visits_table(store)
-    have = {(d, s) for d, s in store.query(
-        f"SELECT DISTINCT day, sig FROM {table} WHERE scope = {{scope:String}} AND timeout = {{t:UInt16}} "
-        "AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date}",
-        {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last})}
+    marks = (f"SELECT day, sig, links, cuts FROM {marks_table(store)} WHERE scope = {{scope:String}} "
+             "AND timeout = {t:UInt16} AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date}")
+    params = {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last}
+    have = {(d, s): (links, cuts) for d, s, links, cuts in store.query(marks, params)}
     stale = {d for d, _ in have}
+    computed = False
     for i, sig in enumerate(sigs):
         day = first + i * DAY
         if sig and (day, sig) not in have:
             _compute(store, scope, q, timeout, day, sig, day in stale)
-    irregular = tuple(v for (v,) in store.query(
-        f"SELECT DISTINCT vkey FROM {table} WHERE scope = {{scope:String}} AND timeout = {{t:UInt16}} "
-        "AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date} AND ((link = 1 AND day > {a:Date}) OR cut = 1) "
-        "AND sig = arrayElement({sigs:Array(UInt64)}, toUInt32(day - {a:Date}) + 1)",
-        {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last, "sigs": sigs}))
-    return Plan(table, first, tuple(sigs), irregular)
+            computed = True
+    if computed:
+        have = {(d, s): (links, cuts) for d, s, links, cuts in store.query(marks, params)}
+    irregular: set[int] = set()
+    for i, sig in enumerate(sigs):
+        links, cuts = have.get((first + i * DAY, sig), ((), ()))
+        irregular.update(cuts)
+        if i:  # a segment may continue the day before's visit only if that day is in the range
+            irregular.update(links)
+    return Plan(table, first, tuple(sigs), tuple(sorted(irregular)))
 
 
 def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: int, stale: bool) -> None:
@@ -190,8 +209,15 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
         store.client.command(f"INSERT INTO {visits_table(store)} {select}", parameters=b.p.values, settings={
             "insert_deduplication_token": token, "insert_deduplicate": 1, "max_insert_block_size": 100_000_000,
             "min_insert_block_size_rows": 100_000_000, "min_insert_block_size_bytes": 10_000_000_000, "max_threads": 1})
+    key = {"s": scope, "t": timeout, "b": int(q.include_bots), "d": day, "g": sig}
+    with store._lock:  # noqa: SLF001 - the day's mark, once its rows are in
+        store.client.command(
+            f"INSERT INTO {marks_table(store)} SELECT scope, timeout, bots, day, sig, groupArrayIf(vkey, link = 1), "
+            f"groupArrayIf(vkey, cut = 1) FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
+            "AND bots = {b:UInt8} AND day = {d:Date} AND sig = {g:UInt64} GROUP BY scope, timeout, bots, day, sig",
+            parameters=key, settings={"insert_deduplication_token": token, "insert_deduplicate": 1})
     if stale:
-        store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
-                      "AND bots = {b:UInt8} AND day = {d:Date} AND sig != {g:UInt64}",
-                      {"s": scope, "t": timeout, "b": int(q.include_bots), "d": day, "g": sig})
+        for table in (visits_table(store), marks_table(store)):
+            store.command(f"DELETE FROM {table} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
+                          "AND bots = {b:UInt8} AND day = {d:Date} AND sig != {g:UInt64}", key)
 
