@@ -132,6 +132,8 @@ class Store:
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
         from beacon import customers  # the account links of signed-in customers: a table of their own
         self.command(customers.ddl(self))
+        from beacon.query import rollup  # the visits rollup and the day sums that keep it fresh
+        rollup.migrate(self)
 
     # -- writes ---------------------------------------------------------------
 
@@ -220,6 +222,8 @@ class Store:
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
+            from beacon.query import rollup  # the visitor's visits and day sums go first
+            rollup.forget(self, scope, visitor)
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)
         return int(rows)

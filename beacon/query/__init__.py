@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from beacon.query import commerce
+from beacon.query import commerce, rollup
 from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Query, QueryError, parse
 from beacon.query.sql import Builder
 
@@ -59,7 +59,10 @@ def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offs
     if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
         base, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
         denominator = commerce.denominators(base)
-    sql, params = Builder(q, scope, store.full_table, visit_timeout).build(limit, offset, total_rows)
+    b = Builder(q, scope, store.full_table, visit_timeout)
+    if rollup.usable(q, b):
+        b.rollup = rollup.prepare(store, scope, q, visit_timeout)
+    sql, params = b.build(limit, offset, total_rows)
     n = len(q.dimensions)
     results = []
     total = 0

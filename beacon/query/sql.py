@@ -18,6 +18,7 @@ aggregated directly and no visit is computed.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import zlib
 from typing import Any
 
@@ -75,6 +76,8 @@ class Builder:
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
+        self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
+        self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
 
     # -- expressions ----------------------------------------------------------
 
@@ -146,6 +149,11 @@ class Builder:
             arrays += "".join(f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), "
                               f"start_keys) AS f_{c}" for c in sorted(first_cols))
         per_visit = ["v_pageviews", "v_events", "v_duration"]
+        # segments (the rollup): visits also cut at the first campaign of the range (beacon/query/rollup.py)
+        starts, cut = ("plain_starts", "indexOf(arrayMap(c -> c != 0, camp), 1) AS fcp, "
+                       "if(fcp > 0 AND arrayElement(plain_starts, fcp) = 0, fcp, 0) AS cut_pos, "
+                       "arrayMap((s, i) -> toUInt8(s = 1 OR i = cut_pos), plain_starts, positions) AS starts, "
+                       ) if self.segments else ("starts", "")
         visit_attrs = ""
         for d in self.visit_dims:
             if d in ("visit:entry_page", "visit:exit_page"):
@@ -167,7 +175,8 @@ class Builder:
             "arrayEnumerate(sorted) AS positions, "
             "arrayFill(x -> x != 0, camp) AS carried, "
             f"arrayMap((t, tp, c, pc) -> toUInt8((t - tp > {gap}) OR (c != 0 AND pc != 0 AND c != pc)), ms, "
-            "arrayPushFront(arrayPopBack(ms), 0), camp, arrayPushFront(arrayPopBack(carried), 0)) AS starts, "
+            f"arrayPushFront(arrayPopBack(ms), 0), camp, arrayPushFront(arrayPopBack(carried), 0)) AS {starts}, "
+            f"{cut}"
             "arrayCumSum(starts) AS vno, "
             "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
             "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(keys) + 1)) "
@@ -189,6 +198,10 @@ class Builder:
 
     def events_only(self) -> str:
         """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
+        if self.rollup is not None:  # no filter, no dimension but time:day: the day's segments hold its events
+            dims = "".join(f"toString(day) AS {column(d)}, " for d in self.q.dimensions)
+            return (f"SELECT {dims}vkey, has_id, events AS m_events, pageviews AS m_pageviews, 0 AS v_pageviews, "
+                    f"0 AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()}")
         bots = "" if self.q.include_bots else " AND is_bot = 0"
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -209,14 +222,23 @@ class Builder:
         for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
         if not self.event_plan:
+            if self.rollup is not None:
+                for d in self.visit_dims:
+                    self.cols[d] += "_1"
+                irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
+                if not self.rollup.irregular:
+                    return self.rolled(irregular)
+                return f"{self.rolled(irregular)} UNION ALL {self.glued(irregular)}"
             visitors, arrays = self.visitors([])
             joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
             for d in self.visit_dims:
                 self.cols[d] += "_1"
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-            return (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
-                    f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
-                    f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+            visits = (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+                      f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
+                      f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+            return visits
+
         event_cols = ["event", "page"]
         if any(d.startswith(PROP_PREFIX) for d in (*self.q.dimensions, *self.filter_dims)):
             event_cols.append("props")
@@ -239,6 +261,76 @@ class Builder:
         return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
                 f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
                 f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
+
+    def rolled_where(self) -> str:
+        r = self.rollup
+        return (f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
+                f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
+                f"AND day < {self.p.bind(r.first + dt.timedelta(days=len(r.sigs)), 'Date')} "
+                f"AND sig = arrayElement({self.p.bind(list(r.sigs), 'Array(UInt64)')}, "
+                f"toUInt32(day - {self.p.bind(r.first, 'Date')}) + 1)")
+
+    def rolled(self, irregular: str) -> str:
+        """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {
+            "visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
+        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
+        rows = (f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
+                f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
+                f"AND vkey NOT IN (SELECT arrayJoin({irregular}))")
+        return (f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"WHERE {self.where(lambda d: self.cols[d])}")
+
+    def glued(self, irregular: str) -> str:
+        """The irregular visitors' visits: their rollup segments in time order, glued where the range joins them.
+
+        A segment starts a visit unless it is the first of its day (after the range's first day)
+        and comes within the timeout of the visitor's previous segment without a campaign change,
+        or it was cut at the day's first campaign and the campaign carried from earlier days of
+        the range is none or the same (the rules of the query-time plan, applied to segments).
+        """
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {
+            "visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        names = ["start_ms", "duration_ms", "pageviews", "events", "first_camp", "last_camp", "link", "cut", "day",
+                 "entry_page", "exit_page"] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
+        uniq = list(dict.fromkeys(names))
+        alias = {n: "g_" + n.strip("`") for n in uniq}
+        sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
+        first = self.p.bind(self.rollup.first, "Date")
+        gap = self.p.bind(self.gap_ms, "Int64")
+        per_visit = []
+        for d in self.visit_dims:
+            if d == "visit:entry_page":
+                expr = "arrayReduceInRanges('argMinIf', ranges, g_entry_page, positions, arrayMap(p -> p > 0, g_pageviews))"
+            elif d == "visit:exit_page":
+                expr = "arrayReduceInRanges('argMaxIf', ranges, g_exit_page, positions, arrayMap(p -> p > 0, g_pageviews))"
+            else:
+                expr = f"arrayReduceInRanges('argMin', ranges, {alias[source[d]]}, positions)"
+            per_visit.append((expr, self.cols[d]))
+        per_visit += [("arrayReduceInRanges('sum', ranges, g_pageviews)", "v_pv"),
+                      ("arrayReduceInRanges('sum', ranges, g_events)", "v_ev"),
+                      ("arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ends), "
+                       "arrayReduceInRanges('min', ranges, g_start_ms))", "v_dur")]
+        visits = (
+            f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
+            "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
+            "arrayPushFront(arrayPopBack(arrayFill(x -> x != 0, g_last_camp)), 0) AS pc, "
+            "arrayPushFront(arrayPopBack(ends), 0) AS pe, "
+            "arrayMap((i, h, c, k, s, p, q, dy) -> toUInt8(i = 1 OR NOT ("
+            f"(h = 1 AND dy > {first} AND s - p <= {gap} AND NOT (c != 0 AND q != 0 AND c != q)) "
+            "OR (k = 1 AND NOT (q != 0 AND q != c)))), "
+            "positions, g_link, g_first_camp, g_cut, g_start_ms, pe, pc, g_day) AS starts, "
+            "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
+            "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(starts) + 1)) "
+            "AS ranges, " + ", ".join(f"{e} AS {a}" for e, a in per_visit) +
+            f" FROM {self.rollup.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey")
+        joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
+        rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        where = self.where(lambda d: rename[self.cols[d]])
+        dim_cols = "".join(f"{rename[self.cols[d]]} AS {column(d)}, " for d in self.q.dimensions)
+        return (f"SELECT {dim_cols}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, "
+                f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}")
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,

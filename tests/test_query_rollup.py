@@ -1,0 +1,169 @@
+"""The visits rollup (beacon/query/rollup.py) answers exactly what the query-time plan answers.
+
+Visitors whose visits cross midnight, a campaign arriving in the middle of a day's visit,
+bots, cookieless events and a second scope; each query is asked through the rollup and
+through the query-time plan, and the two answers must be equal. Then the rollup follows
+new events and a forgotten visitor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from beacon import query
+from beacon.query import rollup
+
+UTC = dt.timezone.utc
+MIDNIGHT = dt.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=3)
+NOW = MIDNIGHT + dt.timedelta(days=3, hours=12)
+RANGE = [(MIDNIGHT - dt.timedelta(days=1)).date().isoformat(), (MIDNIGHT + dt.timedelta(days=1)).date().isoformat()]
+ALL = ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit"]
+_ids = itertools.count(1)
+
+
+def event(vid: str, at: dt.datetime, page: str, *, name: str = "pageview", bot: int = 0, scope: str = "mall",
+          **fields: Any) -> dict[str, Any]:
+    return {"event_id": f"00000000-0000-7000-9000-{next(_ids):012d}", "received_at": f"{at.timestamp():.3f}",
+            "scope": scope, "visitor_id": vid, "mode": "cookie", "event": name, "url": "https://shop.test" + page,
+            "referrer": "", "props": {}, "ip": "203.0.113.0", "user_agent": "UA", "is_bot": bot, "transport": "pixel",
+            **fields}
+
+
+def scripted() -> list[dict[str, Any]]:
+    m = MIDNIGHT
+    mins = dt.timedelta(minutes=1)
+    news = {"utm_source": "news", "utm_medium": "email", "utm_campaign": "spring", "source": "Newsletter"}
+    fb = {"utm_source": "fb", "utm_medium": "social", "utm_campaign": "autumn", "source": "Facebook"}
+    rows = [
+        # one visit across midnight: 23:50, 23:55, 00:10 (15 min gap), 00:20
+        event("cross", m - 10 * mins, "/a", source="Google", country="DE"), event("cross", m - 5 * mins, "/b"),
+        event("cross", m + 10 * mins, "/c"), event("cross", m + 20 * mins, "/d"),
+        # a gap over 30 minutes at midnight: two visits
+        event("gap", m - 20 * mins, "/a", source="Bing"), event("gap", m + 15 * mins, "/b", source="Google"),
+        # a campaign carried from the evening before, a new campaign mid-visit after midnight: split by the range,
+        # not by the day alone
+        event("camp", m - 40 * mins, "/a", **news), event("camp", m - 10 * mins, "/b"),
+        event("camp", m + 10 * mins, "/c"), event("camp", m + 20 * mins, "/d", **fb), event("camp", m + 25 * mins, "/e"),
+        # a campaign mid-visit on a day with no campaign before: no split
+        event("late", m + 5 * 60 * mins, "/a"), event("late", m + 5 * 60 * mins + 5 * mins, "/b", **fb),
+        # bots, cookieless events, another scope
+        event("bot-1", m - 2 * mins, "/a", bot=1), event("bot-1", m + 2 * mins, "/b", bot=1),
+        event("", m + 3 * mins, "/x"), event("", m - 3 * mins, "/y"),
+        event("p", m + 1 * mins, "/a", scope="partner"),
+    ]
+    rnd = random.Random(11)
+    for v in range(120):  # random visitors over three days, many near midnight
+        at = m - dt.timedelta(hours=rnd.choice([1, 20, 26]), minutes=rnd.randrange(60))
+        for _ in range(rnd.randrange(1, 9)):
+            at += dt.timedelta(minutes=rnd.choice([1, 5, 20, 29, 31, 45, 200]))
+            extra = rnd.choice([{}, {}, news, fb, {"source": "Google"}])
+            rows.append(event(f"r{v}", at, rnd.choice(["/a", "/b", "/c"]), name=rnd.choice(["pageview", "pageview", "click"]),
+                              bot=int(rnd.random() < 0.05), device=rnd.choice(["desktop", "mobile"]), **extra))
+    return rows
+
+
+def insert(store: Any, rows: list[dict[str, Any]]) -> None:
+    store.insert_lines(b"\n".join(orjson.dumps(r) for r in rows), f"rollup-test-{next(_ids)}")
+
+
+@pytest.fixture(scope="module")
+def data(store: Any) -> Any:
+    store.command(f"TRUNCATE TABLE {store.full_table}")
+    insert(store, scripted())
+    yield store
+    store.command(f"TRUNCATE TABLE {store.full_table}")
+
+
+def both(store: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """(answer through the rollup, answer of the query-time plan)."""
+    rolled = query.run(store, "mall", body, now=NOW)["results"]
+    with monkeypatch.context() as m:
+        m.setattr(rollup, "usable", lambda q, b: False)
+        plain = query.run(store, "mall", body, now=NOW)["results"]
+    return rolled, plain
+
+
+QUERIES = [
+    {"metrics": ALL, "date_range": RANGE},
+    {"metrics": ALL, "date_range": RANGE, "include": {"bots": True}},
+    {"metrics": ALL, "date_range": [RANGE[1], RANGE[1]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:source"]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:utm_campaign", "visit:device"]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:entry_page"]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:exit_page"],
+     "filters": [["is_not", "visit:source", ["Bing"]]]},
+    {"metrics": ["visitors", "visits"], "date_range": RANGE, "filters": [["contains", "visit:entry_page", ["/a"]]]},
+]
+
+
+@pytest.mark.parametrize("body", QUERIES)
+def test_rollup_answers_what_the_query_time_plan_answers(data: Any, body: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    rolled, plain = both(data, body, monkeypatch)
+    assert rolled == plain and plain
+
+
+def test_the_rollup_is_read_and_flags_the_visitors_it_cannot_give(data: Any) -> None:
+    query.run(data, "mall", {"metrics": ["visits"], "date_range": RANGE}, now=NOW)
+    days = data.query(f"SELECT DISTINCT day FROM {rollup.visits_table(data)} WHERE scope = 'mall'")
+    with_events = data.query(f"SELECT DISTINCT toDate(received_at) FROM {data.full_table} WHERE scope = 'mall' "
+                             f"AND is_bot = 0 AND toDate(received_at) BETWEEN '{RANGE[0]}' AND '{RANGE[1]}'")
+    assert set(with_events) <= set(days) and len(with_events) >= 2  # rows of other tests' days may remain
+    flagged = data.query(f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE (link = 1 OR cut = 1) "
+                         "AND vkey IN (cityHash64('cross'), cityHash64('camp'))")[0][0]
+    assert flagged == 2
+
+
+def test_the_rollup_follows_new_events_and_forgotten_visitors(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:source"]}
+    before, _ = both(data, body, monkeypatch)
+    insert(data, [event("new", MIDNIGHT + dt.timedelta(hours=3), "/n", source="Direct-ish")])
+    after, plain = both(data, body, monkeypatch)
+    assert after == plain and after != before
+    assert data.forget("mall", "visitor-none") == 0
+    assert data.forget("mall", "new") == 1
+    assert data.query(f"SELECT count() FROM {rollup.visits_table(data)} WHERE vkey = cityHash64('new')")[0][0] == 0
+    again, plain = both(data, body, monkeypatch)
+    assert again == plain == before
+
+
+@pytest.mark.parametrize("body", [
+    {"metrics": ["visitors", "pageviews", "events"], "date_range": RANGE, "dimensions": ["time:day"]},
+    {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["time:day"], "include": {"bots": True}},
+    {"metrics": ["events", "visitors"], "date_range": RANGE},
+])
+def test_daily_counts_from_the_rollup_equal_the_events(data: Any, body: dict[str, Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rolled, plain = both(data, body, monkeypatch)
+    assert rolled == plain and plain
+
+
+def test_migrate_adds_the_rollup_to_a_table_of_the_previous_release(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from beacon.store import Store
+    from tests.test_migrate import OLD_ROWS, PREVIOUS
+
+    store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")
+    store.command("CREATE DATABASE beacon_prev_rollup")
+    store.command(PREVIOUS.format(table="beacon_prev_rollup.events"))
+    prev = Store(store.dsn, "beacon_prev_rollup", "events", 395, 1000)
+    prev.insert_lines(OLD_ROWS, "old-release-rollup")
+    try:
+        prev.migrate()
+        prev.migrate()  # safe to repeat: the old rows are summed once
+        assert prev.query(f"SELECT scope, day, is_bot, sum(events) FROM {rollup.days_table(prev)} "
+                          "GROUP BY scope, day, is_bot ORDER BY is_bot") == [
+            ("mall", dt.date(2025, 11, 24), 0, 1), ("mall", dt.date(2025, 11, 24), 1, 1)]
+        body = {"metrics": ALL, "date_range": ["2025-11-24", "2025-11-24"], "include": {"bots": True}}
+        rolled, plain = both(prev, body, monkeypatch)
+        assert rolled == plain == [{"dimensions": [], "metrics": [2, 2, 1, 2, 50, 0, 0.5]}]
+        prev.insert_lines(OLD_ROWS.replace(b"-000000000001", b"-000000000003").replace(
+            b"-000000000002", b"-000000000004"), "new-release-rollup")  # new inserts reach the day sums
+        assert prev.query(f"SELECT sum(events) FROM {rollup.days_table(prev)}") == [(4,)]
+    finally:
+        store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")
