@@ -55,17 +55,17 @@ def _metric(name: str, visitors: int, visits: int, pageviews: int, events: int, 
 def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int,
           total_rows: bool) -> tuple[list[dict[str, Any]], int | None]:
     commerce.check(q, scope)
-    denominator = {}
+    denominator: dict[tuple[str, ...], int] = {}
     if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
-        base, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
-        denominator = commerce.denominators(base)
+        without_goal, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
+        denominator = commerce.denominators(without_goal)
     b = Builder(q, scope, store.full_table, visit_timeout)
     if rollup.usable(q, b):
         b.rollup = rollup.prepare(store, scope, q, visit_timeout)
     sql, params = b.build(limit, offset, total_rows)
     n = len(q.dimensions)
-    results = []
-    total = 0
+    results: list[dict[str, Any]] = []
+    total: int | None = 0
     for row in store.query(sql, params):
         counts = row[n:n + 7]
         base = [None if m in COMMERCE_METRICS else _metric(m, *counts) for m in q.metrics]

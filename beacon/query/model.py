@@ -17,10 +17,10 @@ class QueryError(ValueError):
     """A query Beacon cannot answer; the message names the bad part (answered 400)."""
 
 
-METRICS = ("visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit")
+METRICS: tuple[str, ...] = ("visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit")
 
 # Dimensions of one event, of the visit it belongs to (its first event's value), or of time.
-EVENT_DIMENSIONS = ("event:page", "event:name")
+EVENT_DIMENSIONS: tuple[str, ...] = ("event:page", "event:name")
 VISIT_DIMENSIONS = (
     "visit:source", "visit:channel", "visit:referrer",
     "visit:utm_source", "visit:utm_medium", "visit:utm_campaign", "visit:utm_term", "visit:utm_content",

@@ -24,6 +24,7 @@ from typing import Any
 
 from beacon.query import commerce
 from beacon.query.model import (
+    COMMERCE_DIMENSIONS,
     PROP_PREFIX,
     Combination,
     Condition,
@@ -93,7 +94,7 @@ class Builder:
             return "formatDateTime(toStartOfHour(received_at), '%Y-%m-%d %H:00:00')"
         if dim == "time:day":
             return "toString(toDate(received_at))"
-        if dim in commerce.COMMERCE_DIMENSIONS:
+        if dim in COMMERCE_DIMENSIONS:
             return commerce.dimension(dim)
         return self.cols[dim]
 
