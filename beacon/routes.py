@@ -6,6 +6,7 @@ that can be computed once (GIF, header lists, Set-Cookie affixes) is.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADER
 GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
 JSON_TYPES = (b"", b"text/plain", b"application/json")
+CLIENT_CACHE = 16384  # (peer, X-Forwarded-For, User-Agent, precise) -> derived client fields
 # One validated client event: name, url, referrer, props, commerce fields (None unless a commerce event).
 Checked = tuple[str, str, str, dict[str, str], dict[str, Any] | None]
 
@@ -52,6 +54,28 @@ class Request:
                  "content_length", "gpc", "dnt", "signals")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        h = dict(headers)
+        if len(h) < len(headers):  # a repeated header (Cookie, X-Forwarded-For): joined below
+            self._join(headers)
+        else:  # names are unique: one dict built in C, then a look-up per header read
+            self.host = h.get(b"host", b"")
+            self.cookie = h.get(b"cookie", b"")
+            self.referer = h.get(b"referer", b"")
+            self.user_agent = h.get(b"user-agent", b"")
+            self.forwarded_for = h.get(b"x-forwarded-for")
+            self.origin = h.get(b"origin", b"")
+            value = h.get(b"content-type")
+            self.content_type = value.split(b";", 1)[0].strip().lower() if value else b""
+            value = h.get(b"content-length")
+            self.content_length = int(value) if value is not None and value.isdigit() else -1
+            value = h.get(b"sec-gpc")
+            self.gpc = value is not None and value.strip() == b"1"
+            value = h.get(b"dnt")
+            self.dnt = value is not None and value.strip() == b"1"
+        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
+        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
+
+    def _join(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""
         self.forwarded_for: bytes | None = None
         self.content_length = -1
@@ -77,8 +101,6 @@ class Request:
                 self.gpc = value.strip() == b"1"
             elif key == b"dnt":
                 self.dnt = value.strip() == b"1"
-        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
-        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
 
 
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -95,17 +117,24 @@ class BeaconRoutes:
     def __init__(self, core: Any) -> None:
         self.core = core
         self.s = core.settings
+        # A visitor's requests repeat their peer, X-Forwarded-For and User-Agent: everything
+        # derived from them is looked up once per visitor, not once per request.
+        self._client = functools.lru_cache(maxsize=CLIENT_CACHE)(self._client_fields)
 
     def _server_fields(self, asgi: dict[str, Any], req: Request, mode: str) -> tuple[str, str, bool, bytes]:
-        """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
-        is used for the country here and goes no further."""
-        core = self.core
+        """(truncated ip, user agent, is_bot, encoded geo and agent columns)."""
         client = asgi.get("client")
-        peer = client[0] if client else ""
-        addr = core.anonymiser.client(peer, req.forwarded_for)
-        ua = clean_text(req.user_agent.decode("latin-1"), core.limits.user_agent) if req.user_agent else ""
+        return self._client(client[0] if client else "", req.forwarded_for, req.user_agent, mode != consent.ANONYMOUS)
+
+    def _client_fields(self, peer: str, forwarded_for: bytes | None, user_agent: bytes,
+                       precise: bool) -> tuple[str, str, bool, bytes]:
+        """The full address is used for the country here and goes no further (it is a key
+        of this process's caches, never stored or logged)."""
+        core = self.core
+        addr = core.anonymiser.client(peer, forwarded_for)
+        ua = clean_text(user_agent.decode("latin-1"), core.limits.user_agent) if user_agent else ""
         is_bot = core.is_bot(ua) if ua else False
-        derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
+        derived = core.enrich.client(addr, ua, is_bot, precise)
         return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
     async def pixel(self, asgi: dict[str, Any], receive: Receive, send: Send, sc: Any, req: Request) -> None:
@@ -138,7 +167,7 @@ class BeaconRoutes:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
         await send(GIF_BODY)
-        metrics.PIXEL_OK.inc()
+        metrics.PIXEL_OK_COUNT.n += 1
 
     def _pixel_fields(self, asgi: dict[str, Any], req: Request) -> list[Checked]:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
