@@ -16,8 +16,8 @@ import re
 import time
 
 from itsdangerous import BadSignature, Signer, TimestampSigner
-from itsdangerous.signer import HMACAlgorithm
 from itsdangerous.encoding import base64_decode
+from itsdangerous.signer import HMACAlgorithm
 
 from beacon.scope import Scope
 
