@@ -177,8 +177,12 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
             continue
         key_b, _, value_b = pair.partition(b"=")
         try:
-            key = _unquote(key_b)
-            value = _unquote(value_b)
+            if b"%" in pair or b"+" in pair:
+                key = _unquote(key_b)
+                value = _unquote(value_b)
+            else:  # nothing encoded: plain UTF-8
+                key = key_b.decode("utf-8")
+                value = value_b.decode("utf-8")
         except UnicodeDecodeError:
             dropped += 1
             continue
