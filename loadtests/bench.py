@@ -69,6 +69,8 @@ ROWS = [
     Row("b", "(b) GET /p.gif, new visitor (Set-Cookie)", "beacon", "pixel"),
     Row("c", f"(c) POST /e, {BATCH_EVENTS} events (text/plain)", "beacon", "post", events=BATCH_EVENTS),
     Row("d", "(d) raw ASGI floor (loadtests/floor.py)", "floor", "pixel"),
+    Row("d_limited", "(d) floor through beacon/http.py's protocol (the HTTP limits)", "floor", "pixel",
+        env={"FLOOR_LIMITED": "1"}),
     Row("d_granian", "(d) raw ASGI floor on granian (ASGI)", "granian-floor", "pixel"),
     Row("a_granian", "(a) on granian (ASGI), not `beacon serve`", "granian-beacon", "cookie"),
     Row("a_direct", "(a) group commit off: one XADD per request", "beacon", "cookie",
@@ -325,7 +327,9 @@ http {{
             server = Server(proc, port, row.server)
             wait_http(proc, port, "/healthz" if row.server == "granian-beacon" else "/p.gif", log)
         elif row.server == "floor":
-            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port)], log)
+            limited = ["--limited"] if row.env.get("FLOOR_LIMITED") else []
+            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port), *limited],
+                                    log, cwd=ROOT)
             server = Server(proc, port, "floor")
             wait_http(proc, port, "/p.gif", log)
         else:
@@ -757,6 +761,8 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
     print()
     print("ratios: by req/s (median of per-round ratios) | by requests per server CPU-second (holds on a loaded machine)")
     for key, base, what in (("a", "d", "(a)/(d): returning visitor / raw ASGI floor, uvicorn"),
+                            ("d_limited", "d", "floor with Beacon's HTTP limits / floor"),
+                            ("a", "d_limited", "(a) / floor with Beacon's HTTP limits (Beacon's app work alone)"),
                             ("b", "a", "(b)/(a): new visitor / returning visitor"),
                             ("d_granian", "d", "floor on granian / floor on uvicorn"),
                             ("a_granian", "a", "(a) on granian / (a) on uvicorn"),

@@ -75,6 +75,8 @@ async def run(n: int, cookie: bytes | None, unique: bool = False) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=50_000)
+    p.add_argument("--rows", default="returning,new,unique", help="which rows: returning, new, unique "
+                   "(one at a time under valgrind --tool=callgrind, to count instructions per row)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--cpu", action="store_true", help="time by this thread's CPU time, not the wall clock "
                    "(on a shared, loaded machine)")
@@ -90,8 +92,9 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         return
-    for label, c, unique in (("returning visitor", cookie, False), ("new visitor", None, False),
-                             ("returning, new URL", cookie, True)):
+    rows = {"returning": ("returning visitor", cookie, False), "new": ("new visitor", None, False),
+            "unique": ("returning, new URL", cookie, True)}
+    for label, c, unique in (rows[r] for r in args.rows.split(",")):
         print(f"{label:18s} {asyncio.run(run(args.n, c, unique)):6.1f} us/request (Beacon's own work, no server, "
               "no Redis)")
 
