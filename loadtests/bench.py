@@ -421,9 +421,14 @@ http {{
     # -- phases -----------------------------------------------------------------
 
     def rounds(self) -> None:
+        granian = (Path(PY).parent / "granian").exists()
+        if not granian:
+            print("  granian not installed (pip install -e '.[load]'): its rows are skipped", flush=True)
         for n in range(self.args.rounds):
             for row in ROWS:
                 if self.args.only and row.key not in self.args.only and row.key != "nginx":
+                    continue
+                if row.server.startswith("granian") and not granian:
                     continue
                 server = self.start(row)
                 try:
