@@ -54,53 +54,41 @@ class Request:
                  "content_length", "gpc", "dnt", "signals")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        h = dict(headers)
-        if len(h) < len(headers):  # a repeated header (Cookie, X-Forwarded-For): joined below
-            self._join(headers)
-        else:  # names are unique: one dict built in C, then a look-up per header read
-            self.host = h.get(b"host", b"")
-            self.cookie = h.get(b"cookie", b"")
-            self.referer = h.get(b"referer", b"")
-            self.user_agent = h.get(b"user-agent", b"")
-            self.forwarded_for = h.get(b"x-forwarded-for")
-            self.origin = h.get(b"origin", b"")
-            value = h.get(b"content-type")
-            self.content_type = value.split(b";", 1)[0].strip().lower() if value else b""
-            value = h.get(b"content-length")
-            self.content_length = int(value) if value is not None and value.isdigit() else -1
-            value = h.get(b"sec-gpc")
-            self.gpc = value is not None and value.strip() == b"1"
-            value = h.get(b"dnt")
-            self.dnt = value is not None and value.strip() == b"1"
-        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
-        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
-
-    def _join(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""
         self.forwarded_for: bytes | None = None
         self.content_length = -1
         self.gpc = self.dnt = False
+        wanted = _WANTED
         for key, value in headers:
-            if key == b"cookie":
-                self.cookie = value if not self.cookie else self.cookie + b"; " + value
-            elif key == b"host":
+            field = wanted.get(key)  # one look-up per header; most headers are not read
+            if field is None:
+                continue
+            if field == 0:
                 self.host = value
-            elif key == b"user-agent":
+            elif field == 1:
                 self.user_agent = value
-            elif key == b"referer":
+            elif field == 2:
+                self.cookie = value if not self.cookie else self.cookie + b"; " + value
+            elif field == 3:
                 self.referer = value
-            elif key == b"x-forwarded-for":
+            elif field == 4:
                 self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b"," + value
-            elif key == b"origin":
+            elif field == 5:
                 self.origin = value
-            elif key == b"content-type":
+            elif field == 6:
                 self.content_type = value.split(b";", 1)[0].strip().lower()
-            elif key == b"content-length":
+            elif field == 7:
                 self.content_length = int(value) if value.isdigit() else -1
-            elif key == b"sec-gpc":
+            elif field == 8:
                 self.gpc = value.strip() == b"1"
-            elif key == b"dnt":
+            else:
                 self.dnt = value.strip() == b"1"
+        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
+        self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie
+
+
+_WANTED = {b"host": 0, b"user-agent": 1, b"cookie": 2, b"referer": 3, b"x-forwarded-for": 4, b"origin": 5,
+           b"content-type": 6, b"content-length": 7, b"sec-gpc": 8, b"dnt": 9}
 
 
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
