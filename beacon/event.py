@@ -97,12 +97,20 @@ class Limits:
 
 def clean_text(value: str, limit: int) -> str:
     """Control characters removed, then cut to `limit` characters."""
-    if _CONTROL.search(value):
+    # isprintable() is False for every control character (and some more): a C scan that
+    # spares the regex for the usual text.
+    if not value.isprintable() and _CONTROL.search(value):
         value = _CONTROL.sub("", value)
     return value[:limit]
 
 
 def check_event_name(name: Any, limits: Limits) -> str:
+    if name == "pageview":  # the default and most common name: valid under any limit >= 8
+        return name if limits.event >= 8 else _check_name(name, limits)
+    return _check_name(name, limits)
+
+
+def _check_name(name: Any, limits: Limits) -> str:
     if not isinstance(name, str) or not name:
         raise Invalid("event name must be a non-empty string")
     if len(name) > limits.event or not EVENT_NAME.fullmatch(name):
@@ -139,9 +147,16 @@ def check_url(value: Any, limits: Limits, field: str) -> str:
     return clean_text(value, limits.url)
 
 
+@functools.lru_cache(maxsize=4096)
+def _unquoted(raw: bytes) -> str:
+    """A percent-encoded parameter, decoded. Cached: page URLs and referrers repeat across
+    visitors (a UnicodeDecodeError is raised again on every call: not cached)."""
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+
+
 def _unquote(raw: bytes) -> str:
     if b"%" in raw or b"+" in raw:
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+        return _unquoted(raw) if len(raw) <= 1024 else unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     return raw.decode("utf-8")
 
 
@@ -159,8 +174,12 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
             continue
         key_b, _, value_b = pair.partition(b"=")
         try:
-            key = _unquote(key_b)
-            value = _unquote(value_b)
+            if b"%" in pair or b"+" in pair:
+                key = _unquote(key_b)
+                value = _unquote(value_b)
+            else:  # nothing encoded: plain UTF-8
+                key = key_b.decode("utf-8")
+                value = value_b.decode("utf-8")
         except UnicodeDecodeError:
             dropped += 1
             continue

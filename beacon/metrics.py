@@ -35,18 +35,82 @@ STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet a
 STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked",
                           multiprocess_mode="mostrecent")
 
+
+
+class LoopCount:
+    """The value of a counter child that only the event loop's thread increments: a plain
+    float bumped as `count.n += 1`, with no lock and no method call (prometheus_client's own
+    value takes a lock per increment). prometheus_client reads it through `get()` as it reads
+    its own (`Counter._child_samples`), so scrapes and `generate_latest` see every count."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0.0
+
+    def inc(self, amount: float) -> None:
+        self.n += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self.n = value
+
+    def get(self) -> float:
+        return self.n
+
+    def set_exemplar(self, exemplar: object) -> None:
+        pass
+
+    def get_exemplar(self) -> None:
+        return None
+
+
+class SharedCount:
+    """`n += 1` on a counter child whose value lives in prometheus-client's multiprocess files
+    (`serve --workers N`): each change goes through the child, so every worker's count reaches
+    the one `/metrics`."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+
+    @property
+    def n(self) -> float:
+        return float(self.child._value.get())
+
+    @n.setter
+    def n(self, value: float) -> None:
+        self.child.inc(value - self.child._value.get())
+
+
+def loop_count(child: Counter) -> LoopCount | SharedCount:
+    """Swap a bound counter child's value for a LoopCount, carrying over what it had counted;
+    in multiprocess mode the value must stay prometheus-client's own (a file shared by workers)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # the variable prometheus_client itself reads
+        return SharedCount(child)
+    count = LoopCount()
+    count.n = child._value.get()
+    child._value = count  # read back through get(), as prometheus_client's own
+    return count
+
+
 PIXEL_OK = REQUESTS.labels("pixel", "200")
 COLLECT_OK = REQUESTS.labels("collect", "204")
+PIXEL_OK_COUNT = loop_count(PIXEL_OK)  # the pixel route: `PIXEL_OK_COUNT.n += 1`
+
+_accepted: dict[str, LoopCount | SharedCount] = {}
 
 
-_accepted: dict[str, object] = {}
+def accepted_count(scope: str) -> LoopCount | SharedCount:
+    """The accepted-events count of one scope, bound once: `accepted_count(id).n += n`."""
+    count = _accepted.get(scope)
+    if count is None:
+        count = _accepted[scope] = loop_count(EVENTS_ACCEPTED.labels(scope))
+    return count
 
 
 def accepted(scope: str, n: int = 1) -> None:
-    child = _accepted.get(scope)
-    if child is None:
-        child = _accepted[scope] = EVENTS_ACCEPTED.labels(scope)
-    child.inc(n)  # type: ignore[attr-defined]
+    accepted_count(scope).n += n
 
 
 def request(route: str, status: int) -> None:

@@ -5,6 +5,9 @@ Its own module so that `consent` and `privacy` can take a `Request` without impo
 
 from __future__ import annotations
 
+_WANTED = {b"host": 0, b"user-agent": 1, b"cookie": 2, b"referer": 3, b"x-forwarded-for": 4, b"origin": 5,
+           b"content-type": 6, b"content-length": 7, b"sec-gpc": 8, b"dnt": 9}
+
 
 class Request:
     """The few headers the beacon routes read, found in one pass."""
@@ -17,26 +20,30 @@ class Request:
         self.forwarded_for: bytes | None = None
         self.content_length = -1
         self.gpc = self.dnt = False
+        wanted = _WANTED
         for key, value in headers:
-            if key == b"cookie":
-                self.cookie = value if not self.cookie else self.cookie + b"; " + value
-            elif key == b"host":
+            field = wanted.get(key)  # one look-up per header; most headers are not read
+            if field is None:
+                continue
+            if field == 0:
                 self.host = value
-            elif key == b"user-agent":
+            elif field == 1:
                 self.user_agent = value
-            elif key == b"referer":
+            elif field == 2:
+                self.cookie = value if not self.cookie else self.cookie + b"; " + value
+            elif field == 3:
                 self.referer = value
-            elif key == b"x-forwarded-for":
+            elif field == 4:
                 self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b"," + value
-            elif key == b"origin":
+            elif field == 5:
                 self.origin = value
-            elif key == b"content-type":
+            elif field == 6:
                 self.content_type = value.split(b";", 1)[0].strip().lower()
-            elif key == b"content-length":
+            elif field == 7:
                 self.content_length = int(value) if value.isdigit() else -1
-            elif key == b"sec-gpc":
+            elif field == 8:
                 self.gpc = value.strip() == b"1"
-            elif key == b"dnt":
+            else:
                 self.dnt = value.strip() == b"1"
         # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
         self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie

@@ -6,6 +6,7 @@ that can be computed once (GIF, header lists, Set-Cookie affixes) is.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,6 +48,8 @@ GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
 JSON_TYPES = (b"", b"text/plain", b"application/json")
 Checked = CheckedEvent
+CLIENT_CACHE = 16384  # (peer, X-Forwarded-For, User-Agent, precise) -> derived client fields
+
 
 
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -63,17 +66,24 @@ class BeaconRoutes:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.s = core.settings
+        # A visitor's requests repeat their peer, X-Forwarded-For and User-Agent: everything
+        # derived from them is looked up once per visitor, not once per request.
+        self._client = functools.lru_cache(maxsize=CLIENT_CACHE)(self._client_fields)
 
     def _server_fields(self, asgi: ASGIScope, req: Request, mode: str) -> tuple[str, str, bool, bytes]:
-        """(truncated ip, user agent, is_bot, encoded geo and agent columns). The full address
-        is used for the country here and goes no further."""
-        core = self.core
+        """(truncated ip, user agent, is_bot, encoded geo and agent columns)."""
         client = asgi.get("client")
-        peer = client[0] if client else ""
-        addr = core.anonymiser.client(peer, req.forwarded_for)
-        ua = clean_text(req.user_agent.decode("latin-1"), core.limits.user_agent) if req.user_agent else ""
+        return self._client(client[0] if client else "", req.forwarded_for, req.user_agent, mode != consent.ANONYMOUS)
+
+    def _client_fields(self, peer: str, forwarded_for: bytes | None, user_agent: bytes,
+                       precise: bool) -> tuple[str, str, bool, bytes]:
+        """The full address is used for the country here and goes no further (it is a key
+        of this process's caches, never stored or logged)."""
+        core = self.core
+        addr = core.anonymiser.client(peer, forwarded_for)
+        ua = clean_text(user_agent.decode("latin-1"), core.limits.user_agent) if user_agent else ""
         is_bot = core.is_bot(ua) if ua else False
-        derived = core.enrich.client(addr, ua, is_bot, mode != consent.ANONYMOUS)
+        derived = core.enrich.client(addr, ua, is_bot, precise)
         return core.anonymiser.anonymise(addr), ua, is_bot, derived
 
     async def pixel(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
@@ -110,7 +120,7 @@ class BeaconRoutes:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
         await send(GIF_BODY)
-        metrics.PIXEL_OK.inc()
+        metrics.PIXEL_OK_COUNT.n += 1
 
     def _pixel_fields(self, asgi: ASGIScope, req: Request) -> list[Checked]:
         """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
@@ -132,10 +142,10 @@ class BeaconRoutes:
                     metrics.EVENTS_REJECTED.labels(Reason.INVALID_COMMERCE).inc()
                     return []
             props = check_props(fields.get("p"), core.limits)
-            return [(name,
-                     check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
-                     check_url(fields.get("r"), core.limits, "r"),
-                     props if shop is None else commerce.without_fields(props), shop)]
+            return [CheckedEvent(name,
+                                 check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
+                                 check_url(fields.get("r"), core.limits, "r"),
+                                 props if shop is None else commerce.without_fields(props), shop)]
         except Invalid:
             metrics.EVENTS_REJECTED.labels(Reason.INVALID).inc()
             return []
@@ -242,10 +252,10 @@ class BeaconRoutes:
                 name = check_event_name(ev.get("e", "pageview"), core.limits)
                 shop = commerce.check(name, ev) if name in commerce.EVENTS else None
                 props = check_props(ev.get("p"), core.limits)
-                checked.append((name,
-                                check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
-                                check_url(ev.get("r"), core.limits, "r"),
-                                props if shop is None else commerce.without_fields(props), shop))
+                checked.append(CheckedEvent(name,
+                                            check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
+                                            check_url(ev.get("r"), core.limits, "r"),
+                                            props if shop is None else commerce.without_fields(props), shop))
             except Invalid as exc:
                 raise Invalid(f"event {i}: {exc.reason}") from None
         return checked

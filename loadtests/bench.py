@@ -55,7 +55,7 @@ BATCH_EVENTS = 20
 class Row:
     key: str
     label: str
-    server: str  # nginx | beacon | floor
+    server: str  # nginx | beacon | floor | granian-beacon | granian-floor
     load: str  # pixel | cookie | post
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
@@ -69,6 +69,10 @@ ROWS = [
     Row("b", "(b) GET /p.gif, new visitor (Set-Cookie)", "beacon", "pixel"),
     Row("c", f"(c) POST /e, {BATCH_EVENTS} events (text/plain)", "beacon", "post", events=BATCH_EVENTS),
     Row("d", "(d) raw ASGI floor (loadtests/floor.py)", "floor", "pixel"),
+    Row("d_limited", "(d) floor through beacon/http.py's protocol (the HTTP limits)", "floor", "pixel",
+        env={"FLOOR_LIMITED": "1"}),
+    Row("d_granian", "(d) raw ASGI floor on granian (ASGI)", "granian-floor", "pixel"),
+    Row("a_granian", "(a) on granian (ASGI), not `beacon serve`", "granian-beacon", "cookie"),
     Row("a_direct", "(a) group commit off: one XADD per request", "beacon", "cookie",
         env={"BEACON_GROUP_COMMIT": "false"}),
     Row("a_2w", "(a) 2 workers, wrk unpinned", "beacon", "cookie", workers=2, pinned=False),
@@ -204,6 +208,8 @@ class Server:
         """The processes that serve requests: uvicorn's only process, or its spawned workers."""
         if self.kind == "nginx":
             return [p for p in descendants(self.proc.pid) if "worker process" in cmdline(p)]
+        if self.kind.startswith("granian"):  # a supervisor and its worker process: count both
+            return [self.proc.pid, *descendants(self.proc.pid)]
         if self.workers > 1:
             return [p for p in descendants(self.proc.pid) if "spawn_main" in cmdline(p)]
         return [self.proc.pid]  # taskset execs python: the pid is uvicorn's
@@ -308,8 +314,22 @@ http {{
             proc = self.procs.start(cmd, log)
             server = Server(proc, port, "nginx")
             wait_http(proc, port, "/p.gif", log)
+        elif row.server.startswith("granian"):
+            # One worker, one runtime thread, uvloop, no access log: the same shape as uvicorn's.
+            env = {**os.environ, **row.env, "BEACON_REDIS_URL": self.redis_url, "BEACON_SECRET_KEYS": KEY,
+                   "BEACON_MALL_API_KEY": "x", "BEACON_DATA_DIR": str(self.tmp / "beacon"),
+                   "BEACON_LOG_LEVEL": "warning"}
+            target = ["--factory", "beacon.app:from_env"] if row.server == "granian-beacon" else ["loadtests.floor:app"]
+            cmd = [*pin, str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
+                   "--no-ws", "--log-level", "warning", *target]
+            proc = self.procs.start(cmd, log, env=env, cwd=ROOT)
+            server = Server(proc, port, row.server)
+            wait_http(proc, port, "/healthz" if row.server == "granian-beacon" else "/p.gif", log)
         elif row.server == "floor":
-            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port)], log)
+            limited = ["--limited"] if row.env.get("FLOOR_LIMITED") else []
+            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port), *limited],
+                                    log, cwd=ROOT)
             server = Server(proc, port, "floor")
             wait_http(proc, port, "/p.gif", log)
         else:
@@ -331,7 +351,7 @@ http {{
         hwm = max((proc_status(p).get("VmHWM", 0) for p in server.worker_pids()), default=0)
         self.hwm[row.key] = max(self.hwm.get(row.key, 0), hwm)
         self.procs.stop(server.proc)
-        if row.server == "beacon":
+        if row.server in ("beacon", "granian-beacon"):
             self.r.delete(STREAM)
 
     def check(self, server: Server, row: Row) -> None:
@@ -350,7 +370,7 @@ http {{
             return
         status, headers, body = get(server.port, PIXEL, self.headers(row))
         assert status == 200 and body.startswith(b"GIF89a") and len(body) == 43, f"{row.label}: {status} {body[:20]!r}"
-        if row.server == "beacon":
+        if row.server in ("beacon", "granian-beacon"):
             if row.load == "cookie":
                 assert "set-cookie" not in headers, f"{row.label}: a valid cookie got Set-Cookie"
             else:
@@ -390,7 +410,7 @@ http {{
         headers = self.headers(row)
         if self.args.warmup > 0:
             self.wrk(server.port, self.args.warmup, self.args.connections, headers, script, path, row.pinned)
-            if row.server == "beacon":
+            if row.server in ("beacon", "granian-beacon"):
                 self.r.delete(STREAM)
         pids = server.worker_pids()
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
@@ -401,9 +421,14 @@ http {{
     # -- phases -----------------------------------------------------------------
 
     def rounds(self) -> None:
+        granian = (Path(PY).parent / "granian").exists()
+        if not granian:
+            print("  granian not installed (pip install -e '.[load]'): its rows are skipped", flush=True)
         for n in range(self.args.rounds):
             for row in ROWS:
                 if self.args.only and row.key not in self.args.only and row.key != "nginx":
+                    continue
+                if row.server.startswith("granian") and not granian:
                     continue
                 server = self.start(row)
                 try:
@@ -634,9 +659,27 @@ def flusher_child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     count = store.query(f"SELECT count() FROM {store.full_table}")[0][0]
-    store.close()
+    drain_spent = dict(spent)  # the drain's own; the raw inserts below go through the same wrapper
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    print(json.dumps({"rows": rows, "seconds": wall, "cpu_seconds": cpu, "count": count, **spent,
+    # chDB's own rate for the same bodies: the same generator and seeds as prefill (only the
+    # random ids differ), joined into the same 100,000-line bodies, inserted by the same
+    # Store.insert_lines into an empty twin table; no Redis, no flusher. The bodies are built
+    # before the clock starts.
+    store.command(f"CREATE TABLE {store.full_table}_raw AS {store.full_table}")
+    bodies = [b"\n".join(realistic_lines(min(100_000, args.flush_events - start), seed=start))
+              for start in range(0, args.flush_events, 100_000)]
+    store.full_table += "_raw"
+    raw0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    for i, body in enumerate(bodies):
+        store.insert_lines(body, f"raw-{i}")
+    raw_seconds = time.perf_counter() - t0
+    raw1 = resource.getrusage(resource.RUSAGE_SELF)
+    raw_cpu = (raw1.ru_utime - raw0.ru_utime) + (raw1.ru_stime - raw0.ru_stime)
+    raw_count = store.query(f"SELECT count() FROM {store.full_table}")[0][0]
+    store.close()
+    print(json.dumps({"rows": rows, "seconds": wall, "cpu_seconds": cpu, "count": count, **drain_spent,
+                      "raw_seconds": raw_seconds, "raw_cpu_seconds": raw_cpu, "raw_count": raw_count,
                       "left_in_stream": r.xlen(args.stream)}))
 
 
@@ -683,6 +726,16 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
         rows = b.results.get(key, [])
         return statistics.median(r["rps"] / n for r, n in zip(rows, base)) if rows and base else float("nan")
 
+    def cpu_rate(key: str) -> float:
+        """Requests per server CPU-second: what a core does when it is the server's alone.
+        On a shared, loaded machine this holds where req/s (wall clock) does not."""
+        rows = b.results.get(key, [])
+        return statistics.median(r["rps"] / max(r["server_cpu"], 1e-9) for r in rows) if rows else float("nan")
+
+    def both(key: str, base: str) -> tuple[float, float]:
+        """key/base as (median of per-round req/s ratios, ratio of median req per CPU-second)."""
+        return ratio(key, [r["rps"] for r in b.results.get(base, [])]), cpu_rate(key) / cpu_rate(base)
+
     print()
     print(f"beacon measured: {source()}")
     print(f"Beacon benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; servers on core {SERVER_CPU}, "
@@ -711,9 +764,18 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
               f"target {half['target']:,.0f}/s) | {half['rps']:,.0f} | {half['rps']:,.0f} | {fmt_ms(half['p50'])} | "
               f"{fmt_ms(half['p99'])} | - | {100 * half['server_cpu']:.0f}% | - | {100 * half['wrk_cpu']:.0f}% | - |")
     print()
+    print("ratios: by req/s (median of per-round ratios) | by requests per server CPU-second (holds on a loaded machine)")
+    for key, base, what in (("a", "d", "(a)/(d): returning visitor / raw ASGI floor, uvicorn"),
+                            ("d_limited", "d", "floor with Beacon's HTTP limits / floor"),
+                            ("a", "d_limited", "(a) / floor with Beacon's HTTP limits (Beacon's app work alone)"),
+                            ("b", "a", "(b)/(a): new visitor / returning visitor"),
+                            ("d_granian", "d", "floor on granian / floor on uvicorn"),
+                            ("a_granian", "a", "(a) on granian / (a) on uvicorn"),
+                            ("a_granian", "d_granian", "(a)/(d) on granian")):
+        if b.results.get(key) and b.results.get(base):
+            wall, cpu = both(key, base)
+            print(f"  {what}: {100 * wall:.1f}% | {100 * cpu:.1f}%")
     if b.results.get("a") and b.results.get("d"):
-        floor = [r["rps"] for r in b.results["d"]]
-        print(f"(a)/(d): {100 * ratio('a', floor):.1f}% of the raw ASGI floor (median of per-round ratios)")
         if b.results.get("a_direct"):
             gc = [r["rps"] for r in b.results["a"]]
             print(f"one XADD per request / group commit: {100 * ratio('a_direct', gc):.1f}%")
@@ -724,7 +786,20 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
               f"flusher CPU-second); ClickHouse count() = {flush['count']:,}; left in stream: "
               f"{flush['left_in_stream']}")
         print(f"  of which ClickHouse raw insert {flush['insert']:.2f} s, XREADGROUP {flush['xreadgroup']:.2f} s, "
-              f"the rest (join, manifest, XACK/XDEL) {flush['seconds'] - flush['insert'] - flush['xreadgroup']:.2f} s")
+              f"the rest (join, manifest, XACK/XDEL) {flush['seconds'] - flush['insert'] - flush['xreadgroup']:.2f} s"
+              )
+        raw = flush["rows"] / flush["raw_seconds"]
+        fcpu = flush["rows"] / max(flush["cpu_seconds"], 1e-9)
+        rcpu = flush["raw_count"] / max(flush["raw_cpu_seconds"], 1e-9)
+        print(f"  side by side, one core: flusher {rate:,.0f} events/s ({fcpu:,.0f} per CPU-second) | chDB's own "
+              f"insert of the same bodies (same Store.insert_lines, same 100,000-line inserts, no Redis) "
+              f"{raw:,.0f} events/s ({rcpu:,.0f} per CPU-second) -> {100 * rate / raw:.1f}% by wall clock, "
+              f"{100 * fcpu / rcpu:.1f}% per CPU-second")
+        if b.results.get("a"):
+            web = cpu_rate("a")
+            cores = flush["rows"] / max(flush["cpu_seconds"], 1e-9) / web
+            print(f"  one flusher core keeps up with {cores:.1f} web cores serving (a) ({web:,.0f} events per web "
+                  f"CPU-second vs {flush['rows'] / max(flush['cpu_seconds'], 1e-9):,.0f} per flusher CPU-second)")
     if soak:
         print(f"soak: {soak['rps']:,.0f} req/s for {b.args.soak:g} s (50% (a), 50% (b), after {soak['warm']:.0f} s "
               f"warm-up): worker RSS {soak['rss_start'] / 1024:.1f} MB -> {soak['rss_end'] / 1024:.1f} MB "
@@ -740,17 +815,27 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
         if b.results.get("a"):
             a = ratio("a", nginx)
             print(f"  (a) >= 0.20x nginx: {a:.3f} -> {verdict(a >= 0.20)}")
-            if b.results.get("d"):
-                d = ratio("a", [r["rps"] for r in b.results["d"]])
-                print(f"  (a) >= 65% of (d): {100 * d:.1f}% -> {verdict(d >= 0.65)}")
         if b.results.get("b"):
             bb = ratio("b", nginx)
             print(f"  (b) >= 0.15x nginx: {bb:.3f} -> {verdict(bb >= 0.15)}")
+    if b.results.get("a") and b.results.get("d"):
+        wall, cpu = both("a", "d")
+        print(f"  (a) >= 65% of (d) on uvicorn: {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.65)}; "
+              f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.65)}")
+    if b.results.get("a") and b.results.get("b"):
+        wall, cpu = both("b", "a")
+        print(f"  (b) within 10% of (a): {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.90)}; "
+              f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.90)}")
     if half:
         print(f"  p99 <= 5 ms at half saturation: {fmt_ms(half['p99'])} -> {verdict(half['p99'] <= 5)}")
     if flush:
         rate = flush["rows"] / flush["seconds"]
         print(f"  flusher >= 1M events/s per core: {rate:,.0f} -> {verdict(rate >= 1e6)}")
+        share = rate / (flush["rows"] / flush["raw_seconds"])
+        cpu_share = (flush["rows"] / max(flush["cpu_seconds"], 1e-9)) / (
+            flush["raw_count"] / max(flush["raw_cpu_seconds"], 1e-9))
+        print(f"  flusher >= 90% of chDB's own insert of the same bodies: {100 * share:.1f}% by wall clock -> "
+              f"{verdict(share >= 0.9)}; {100 * cpu_share:.1f}% per CPU-second -> {verdict(cpu_share >= 0.9)}")
         print(f"  flusher lands every event: count() {flush['count']:,} -> "
               f"{verdict(flush['count'] == b.args.flush_events)}")
     if soak:

@@ -6,7 +6,10 @@ the same server Beacon runs on (uvicorn, uvloop, httptools, no access log, no Se
 Date header). Beacon's pixel divided by this row is how much of the Python budget the
 actual work (verify or mint the cookie, build and encode the event, group commit) costs.
 
-    python loadtests/floor.py --port 8099
+    python loadtests/floor.py --port 8099 [--limited]
+
+`--limited` serves it through Beacon's own protocol (beacon/http.py: header-read timeout,
+header size limit, Host rules), so the cost of those protections is a row of its own.
 """
 
 from __future__ import annotations
@@ -46,8 +49,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--limited", action="store_true", help="use beacon.http.LimitedHttpToolsProtocol")
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+    http: Any = "httptools"
+    if args.limited:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from beacon.http import LimitedHttpToolsProtocol
+
+        http = LimitedHttpToolsProtocol  # its defaults are Beacon's: 15 s header timeout, 32 KiB of headers
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, lifespan="on",
                 access_log=False, log_level="warning", server_header=False, date_header=False)
 
 

@@ -4,7 +4,8 @@
 
 Calls the ASGI app directly (what uvicorn would call) for a returning visitor and a new
 visitor, with the group-commit buffer replaced by one that commits at once, and prints
-microseconds per request. The HTTP server and the Redis round trip are measured by
+microseconds per request; a third row gives every request a page URL never seen before
+(no cache keyed by the query can help it). The HTTP server and the Redis round trip are measured by
 loadtests/bench.py; this isolates Beacon's own work so changes to it can be compared.
 """
 
@@ -37,7 +38,9 @@ class Committed:
         return None
 
 
-async def run(n: int, cookie: bytes | None) -> float:
+async def run(n: int, cookie: bytes | None, unique: bool = False) -> float:
+    """µs per request; `unique`: a page URL never seen before on every request, so no cache
+    keyed by the query (the percent-decoding one) ever hits."""
     s = config.load({"redis_url": "redis://127.0.0.1:1", "secret_keys": KEY}, environ={})
     app = create_app(s)
     app.core.buffer = Committed()
@@ -56,15 +59,24 @@ async def run(n: int, cookie: bytes | None) -> float:
 
     for _ in range(2000):
         await app(scope, receive, send)
-    t = time.perf_counter()
-    for _ in range(n):
-        await app(scope, receive, send)
+    if unique:
+        queries = [QS.replace(b"4242%3F", b"%d%%3F" % i) for i in range(n)]
+        t = time.perf_counter()
+        for qs in queries:
+            scope["query_string"] = qs
+            await app(scope, receive, send)
+    else:
+        t = time.perf_counter()
+        for _ in range(n):
+            await app(scope, receive, send)
     return (time.perf_counter() - t) / n * 1e6
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=50_000)
+    p.add_argument("--rows", default="returning,new,unique", help="which rows: returning, new, unique "
+                   "(one at a time under valgrind --tool=callgrind, to count instructions per row)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--cpu", action="store_true", help="time by this thread's CPU time, not the wall clock "
                    "(on a shared, loaded machine)")
@@ -80,8 +92,11 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         return
-    for label, c in (("returning visitor", cookie), ("new visitor", None)):
-        print(f"{label:18s} {asyncio.run(run(args.n, c)):6.1f} us/request (Beacon's own work, no server, no Redis)")
+    rows = {"returning": ("returning visitor", cookie, False), "new": ("new visitor", None, False),
+            "unique": ("returning, new URL", cookie, True)}
+    for label, c, unique in (rows[r] for r in args.rows.split(",")):
+        print(f"{label:18s} {asyncio.run(run(args.n, c, unique)):6.1f} us/request (Beacon's own work, no server, "
+              "no Redis)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import time
 
 from itsdangerous import TimestampSigner
@@ -106,3 +107,41 @@ def test_cookie_value_finds_only_the_named_cookie():
     assert cookie_value(b"a=1", b"bcn") is None
     assert cookie_value(b'bcn="q"', b"bcn") == "q"
     assert cookie_value(b"bcn=\xff\xfe", b"bcn") is None
+
+
+def test_a_cookie_verified_once_is_still_aged_on_every_later_request(monkeypatch):
+    ident = Identity(Scope("mall", "bcn", cookie_max_age=3600, cookie_refresh_age=600), (KEY,))
+    cookie = signed(VID, age=100)
+    assert ident.visitor(cookie) == (VID, None)  # verified in full, remembered
+    clock = time.time()
+    monkeypatch.setattr("beacon.identity.time.time", lambda: clock + 1000)  # past the refresh age
+    vid, set_cookie = ident.visitor(cookie)
+    assert vid == VID and set_cookie is not None
+    monkeypatch.setattr("beacon.identity.time.time", lambda: clock + 4000)  # past the max age
+    vid, set_cookie = ident.visitor(cookie)
+    assert vid != VID and set_cookie is not None
+
+
+def test_a_remembered_cookie_with_one_byte_changed_is_verified_and_refused():
+    ident = Identity(Scope("mall", "bcn"), (KEY,))
+    cookie = signed(VID)
+    assert ident.visitor(cookie) == (VID, None)
+    i = cookie.rindex(".") + 1  # the signature's first character (the last one carries padding bits)
+    forged = cookie[:i] + ("A" if cookie[i] != "A" else "B") + cookie[i + 1:]
+    vid, set_cookie = ident.visitor(forged)
+    assert vid != VID and set_cookie is not None
+    assert ident.visitor(cookie) == (VID, None)
+
+
+def test_cookies_signed_by_beacon_verify_with_plain_itsdangerous_and_back():
+    plain = TimestampSigner(KEY, salt=SALT, digest_method=hashlib.sha256, key_derivation="hmac")
+    ident = Identity(Scope("mall", "bcn"), (KEY,))
+    assert plain.unsign(ident.sign(VID), max_age=60) == VID.encode()
+    assert ident.visitor(plain.sign(VID).decode()) == (VID, None)
+
+
+def test_a_cookie_in_the_second_of_two_cookie_headers_is_found(client, flush, rows):
+    res = client.get("/p.gif", headers=[("cookie", "other=1"), ("cookie", f"bcn={signed(VID)}")])
+    assert res.status_code == 200 and "set-cookie" not in res.headers
+    flush()
+    assert [r["visitor_id"] for r in rows()] == [VID]

@@ -69,3 +69,20 @@ def test_health_readiness_and_metrics(make_client, flush):
     assert "beacon_buffer_batch_events_bucket" in text
     assert "beacon_flush_rows_total" in text
     assert "beacon_stream_entries 0.0" in text
+
+
+def test_metrics_count_every_pixel_and_accepted_event(make_client):
+    client = make_client(metrics_key="metrics-key-for-tests")
+
+    def scraped() -> tuple[float, float]:
+        text = client.get("/metrics", headers={"authorization": "Bearer metrics-key-for-tests"}).text
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line and not line.startswith("#")}
+        return (values.get('beacon_requests_total{route="pixel",status="200"}', 0.0),
+                values.get('beacon_events_accepted_total{scope="mall"}', 0.0))
+
+    pixels, accepted = scraped()
+    for _ in range(7):
+        assert client.get("/p.gif").status_code == 200
+    assert client.post("/e", content=b'[{"e":"a"},{"e":"b"},{"e":"c"}]').status_code == 204
+    assert scraped() == (pixels + 7, accepted + 10)

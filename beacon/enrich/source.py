@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 DATA = Path(__file__).parent / "data" / "referrers.json"
 
@@ -67,8 +68,9 @@ def _lossy(host: str) -> str:
 
 
 @functools.cache
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))  # Any: the vendored JSON lists
+    return data
 
 
 class Sources:

@@ -31,7 +31,8 @@ def _read(source: str | None, ref: str, name: str) -> str:
     if source:
         return (Path(source) / name).read_text(encoding="utf-8")
     with urllib.request.urlopen(RAW.format(ref=ref, name=name), timeout=30) as resp:  # noqa: S310 - fixed https URL
-        return resp.read().decode("utf-8")
+        text: str = resp.read().decode("utf-8")
+        return text
 
 
 def _hosts(category: str, entry: Any) -> list[str]:
