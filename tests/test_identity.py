@@ -5,6 +5,7 @@ import time
 
 from itsdangerous import TimestampSigner
 
+from beacon.clock import ManualClock
 from beacon.identity import Identity, _Signer, cookie_value
 from beacon.scope import Scope
 
@@ -109,15 +110,15 @@ def test_cookie_value_finds_only_the_named_cookie():
     assert cookie_value(b"bcn=\xff\xfe", b"bcn") is None
 
 
-def test_a_cookie_verified_once_is_still_aged_on_every_later_request(monkeypatch):
-    ident = Identity(Scope("mall", "bcn", cookie_max_age=3600, cookie_refresh_age=600), (KEY,))
+def test_a_cookie_verified_once_is_still_aged_on_every_later_request():
+    clock = ManualClock()
+    ident = Identity(Scope("mall", "bcn", cookie_max_age=3600, cookie_refresh_age=600), (KEY,), clock=clock)
     cookie = signed(VID, age=100)
     assert ident.visitor(cookie) == (VID, None)  # verified in full, remembered
-    clock = time.time()
-    monkeypatch.setattr("beacon.identity.time.time", lambda: clock + 1000)  # past the refresh age
+    clock.advance(1000)  # past the refresh age
     vid, set_cookie = ident.visitor(cookie)
     assert vid == VID and set_cookie is not None
-    monkeypatch.setattr("beacon.identity.time.time", lambda: clock + 4000)  # past the max age
+    clock.advance(3000)  # past the max age
     vid, set_cookie = ident.visitor(cookie)
     assert vid != VID and set_cookie is not None
 
