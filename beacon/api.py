@@ -151,18 +151,21 @@ def routes(core: Core) -> list[Route]:
             raise Forbidden("this key reads only its own partner scope")
         if endpoint == "stats":
             start, end, interval = parse_range(request)
-            return JSONResponse(await asyncio.to_thread(core.store.stats, owner.id, start, end, interval, 10,
-                                                        include_bots(request)))
+            return JSONResponse(await asyncio.to_thread(core.store.stats, owner.id, start, end, interval, 10, include_bots(request)))
         if endpoint == "events":
             return await partner_events(request, owner.id)
         if endpoint == "conversions":  # issue 12: aggregate counts for its own clicks, if the mall allows
             if not owner.attribution:
                 raise Forbidden("attribution is not enabled for this partner")
             start, end, _ = parse_range(request)
-            return JSONResponse({"partner": owner.id, "window_days": owner.attribution_window_days,
-                                 "min_count": owner.attribution_min_count,
-                                 **await asyncio.to_thread(attribution.conversions, core.store, core.partners, owner,
-                                                           start, end)})
+            return JSONResponse(
+                {
+                    "partner": owner.id,
+                    "window_days": owner.attribution_window_days,
+                    "min_count": owner.attribution_min_count,
+                    **await asyncio.to_thread(attribution.conversions, core.store, core.partners, owner, start, end),
+                }
+            )
         raise NotFound("not found; use stats or events")
 
     async def partner_events(request: Request, scope: str) -> Response:
@@ -177,8 +180,7 @@ def routes(core: Core) -> list[Route]:
         if fmt == "ndjson":
             body = b"".join(orjson.dumps(row) + b"\n" for row in rows)
             return Response(body, media_type="application/x-ndjson", headers=headers)
-        return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json",
-                        headers=headers)
+        return Response(orjson.dumps({"events": rows, "next": cursor}), media_type="application/json", headers=headers)
 
     async def query_v2(request: Request) -> Response:
         if bearer_ok(request, core.settings.mall_api_key):
@@ -192,8 +194,7 @@ def routes(core: Core) -> list[Route]:
             body = await read_query(request)
             fmt = export_format(request.headers.get("accept", ""))
             if fmt is None:
-                answer = await asyncio.to_thread(query.run, core.store, scope, body,
-                                                 visit_timeout=core.settings.visit_timeout)
+                answer = await asyncio.to_thread(query.run, core.store, scope, body, visit_timeout=core.settings.visit_timeout)
                 return Response(orjson.dumps(answer), media_type="application/json")
             rows = query.export(core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout)
             first = await asyncio.to_thread(next, rows, b"")  # the first page: ClickHouse trouble is still a 503
@@ -214,8 +215,9 @@ def routes(core: Core) -> list[Route]:
             raise Unauthorized()
         try:
             body = await read_query(request)
-            answer = await asyncio.to_thread(funnel.run, core.store, owner.id if owner else MALL, body,
-                                             visit_timeout=core.settings.visit_timeout)
+            answer = await asyncio.to_thread(
+                funnel.run, core.store, owner.id if owner else MALL, body, visit_timeout=core.settings.visit_timeout
+            )
         except query.QueryError as exc:
             raise BadRequest(str(exc)) from None
         except BeaconError:
@@ -239,8 +241,7 @@ def routes(core: Core) -> list[Route]:
     async def beacon_js(request: Request) -> Response:
         sc = request.scope.get("beacon.scope")
         body, etag = scripts[sc.path_prefix if sc is not None else ""]
-        headers = {"etag": etag, "cache-control": "public, max-age=604800",
-                   "cross-origin-resource-policy": "cross-origin"}
+        headers = {"etag": etag, "cache-control": "public, max-age=604800", "cross-origin-resource-policy": "cross-origin"}
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)

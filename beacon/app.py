@@ -63,15 +63,23 @@ class Core:
         self.mall = mall_scope(settings)
         self.partners = partners.load(settings.partners_file, settings.cookie_name, settings.mall_hosts)
         self.resolver = Resolver(
-            self.mall, settings.mall_hosts,
+            self.mall,
+            settings.mall_hosts,
             tuple(p.scope(settings.cookie_refresh_age) for p in self.partners),
-            {host: p.id for p in self.partners for host in p.hosts})
+            {host: p.id for p in self.partners for host in p.hosts},
+        )
         self.partner_by_id = {p.id: p for p in self.partners}
         self._identities: dict[int, Identity] = {}
         self.anonymiser = Anonymiser(settings.ipv4_prefix, settings.ipv6_prefix, settings.trusted_proxies)
         self.limits = Limits(settings)
-        self.store = store or Store(config.clickhouse_dsn(settings), settings.database, settings.table,
-                                    settings.retention_days, settings.dedup_window, settings.cluster)
+        self.store = store or Store(
+            config.clickhouse_dsn(settings),
+            settings.database,
+            settings.table,
+            settings.retention_days,
+            settings.dedup_window,
+            settings.cluster,
+        )
         self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)
@@ -85,8 +93,9 @@ class Core:
     def identity(self, sc: Scope) -> Identity:
         ident = self._identities.get(id(sc))
         if ident is None:
-            ident = self._identities[id(sc)] = Identity(sc, tuple(k.reveal() for k in self.settings.secret_keys),
-                                                             self.settings.optout_max_age, self.clock)
+            ident = self._identities[id(sc)] = Identity(
+                sc, tuple(k.reveal() for k in self.settings.secret_keys), self.settings.optout_max_age, self.clock
+            )
         return ident
 
     async def start(self) -> None:
@@ -148,13 +157,20 @@ class Beacon:
         beacon = BeaconRoutes(core)
         rights = VisitorRights(core)
         self.pixel = beacon.pixel
-        self.fast = {"/p.gif": beacon.pixel, "/e": beacon.collect, "/sync": beacon.sync,
-                     "/optout": rights.optout, "/optin": rights.optin, "/me": rights.me, "/me/forget": rights.forget}
+        self.fast = {
+            "/p.gif": beacon.pixel,
+            "/e": beacon.collect,
+            "/sync": beacon.sync,
+            "/optout": rights.optout,
+            "/optin": rights.optin,
+            "/me": rights.me,
+            "/me/forget": rights.forget,
+        }
         self.resolve = core.resolver.resolve
         from beacon.dashboard import Dashboard  # (imported here: the dashboards are not on the beacon path)
+
         self.dashboard = Dashboard(core)
-        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan,
-                                   exception_handlers={BeaconError: api.error_response})
+        self.starlette = Starlette(routes=api.routes(core), lifespan=self._lifespan, exception_handlers={BeaconError: api.error_response})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -184,8 +200,7 @@ class Beacon:
                 await handler(scope, receive, send, sc, req)
                 return
             if sc.is_partner:
-                if not (path in ANY_HOST or path == "/beacon.js" or
-                        (not sc.path_prefix and path.startswith(PARTNER_API))):
+                if not (path in ANY_HOST or path == "/beacon.js" or (not sc.path_prefix and path.startswith(PARTNER_API))):
                     await send_json(send, 404, {"error": "not found"})
                     return
                 if sc.path_prefix:  # /partners/<id>/beacon.js, /partners/<id>/healthz: routed without the prefix

@@ -25,8 +25,9 @@ from beacon.scope import MALL
 from beacon.store import Store
 
 
-def conversions(store: Store, partners: Sequence[Partner], partner: Partner, start: dt.datetime,
-                end: dt.datetime) -> dict[str, Any]:  # Any: a JSON answer
+def conversions(
+    store: Store, partners: Sequence[Partner], partner: Partner, start: dt.datetime, end: dt.datetime
+) -> dict[str, Any]:  # Any: a JSON answer
     """{"days": [{"date", "conversions"}], "total"} for `partner`, counts under its minimum left out.
 
     The range is widened to whole UTC days, so narrowing it cannot isolate one purchase, and the
@@ -34,8 +35,13 @@ def conversions(store: Store, partners: Sequence[Partner], partner: Partner, sta
     start = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
     end_day = end.date() if end.time() == dt.time() else end.date() + dt.timedelta(days=1)
     end = dt.datetime.combine(end_day, dt.time(), dt.timezone.utc)
-    params: dict[str, object] = {"mall": MALL, "start": start, "end": end, "me": partner.id,
-                              "window": int(partner.attribution_window_days) * 86400}
+    params: dict[str, object] = {
+        "mall": MALL,
+        "start": start,
+        "end": end,
+        "me": partner.id,
+        "window": int(partner.attribution_window_days) * 86400,
+    }
     owners = []
     for i, p in enumerate(x for x in partners if x.click_param):
         params[f"param{i}"], params[f"owner{i}"] = p.click_param, p.id
@@ -55,9 +61,9 @@ def conversions(store: Store, partners: Sequence[Partner], partner: Partner, sta
         "  AND received_at >= {start:DateTime64(3)} - toIntervalSecond({window:UInt32}) AND received_at < {end:DateTime64(3)}"
         ") AS touches ON purchases.visitor_id = touches.visitor_id AND purchases.p_at >= touches.t_at "
         "WHERE touches.owner = {me:String} AND dateDiff('second', touches.t_at, purchases.p_at) <= {window:UInt32} "
-        "GROUP BY day ORDER BY day")
+        "GROUP BY day ORDER BY day"
+    )
     rows = store.query(sql, params)
     k = int(partner.attribution_min_count)
     days = [{"date": day, "conversions": int(n)} for day, n in rows if n >= k]
-    return {"from": start.isoformat(), "to": end.isoformat(), "days": days,
-            "total": sum(d["conversions"] for d in days)}
+    return {"from": start.isoformat(), "to": end.isoformat(), "days": days, "total": sum(d["conversions"] for d in days)}

@@ -34,6 +34,7 @@ from beacon.spool import Spool
 
 log = logging.getLogger("beacon.buffer")
 
+
 class BufferUnavailable(NotDurable):
     pass
 
@@ -72,8 +73,7 @@ class _Batch:
 class GroupCommit:
     """Group commit into Redis, or into the spool when Redis fails within its time budget."""
 
-    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None,
-                 commit: Any = None) -> None:
+    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None, commit: Any = None) -> None:
         self.redis = redis
         self.spool = spool
         self.stream = stream
@@ -145,8 +145,7 @@ class GroupCommit:
             return self._fail(batch, f"Redis: {redis_error}")
         if redis_error is not None and not self._spooling:
             self._spooling = True
-            log.warning("Redis write failed (%s): group commits go to the spool %s until it is replayed",
-                        redis_error, self.spool.dir)
+            log.warning("Redis write failed (%s): group commits go to the spool %s until it is replayed", redis_error, self.spool.dir)
         write = asyncio.ensure_future(asyncio.to_thread(self.spool.append, payload, n, self.proc, seq))
         done, _ = await asyncio.wait((write,), timeout=self.timeout)
         if not done:
@@ -189,8 +188,7 @@ class DirectWrite:
 
     async def append(self, lines: list[bytes]) -> None:
         try:
-            await asyncio.wait_for(self.redis.xadd(self.stream, {"d": b"\n".join(lines), "n": len(lines)}),
-                                   self.timeout)
+            await asyncio.wait_for(self.redis.xadd(self.stream, {"d": b"\n".join(lines), "n": len(lines)}), self.timeout)
         except Exception as exc:  # noqa: BLE001
             metrics.BUFFER_ERRORS.inc()
             self.outage.refused(len(lines), f"Redis: {exc}")

@@ -44,6 +44,7 @@ def _store(s: Settings, migrate: bool = False) -> Store:
     """The Store, opened (and migrated if asked); ConfigError with one line when it will not open."""
     from beacon.lock import check_chdb_free, open_error
     from beacon.store import Store
+
     dsn = config.clickhouse_dsn(s)
     check_chdb_free(dsn)
     store = Store(dsn, s.database, s.table, s.retention_days, s.dedup_window, s.cluster)
@@ -76,6 +77,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _flusher(s: Settings, store: Store) -> Flusher | ShardedFlusher:
     """One Flusher, or with a sharded stream one per shard (beacon/sharding.py)."""
     from beacon import sharding
+
     return sharding.flusher(s, store, s.consumer or f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -83,10 +85,25 @@ def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Co
     import uvicorn
 
     from beacon.http import LimitedHttpToolsProtocol, configure
-    return configure(uvicorn.Config(app, host=s.host, port=s.port, loop="uvloop", http=LimitedHttpToolsProtocol,
-                                    lifespan="on", access_log=s.access_log, log_level=s.log_level,
-                                    timeout_graceful_shutdown=10, server_header=False, date_header=False,
-                                    proxy_headers=False, **extra), s)
+
+    return configure(
+        uvicorn.Config(
+            app,
+            host=s.host,
+            port=s.port,
+            loop="uvloop",
+            http=LimitedHttpToolsProtocol,
+            lifespan="on",
+            access_log=s.access_log,
+            log_level=s.log_level,
+            timeout_graceful_shutdown=10,
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,
+            **extra,
+        ),
+        s,
+    )
 
 
 def _run_server(server: uvicorn.Server, sock: socket.socket | None = None) -> None:
@@ -130,9 +147,14 @@ def cmd_up(s: Settings) -> int:
         origin = f"http://{s.host}:{sock.getsockname()[1]}"  # the port bound (--port 0 picks one)
         # With BEACON_MALL_HOSTS set, a request by address is not the mall's: name a mall host.
         as_mall = f"-H 'Host: {s.mall_hosts[0]}' " if s.mall_hosts and s.host not in s.mall_hosts else ""
-        note = (f"BEACON_MALL_HOSTS is set: pages must load the tag from one of {', '.join(s.mall_hosts)} "
-                f"(the address above answers 404 to it)\n" if as_mall else "")
-        print(f"""
+        note = (
+            f"BEACON_MALL_HOSTS is set: pages must load the tag from one of {', '.join(s.mall_hosts)} "
+            f"(the address above answers 404 to it)\n"
+            if as_mall
+            else ""
+        )
+        print(
+            f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
 {snippet.up_message(origin, s.site_origins)}{note}
@@ -141,7 +163,9 @@ Dashboard:
 
 Stats:
   curl {as_mall}-H 'Authorization: Bearer {s.mall_api_key.reveal()}' '{origin}/api/v1/stats?interval=hour'
-""", flush=True)
+""",
+            flush=True,
+        )
         _run_server(uvicorn.Server(_uvicorn_config(s, app)), sock)
         flusher.stop()
         thread.join(30)
@@ -157,6 +181,7 @@ def cmd_serve(s: Settings) -> int:
     import uvicorn
 
     from beacon.app import create_app
+
     if s.workers <= 1:
         app = create_app(s)
         _run_server(uvicorn.Server(_uvicorn_config(s, app)), _bind(s.host, s.port))
@@ -165,6 +190,7 @@ def cmd_serve(s: Settings) -> int:
     os.environ.update(config.to_environ(s))
     create_app(s)  # fail here, not in N workers, when the settings are unusable
     from beacon import workers
+
     workers.prepare_metrics_dir(Path(s.data_dir) / "metrics")  # one /metrics for all workers
     uv = _uvicorn_config(s, "beacon.app:from_env", factory=True, workers=s.workers)
     workers.Workers(uv, sockets=[_bind(s.host, s.port)]).run()
@@ -188,8 +214,10 @@ def cmd_migrate(s: Settings, print_only: bool = False) -> int:
     """Create or update the events table; with --cluster, on every shard and replica (docs/cluster.md)."""
     if s.cluster:
         from beacon import cluster, partners
-        stmts = cluster.statements(s.cluster, s.database, s.table, s.retention_days, s.dedup_window,
-                                   partners.load(s.partners_file, s.cookie_name, s.mall_hosts))
+
+        stmts = cluster.statements(
+            s.cluster, s.database, s.table, s.retention_days, s.dedup_window, partners.load(s.partners_file, s.cookie_name, s.mall_hosts)
+        )
         if print_only:
             print(cluster.script(stmts), end="")
             return 0
@@ -207,14 +235,14 @@ def cmd_migrate(s: Settings, print_only: bool = False) -> int:
 def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
     """Edit the partner registry: add, list, rotate-key, sql (ClickHouse users and row policies)."""
     from beacon import partners as reg
+
     if not s.partners_file:
         raise config.ConfigError("set BEACON_PARTNERS_FILE or --partners-file")
     path = Path(s.partners_file)
     current = list(reg.load(path, s.cookie_name, s.mall_hosts)) if path.exists() else []
     if args.action == "list":
         for p in current:
-            print(f"{p.id}\t{p.name}\thosts={','.join(p.hosts)}\tcookie={p.cookie_name}\t"
-                  f"key={'set' if p.api_key_sha256 else 'none'}")
+            print(f"{p.id}\t{p.name}\thosts={','.join(p.hosts)}\tcookie={p.cookie_name}\tkey={'set' if p.api_key_sha256 else 'none'}")
         return 0
     if args.action == "sql":
         print(reg.row_policy_sql(current, s.database, s.table, s.cluster))
@@ -223,9 +251,15 @@ def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
     if args.action == "add":
         if not args.id:
             raise config.ConfigError("partners add needs --id")
-        raw = {"id": args.id, "name": args.name or args.id, "hosts": args.hosts, "origins": args.origins,
-               "sync_allow": args.sync_allow, "api_key_sha256": reg.hash_key(key),
-               "cookie_partitioned": args.partitioned}
+        raw = {
+            "id": args.id,
+            "name": args.name or args.id,
+            "hosts": args.hosts,
+            "origins": args.origins,
+            "sync_allow": args.sync_allow,
+            "api_key_sha256": reg.hash_key(key),
+            "cookie_partitioned": args.partitioned,
+        }
         if args.partner_cookie:
             raw["cookie_name"] = args.partner_cookie
         try:
@@ -235,8 +269,7 @@ def cmd_partners(s: Settings, args: argparse.Namespace) -> int:
     elif args.action == "rotate-key":
         if not any(p.id == args.id for p in current):
             raise config.ConfigError(f"no partner {args.id!r} in {path}")
-        current = [dataclasses.replace(p, api_key_sha256=reg.hash_key(key)) if p.id == args.id else p
-                   for p in current]
+        current = [dataclasses.replace(p, api_key_sha256=reg.hash_key(key)) if p.id == args.id else p for p in current]
     # What we write must load (a duplicate id, host or cookie): checked on a copy, so a
     # refused change leaves the registry as it was and the next start still works.
     staged = path.with_name(path.name + ".new")
@@ -255,6 +288,7 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     """Rows ClickHouse rejected: list them, replay them into the stream (after a fix), or drop them."""
     from beacon import rcluster, sharding
     from beacon.keys import dead_letter_key
+
     if not s.redis_url:
         raise config.ConfigError("set BEACON_REDIS_URL (for `beacon up`: unix://<data-dir>/redis/redis.sock)")
     r = rcluster.sync_client(s)
@@ -262,15 +296,20 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     keys = [dead_letter_key(stream) for stream in streams]
     # Every shard's dead letters; a replayed row goes back into its own shard (same slot: one MULTI).
     # redis-py types a reply for every client mode at once; this client returns bytes entries
-    entries = [(stream, key, e) for stream, key in zip(streams, keys, strict=True)
-               for e in cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))]
+    entries = [
+        (stream, key, e)
+        for stream, key in zip(streams, keys, strict=True)
+        for e in cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))
+    ]
     if args.id:
         entries = [e for e in entries if e[2][0].decode() in args.id]
     if args.action == "list":
         for _, key, (entry_id, fields) in entries:
             shard = f"{key}\t" if len(keys) > 1 else ""
-            print(f"{shard}{entry_id.decode()}\t{fields[b'error'].decode(errors='replace').splitlines()[0][:160]}\t"
-                  f"{fields[b'd'].decode(errors='replace')[:200]}")
+            print(
+                f"{shard}{entry_id.decode()}\t{fields[b'error'].decode(errors='replace').splitlines()[0][:160]}\t"
+                f"{fields[b'd'].decode(errors='replace')[:200]}"
+            )
         print(f"{len(entries)} dead-letter rows in {', '.join(keys)}", file=sys.stderr)
         return 0
     for stream, key, (entry_id, fields) in entries:
@@ -286,23 +325,23 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
 def _existing(store: Any) -> Any:
     """The store, once its events table is known to exist (a fresh or mistyped data dir has none)."""
     if not store.query(f"EXISTS TABLE {store.full_table}")[0][0]:
-        raise config.ConfigError(f"no table {store.full_table} here: nothing to forget (wrong --data-dir, "
-                                 "--clickhouse-url or --database?)")
+        raise config.ConfigError(f"no table {store.full_table} here: nothing to forget (wrong --data-dir, --clickhouse-url or --database?)")
     return store
 
 
 def cmd_forget(s: Settings, args: argparse.Namespace) -> int:
     """Erase one visitor's rows in one scope (ClickHouse lightweight DELETE); audited without the id."""
     from beacon.privacy import forget_visitor
+
     if not s.secret_keys:
         s = dataclasses.replace(s, secret_keys=(config.Secret(_secret(Path(s.data_dir) / "secret_key")),))
     if bool(args.visitor) == bool(args.account):
         raise config.ConfigError("forget needs exactly one of --visitor ID (with --scope) or --account ID")
     if args.account:  # the mall's signed-in customer: every linked device, then the links
         from beacon.customers import account_key, forget_account
+
         account = account_key(s.account_hash_key.reveal(), args.account)
-        visitors, rows = forget_account(_existing(_store(s)), s.secret_keys[0].reveal(), "mall", account,
-                                        "operator")
+        visitors, rows = forget_account(_existing(_store(s)), s.secret_keys[0].reveal(), "mall", account, "operator")
         print(f"forgot {rows} rows of {visitors} visitor ids linked to one account, and the links")
         return 0
     if not args.scope:
@@ -330,20 +369,21 @@ _NOT = {"up": ("workers",), "serve": ("redis_server", "retention_days", "dedup_w
 
 def _flags(parser: argparse.ArgumentParser, command: str) -> None:
     only, skip = _ONLY.get(command), set(_NOT.get(command, ()))
-    config.add_flags(parser, [o.name for o in config.OPTIONS
-                              if (o.name in only if only is not None else o.name not in skip)])
+    config.add_flags(parser, [o.name for o in config.OPTIONS if (o.name in only if only is not None else o.name not in skip)])
 
 
 def main(argv: list[str] | None = None) -> int:
     from beacon import __version__
+
     parser = argparse.ArgumentParser(prog="beacon", description="Web beacon server: pixel, cookies, events.")
     parser.add_argument("--version", action="version", version=f"beacon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
         _flags(sp := sub.add_parser(name, help=fn.__doc__), name)
         if name == "migrate":
-            sp.add_argument("--print", dest="print_sql", action="store_true",
-                            help="print the statements of `migrate --cluster` instead of running them")
+            sp.add_argument(
+                "--print", dest="print_sql", action="store_true", help="print the statements of `migrate --cluster` instead of running them"
+            )
     p = sub.add_parser("partners", help=cmd_partners.__doc__)
     p.add_argument("action", choices=["add", "list", "rotate-key", "sql"])
     p.add_argument("--id", default="")
@@ -369,12 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"beacon: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level="DEBUG" if s.log_level == "trace" else s.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level="DEBUG" if s.log_level == "trace" else s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # The HTTP client's own retry warnings would come before Beacon's one line naming the cause.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect"):  # clickhouse_connect resets "urllib3"
         logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
     from beacon.partners import RegistryError
+
     try:
         if args.command == "partners":
             return cmd_partners(s, args)

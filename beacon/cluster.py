@@ -32,8 +32,16 @@ def replicated_engine(database: str, table: str) -> str:
     return f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{database}/{local_table(table)}', '{{replica}}')"
 
 
-def statements(cluster: str, database: str, table: str, retention_days: int, dedup_window: int,
-               partners: Sequence[Any] = (), engine: str | None = None, on_cluster: bool = True) -> list[str]:
+def statements(
+    cluster: str,
+    database: str,
+    table: str,
+    retention_days: int,
+    dedup_window: int,
+    partners: Sequence[Any] = (),
+    engine: str | None = None,
+    on_cluster: bool = True,
+) -> list[str]:
     """Every statement of a cluster migration, in order; each safe to repeat.
 
     `engine` and `on_cluster=False` are for tests only: they run the statements on one

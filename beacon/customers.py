@@ -51,11 +51,13 @@ def table(store: Store) -> str:
 
 def ddl(store: Store) -> str:
     """ReplacingMergeTree: identifying the same pair again keeps one row (read with DISTINCT until merged)."""
-    return (f"CREATE TABLE IF NOT EXISTS {table(store)} (\n"
-            "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
-            "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
-            "ORDER BY (scope, visitor_id, account)\n"
-            f"TTL toDateTime(linked_at) + INTERVAL {int(store.retention_days)} DAY")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table(store)} (\n"
+        "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
+        "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
+        "ORDER BY (scope, visitor_id, account)\n"
+        f"TTL toDateTime(linked_at) + INTERVAL {int(store.retention_days)} DAY"
+    )
 
 
 def account_key(hash_key: str, account: str) -> str:
@@ -74,21 +76,33 @@ def check_account(value: object) -> str:
 
 
 def link(store: Store, scope: str, visitor: str, account: str) -> None:
-    store.command(f"INSERT INTO {table(store)} (scope, visitor_id, account, linked_at) "
-                  "VALUES ({scope:String}, {visitor:String}, {account:String}, now64(3))",
-                  {"scope": scope, "visitor": visitor, "account": account})
+    store.command(
+        f"INSERT INTO {table(store)} (scope, visitor_id, account, linked_at) "
+        "VALUES ({scope:String}, {visitor:String}, {account:String}, now64(3))",
+        {"scope": scope, "visitor": visitor, "account": account},
+    )
 
 
 def accounts_of(store: Store, scope: str, visitor: str) -> list[str]:
-    return [a for a, in store.query(f"SELECT DISTINCT account FROM {table(store)} WHERE scope = {{scope:String}} "
-                                    "AND visitor_id = {visitor:String} ORDER BY account",
-                                    {"scope": scope, "visitor": visitor})]
+    return [
+        a
+        for (a,) in store.query(
+            f"SELECT DISTINCT account FROM {table(store)} WHERE scope = {{scope:String}} "
+            "AND visitor_id = {visitor:String} ORDER BY account",
+            {"scope": scope, "visitor": visitor},
+        )
+    ]
 
 
 def visitors_of(store: Store, scope: str, account: str) -> list[str]:
-    return [v for v, in store.query(f"SELECT DISTINCT visitor_id FROM {table(store)} WHERE scope = {{scope:String}} "
-                                    "AND account = {account:String} ORDER BY visitor_id",
-                                    {"scope": scope, "account": account})]
+    return [
+        v
+        for (v,) in store.query(
+            f"SELECT DISTINCT visitor_id FROM {table(store)} WHERE scope = {{scope:String}} "
+            "AND account = {account:String} ORDER BY visitor_id",
+            {"scope": scope, "account": account},
+        )
+    ]
 
 
 def count(store: Store, scope: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
@@ -97,7 +111,9 @@ def count(store: Store, scope: str, start: dt.datetime, end: dt.datetime) -> dic
         f"SELECT uniqExact(account), uniqExact(visitor_id) FROM {table(store)} WHERE scope = {{scope:String}} "
         f"AND visitor_id IN (SELECT DISTINCT visitor_id FROM {store.full_table} WHERE scope = {{scope:String}} "
         "AND received_at >= {start:DateTime64(3)} AND received_at < {end:DateTime64(3)} AND is_bot = 0 "
-        "AND visitor_id != '')", {"scope": scope, "start": start, "end": end})[0]
+        "AND visitor_id != '')",
+        {"scope": scope, "start": start, "end": end},
+    )[0]
     return {"customers": int(row[0]), "visitors": int(row[1])}
 
 
@@ -106,10 +122,17 @@ def forget_account(store: Store, secret: str, scope: str, account: str, via: str
     with a keyed hash, never the account or the ids. Returns (visitor ids, event rows)."""
     visitors = visitors_of(store, scope, account)
     rows = sum(store.forget(scope, v) for v in visitors)
-    store.command(f"DELETE FROM {table(store)} WHERE scope = {{scope:String}} AND account = {{account:String}}",
-                  {"scope": scope, "account": account})
-    audit.info("forget scope=%s account_hash=%s visitors=%d rows=%d via=%s", scope,
-               audit_id(secret, scope, "account:" + account), len(visitors), rows, via)
+    store.command(
+        f"DELETE FROM {table(store)} WHERE scope = {{scope:String}} AND account = {{account:String}}", {"scope": scope, "account": account}
+    )
+    audit.info(
+        "forget scope=%s account_hash=%s visitors=%d rows=%d via=%s",
+        scope,
+        audit_id(secret, scope, "account:" + account),
+        len(visitors),
+        rows,
+        via,
+    )
     return len(visitors), rows
 
 
@@ -130,15 +153,17 @@ def routes(core: Core) -> list[Route]:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise BadRequest("body must be JSON: {\"cookie\": \"…\", \"account\": \"…\"}") from None
+            raise BadRequest('body must be JSON: {"cookie": "…", "account": "…"}') from None
         if not isinstance(doc, dict):
             raise BadRequest("body must be a JSON object")
         account = check_account(doc.get("account"))
         cookie = doc.get("cookie")
         visitor = core.identity(core.mall).verified(cookie) if isinstance(cookie, str) and len(cookie) < 512 else None
         if visitor is None:
-            raise BadRequest("cookie is not a valid, unexpired Beacon cookie of the mall: send the "
-                             f"value of the {s.cookie_name} cookie as your server received it")
+            raise BadRequest(
+                "cookie is not a valid, unexpired Beacon cookie of the mall: send the "
+                f"value of the {s.cookie_name} cookie as your server received it"
+            )
         await asyncio.to_thread(link, core.store, MALL, visitor, account_key(s.account_hash_key.reveal(), account))
         return JSONResponse({"linked": True, "hashed": bool(s.account_hash_key)})
 
@@ -167,8 +192,9 @@ def routes(core: Core) -> list[Route]:
     ]
 
 
-def customer_rows(store: Store, scope: str, account: str, limit: int,
-                  before: tuple[int, str] | None) -> list[dict[str, Any]]:  # Any: a row's JSON values
+def customer_rows(
+    store: Store, scope: str, account: str, limit: int, before: tuple[int, str] | None
+) -> list[dict[str, Any]]:  # Any: a row's JSON values
     visitors = visitors_of(store, scope, account)
     if not visitors:
         return []

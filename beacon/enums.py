@@ -77,8 +77,14 @@ def markdown_reasons() -> str:
 def rewrite_readme(path: Path) -> None:
     """Replace what lies between the README's `reasons` markers with `markdown_reasons()`."""
     text = path.read_text()
-    path.write_text(re.sub(r"(<!-- reasons:begin[^>]*-->\n).*?(<!-- reasons:end -->)",
-                           lambda m: m.group(1) + markdown_reasons() + "\n" + m.group(2), text, flags=re.S))
+    path.write_text(
+        re.sub(
+            r"(<!-- reasons:begin[^>]*-->\n).*?(<!-- reasons:end -->)",
+            lambda m: m.group(1) + markdown_reasons() + "\n" + m.group(2),
+            text,
+            flags=re.S,
+        )
+    )
 
 
 if __name__ == "__main__":  # rewrite the list of rejection reasons in README.md

@@ -207,27 +207,41 @@ def query_value(qs: bytes, key: str) -> str | None:
     return None
 
 
-def encode(*, event_id: str, received_at: float, scope: str, visitor_id: str, mode: str, event: str,
-           url: str, referrer: str, props: dict[str, str], ip: str, user_agent: str, transport: str,
-           is_bot: int = 0, derived: bytes = b"") -> bytes:
+def encode(
+    *,
+    event_id: str,
+    received_at: float,
+    scope: str,
+    visitor_id: str,
+    mode: str,
+    event: str,
+    url: str,
+    referrer: str,
+    props: dict[str, str],
+    ip: str,
+    user_agent: str,
+    transport: str,
+    is_bot: int = 0,
+    derived: bytes = b"",
+) -> bytes:
     """One JSONEachRow line. `derived` is the enrichment columns already encoded as JSON members
     (`,"browser":"Chrome",...`, see beacon.enrich), spliced in as they are; columns left out of
     the line are stored as ''."""
-    line = orjson.dumps({
-        "event_id": event_id,
-        "received_at": f"{received_at:.3f}",
-        "scope": scope,
-        "visitor_id": visitor_id,
-        "mode": mode,
-        "event": event,
-        "url": url,
-        "referrer": referrer,
-        "props": props,
-        "ip": ip,
-        "user_agent": user_agent,
-        "is_bot": is_bot,
-        "transport": transport,
-    })
+    line = orjson.dumps(
+        {
+            "event_id": event_id,
+            "received_at": f"{received_at:.3f}",
+            "scope": scope,
+            "visitor_id": visitor_id,
+            "mode": mode,
+            "event": event,
+            "url": url,
+            "referrer": referrer,
+            "props": props,
+            "ip": ip,
+            "user_agent": user_agent,
+            "is_bot": is_bot,
+            "transport": transport,
+        }
+    )
     return line[:-1] + derived + b"}" if derived else line
-
-

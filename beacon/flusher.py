@@ -93,9 +93,20 @@ class Batch:
 
 
 class Flusher:
-    def __init__(self, r: Any, store: Any, stream: str, consumer: str, batch_rows: int, batch_age: float,
-                 claim_idle: float, read_count: int = 500, max_backoff: float = 10.0, lease: float = 0.0,
-                 wait_ms: int = 0) -> None:
+    def __init__(
+        self,
+        r: Any,
+        store: Any,
+        stream: str,
+        consumer: str,
+        batch_rows: int,
+        batch_age: float,
+        claim_idle: float,
+        read_count: int = 500,
+        max_backoff: float = 10.0,
+        lease: float = 0.0,
+        wait_ms: int = 0,
+    ) -> None:
         self.r = r
         # wait_ms > 0 (Redis Cluster): a manifest is on a replica before its insert (beacon/rcluster.py)
         self.wait_ms = wait_ms
@@ -176,8 +187,7 @@ class Flusher:
                 wait_ms = max(1, int(min(left, 0.2) * 1000))
             else:
                 wait_ms = 200
-            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count,
-                                      block=wait_ms if block else None)
+            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count, block=wait_ms if block else None)
             entries = reply[0][1] if reply else []
             for entry_id, fields in entries:
                 batch.add(entry_id, fields)
@@ -258,8 +268,7 @@ class Flusher:
         for name in sorted(consumers):
             start = "-"
             while not self._stop.is_set():
-                pending = self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count,
-                                                consumername=name)
+                pending = self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count, consumername=name)
                 if not pending:
                     break
                 ids = [p["message_id"] for p in pending]
@@ -338,13 +347,17 @@ class Flusher:
         if not absent:
             return n
         metrics.FLUSH_REPAIRED.inc(len(absent))
-        log.warning("batch %s: %d of %d rows were dropped as a repeat but are not in ClickHouse; "
-                    "inserting them again under %s.r", token, len(absent), n, token)
+        log.warning(
+            "batch %s: %d of %d rows were dropped as a repeat but are not in ClickHouse; inserting them again under %s.r",
+            token,
+            len(absent),
+            n,
+            token,
+        )
         got = self._insert(b"\n".join(absent), f"{token}.r", dead, reused=True)
         return -1 if got < 0 else n - len(absent) + got
 
-    def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]],
-               reused: bool = False) -> int:
+    def _split(self, body: bytes, token: str, exc: Exception, dead: list[tuple[bytes, str]], reused: bool = False) -> int:
         lines = body.split(b"\n")
         if len(lines) == 1:
             dead.append((body, str(exc)))
@@ -379,10 +392,11 @@ def absent_lines(store: Any, lines: list[bytes], chunk: int = 5000) -> list[byte
     for i in range(0, len(ids), chunk):
         # ids are canonical UUID strings (parsed above): safe as literals, and an IN list
         # of literals avoids a query string too long for the HTTP interface.
-        in_list = ",".join(f"'{x}'" for x in ids[i:i + chunk])
+        in_list = ",".join(f"'{x}'" for x in ids[i : i + chunk])
         rows = store.query(
             f"SELECT toString(event_id) FROM {store.full_table} WHERE received_at >= toDateTime64({{lo:Float64}}, 3) "
             f"AND received_at <= toDateTime64({{hi:Float64}}, 3) AND event_id IN ({in_list})",
-            {"lo": min(times) - 1, "hi": max(times) + 1})
+            {"lo": min(times) - 1, "hi": max(times) + 1},
+        )
         present.update(row[0] for row in rows)
     return [line for eid, line in by_id.items() if eid not in present]

@@ -45,9 +45,17 @@ LINGER = 2.0  # seconds a refused connection's input is still read (and dropped)
 
 
 async def _refuse_app(status: int, reason: bytes, scope: ASGIScope, receive: Receive, send: Send) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(reason)).encode()), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(reason)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": reason})
 
 
@@ -91,9 +99,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._discarding = True
         self._disarm()
-        self.transport.write(b"".join([STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n",
-                                       b"content-length: ", str(len(reason)).encode(), b"\r\n",
-                                       b"connection: close\r\n\r\n", reason]))
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: ",
+                    str(len(reason)).encode(),
+                    b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    reason,
+                ]
+            )
+        )
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.loop.call_later(LINGER, self.transport.close)
@@ -118,8 +136,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if reading_head:
             self._header_bytes += len(data)
         super().data_received(data)
-        if (reading_head and self._header_timer is not None
-                and self._header_bytes - self._target_bytes > self.max_header_bytes):
+        if reading_head and self._header_timer is not None and self._header_bytes - self._target_bytes > self.max_header_bytes:
             self._close_with(431, b"request header fields too large")
 
     def on_message_begin(self) -> None:

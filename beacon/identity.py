@@ -54,8 +54,7 @@ class _Signer(TimestampSigner):
         return int(self._clock())
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        key = self.secret_keys[-1] if secret_key is None else (
-            secret_key.encode() if isinstance(secret_key, str) else secret_key)
+        key = self.secret_keys[-1] if secret_key is None else (secret_key.encode() if isinstance(secret_key, str) else secret_key)
         derived = self._derived.get(key)
         if derived is None:
             derived = self._derived[key] = super().derive_key(key)
@@ -83,8 +82,9 @@ def _valid_id(value: str) -> bool:
 class Identity:
     """Verify and mint the cookie of one scope."""
 
-    def __init__(self, scope: Scope, secret_keys: tuple[str, ...], optout_max_age: int = 5 * 365 * 86400,
-                 clock: clocks.Clock = clocks.system) -> None:
+    def __init__(
+        self, scope: Scope, secret_keys: tuple[str, ...], optout_max_age: int = 5 * 365 * 86400, clock: clocks.Clock = clocks.system
+    ) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is needed to sign cookies")
         salt = f"beacon.visitor.{scope.id}"
@@ -198,9 +198,9 @@ def cookie_value(header: bytes, name: bytes) -> str | None:
         if i < 0:
             return None
         j = i + n
-        if (i == 0 or header[i - 1] in b"; ") and header[j:j + 1] == b"=":
+        if (i == 0 or header[i - 1] in b"; ") and header[j : j + 1] == b"=":
             end = header.find(b";", j)
-            value = header[j + 1:] if end < 0 else header[j + 1:end]
+            value = header[j + 1 :] if end < 0 else header[j + 1 : end]
             try:
                 return value.strip().strip(b'"').decode("ascii")
             except UnicodeDecodeError:

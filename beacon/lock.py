@@ -40,8 +40,9 @@ class DataDirLock:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             f.close()
-            raise ConfigError(f"data dir {str(self.path.parent)!r} is in use by `beacon up` pid {holder}; "
-                              "stop it or use another --data-dir") from None
+            raise ConfigError(
+                f"data dir {str(self.path.parent)!r} is in use by `beacon up` pid {holder}; stop it or use another --data-dir"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
@@ -81,8 +82,10 @@ def check_chdb_free(dsn: str) -> None:
     """ConfigError naming the holder, before chDB itself would fail with a bare error."""
     pid = chdb_holder(dsn)
     if pid is not None:
-        raise ConfigError(f"ClickHouse data {_chdb_dir(dsn)!r} is in use by pid {pid} "
-                          "(a running `beacon up`?); stop it, or run this through a ClickHouse server")
+        raise ConfigError(
+            f"ClickHouse data {_chdb_dir(dsn)!r} is in use by pid {pid} "
+            "(a running `beacon up`?); stop it, or run this through a ClickHouse server"
+        )
 
 
 def open_error(dsn: str, exc: Exception) -> ConfigError:

@@ -18,8 +18,9 @@ FIELDS_DROPPED = Counter("beacon_fields_dropped_total", "Pixel parameters droppe
 EVENTS_LOST = Counter("beacon_events_lost_total", "Events not stored and answered 503 (neither Redis nor the spool took them)")
 BUFFER_WRITES = Counter("beacon_buffer_writes_total", "Group-commit writes to Redis")
 BUFFER_ERRORS = Counter("beacon_buffer_errors_total", "Group-commit writes to Redis that failed")
-BUFFER_BATCH = Histogram("beacon_buffer_batch_events", "Events per group-commit write",
-                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
+BUFFER_BATCH = Histogram(
+    "beacon_buffer_batch_events", "Events per group-commit write", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+)
 SPOOL_RECORDS = Counter("beacon_spool_records_total", "Group commits written to the local spool (Redis down)")
 SPOOL_EVENTS = Counter("beacon_spool_events_total", "Events written to the local spool")
 SPOOL_FULL = Counter("beacon_spool_full_total", "Group commits refused because the spool is full")
@@ -27,14 +28,12 @@ SPOOL_REPLAYED = Counter("beacon_spool_replayed_events_total", "Spooled events m
 FLUSH_BATCHES = Counter("beacon_flush_batches_total", "Batches inserted into ClickHouse")
 FLUSH_ROWS = Counter("beacon_flush_rows_total", "Rows inserted into ClickHouse")
 FLUSH_ERRORS = Counter("beacon_flush_errors_total", "Failed ClickHouse inserts (retried)")
-FLUSH_REPAIRED = Counter("beacon_flush_repaired_rows_total",
-                         "Rows a repeated insert token dropped although ClickHouse did not hold them, inserted again")
+FLUSH_REPAIRED = Counter(
+    "beacon_flush_repaired_rows_total", "Rows a repeated insert token dropped although ClickHouse did not hold them, inserted again"
+)
 # Every worker sees the same stream: across workers, the most recent reading is the value.
-STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)",
-                       multiprocess_mode="mostrecent")
-STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked",
-                          multiprocess_mode="mostrecent")
-
+STREAM_PENDING = Gauge("beacon_stream_entries", "Entries in the stream not yet acked (pending or unread)", multiprocess_mode="mostrecent")
+STREAM_OLDEST_AGE = Gauge("beacon_stream_oldest_age_seconds", "Age of the oldest entry not yet acked", multiprocess_mode="mostrecent")
 
 
 class LoopCount:

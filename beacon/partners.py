@@ -63,10 +63,19 @@ class Partner:
     attribution_min_count: int = 5
 
     def scope(self, refresh_age: int) -> Scope:
-        return Scope(id=self.id, cookie_name=self.cookie_name, cookie_domain="", cookie_path="/",
-                     cookie_max_age=self.cookie_max_age, cookie_refresh_age=refresh_age, cookie_secure=True,
-                     cookie_samesite="None", cookie_partitioned=self.cookie_partitioned,
-                     origins=frozenset(self.origins), is_partner=True)
+        return Scope(
+            id=self.id,
+            cookie_name=self.cookie_name,
+            cookie_domain="",
+            cookie_path="/",
+            cookie_max_age=self.cookie_max_age,
+            cookie_refresh_age=refresh_age,
+            cookie_secure=True,
+            cookie_samesite="None",
+            cookie_partitioned=self.cookie_partitioned,
+            origins=frozenset(self.origins),
+            is_partner=True,
+        )
 
     def key_matches(self, key: str) -> bool:
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -87,8 +96,16 @@ def _lines_of_tables(text: str) -> list[int]:
 
 def _check_allow(entry: str) -> str:
     parts = urlsplit(entry)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password \
-            or parts.query or parts.fragment or "\\" in entry or _url(entry) is None:
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or "\\" in entry
+        or _url(entry) is None
+    ):
         raise ValueError(f"sync_allow entry {entry!r} must look like https://host[:port]/path-prefix")
     return entry
 
@@ -105,8 +122,9 @@ def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked 
     if not isinstance(hosts, list) or not all(isinstance(h, str) and HOSTNAME.fullmatch(h) for h in hosts):
         raise ValueError(f"hosts {hosts!r} must be a list of lower-case host names")
     origins = raw.get("origins", [])
-    if not isinstance(origins, list) or not all(isinstance(o, str) and o.startswith(("https://", "http://"))
-                                                and o.count("/") == 2 for o in origins):
+    if not isinstance(origins, list) or not all(
+        isinstance(o, str) and o.startswith(("https://", "http://")) and o.count("/") == 2 for o in origins
+    ):
         raise ValueError(f"origins {origins!r} must be a list like ['https://shop.example']")
     allow = raw.get("sync_allow", [])
     if not isinstance(allow, list):
@@ -137,11 +155,21 @@ def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked 
         raise ValueError("attribution_window_days must be 1..90")
     if isinstance(min_count, bool) or not isinstance(min_count, int) or not 1 <= min_count <= 1000:
         raise ValueError("attribution_min_count must be 1..1000")
-    return Partner(id=pid, name=str(raw.get("name", pid)), hosts=tuple(hosts), origins=tuple(origins),
-                   sync_allow=tuple(_check_allow(a) for a in allow), api_key_sha256=key_hash,
-                   cookie_name=cookie, cookie_max_age=max_age, cookie_partitioned=partitioned,
-                   attribution=attribution, click_param=click_param, attribution_window_days=window,
-                   attribution_min_count=min_count)
+    return Partner(
+        id=pid,
+        name=str(raw.get("name", pid)),
+        hosts=tuple(hosts),
+        origins=tuple(origins),
+        sync_allow=tuple(_check_allow(a) for a in allow),
+        api_key_sha256=key_hash,
+        cookie_name=cookie,
+        cookie_max_age=max_age,
+        cookie_partitioned=partitioned,
+        attribution=attribution,
+        click_param=click_param,
+        attribution_window_days=window,
+        attribution_min_count=min_count,
+    )
 
 
 def parse(text: str, source: str, mall_cookie: str = "", mall_hosts: tuple[str, ...] = ()) -> tuple[Partner, ...]:
@@ -187,8 +215,7 @@ def load(path: str | Path, mall_cookie: str = "", mall_hosts: tuple[str, ...] = 
 
 
 def save(path: str | Path, partners: tuple[Partner, ...] | list[Partner]) -> None:
-    doc = {"partner": [{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(p).items()}
-                       for p in partners]}
+    doc = {"partner": [{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(p).items()} for p in partners]}
     tmp = Path(str(path) + ".tmp")
     tmp.write_text("# Beacon partner registry; edit with `beacon partners`.\n" + tomli_w.dumps(doc))
     tmp.replace(path)
@@ -236,8 +263,11 @@ def sync_target(partner: Partner, to: str, uid: str) -> str:
     for allowed in partner.sync_allow:
         a = ada_url.URL(allowed)
         prefix = a.pathname
-        if url.protocol == a.protocol and url.host == a.host and (
-                url.pathname == prefix or url.pathname.startswith(prefix if prefix.endswith("/") else prefix + "/")):
+        if (
+            url.protocol == a.protocol
+            and url.host == a.host
+            and (url.pathname == prefix or url.pathname.startswith(prefix if prefix.endswith("/") else prefix + "/"))
+        ):
             return url.href.replace("{uid}", uid).replace("%7Buid%7D", uid).replace("%7buid%7d", uid)
     raise SyncRefused("to is not on this partner's sync allowlist")
 
@@ -253,17 +283,17 @@ def row_policy_sql(partners: tuple[Partner, ...] | list[Partner], database: str,
     """
     on = f" ON CLUSTER {cluster}" if cluster else ""
     tables = (table, f"{table}_local") if cluster else (table,)
-    out = ["-- Generated by `beacon partners sql`: one readonly user per partner, rows of its scope only.",
-           "-- Give each partner its user name and password; run on every ClickHouse server (or ON CLUSTER)."]
+    out = [
+        "-- Generated by `beacon partners sql`: one readonly user per partner, rows of its scope only.",
+        "-- Give each partner its user name and password; run on every ClickHouse server (or ON CLUSTER).",
+    ]
     for p in partners:
         user = f"beacon_partner_{p.id.replace('-', '_')}"
         password = secrets.token_urlsafe(24)
-        out.append(f"CREATE USER IF NOT EXISTS {user}{on} IDENTIFIED WITH sha256_password BY '{password}' "
-                   f"SETTINGS readonly = 1;")
+        out.append(f"CREATE USER IF NOT EXISTS {user}{on} IDENTIFIED WITH sha256_password BY '{password}' SETTINGS readonly = 1;")
         for t in tables:
             out += [
                 f"GRANT{on} SELECT ON {database}.{t} TO {user};",
-                f"CREATE ROW POLICY OR REPLACE {user}_scope{on} ON {database}.{t} FOR SELECT "
-                f"USING scope = '{p.id}' TO {user};",
+                f"CREATE ROW POLICY OR REPLACE {user}_scope{on} ON {database}.{t} FOR SELECT USING scope = '{p.id}' TO {user};",
             ]
     return "\n".join(out)

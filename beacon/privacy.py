@@ -70,8 +70,12 @@ class VisitorRights:
 
     async def _page(self, send: Send, title: str, text: str, cookies: list[bytes], other: str, label: str) -> None:
         body = PAGE.format(title=title, text=text, other=other, other_label=label).encode()
-        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                   (b"cache-control", b"no-store"), (b"x-robots-tag", b"noindex")]
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-robots-tag", b"noindex"),
+        ]
         headers += [(b"set-cookie", c) for c in cookies]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -79,27 +83,45 @@ class VisitorRights:
     async def optout(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optout", 200)
-        await self._page(send, "You have opted out",
-                         f"{self._name(sc)} will no longer set an identifying cookie in this browser or record your "
-                         "visits under an id. Your id cookie has been deleted. This choice is kept in a cookie; "
-                         "clearing your cookies undoes it.",
-                         [*both_jars(sc, ident.optout_cookie), *both_jars(sc, ident.clear_cookie)],
-                         f"{sc.path_prefix}/optin", "Opt back in")
+        await self._page(
+            send,
+            "You have opted out",
+            f"{self._name(sc)} will no longer set an identifying cookie in this browser or record your "
+            "visits under an id. Your id cookie has been deleted. This choice is kept in a cookie; "
+            "clearing your cookies undoes it.",
+            [*both_jars(sc, ident.optout_cookie), *both_jars(sc, ident.clear_cookie)],
+            f"{sc.path_prefix}/optin",
+            "Opt back in",
+        )
 
     async def optin(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         ident = self.core.identity(sc)
         metrics.request("optin", 200)
-        await self._page(send, "You have opted back in",
-                         f"{self._name(sc)} may set its cookie again on your next visit.",
-                         both_jars(sc, ident.optin_cookie), f"{sc.path_prefix}/optout", "Opt out")
+        await self._page(
+            send,
+            "You have opted back in",
+            f"{self._name(sc)} may set its cookie again on your next visit.",
+            both_jars(sc, ident.optin_cookie),
+            f"{sc.path_prefix}/optout",
+            "Opt out",
+        )
 
     async def me(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         if asgi["method"] != "GET":
             return await send_json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
         ident, visitor = self._visitor(sc, req)
         if visitor is None:
-            return await send_json(send, 200, {"scope": sc.id, "visitor_id": None, "events": [], "next": None,
-                                               "note": "no valid id cookie in this browser for this scope"})
+            return await send_json(
+                send,
+                200,
+                {
+                    "scope": sc.id,
+                    "visitor_id": None,
+                    "events": [],
+                    "next": None,
+                    "note": "no valid id cookie in this browser for this scope",
+                },
+            )
         qs = asgi["query_string"]
         try:
             limit, before = parse_page(lambda key: query_value(qs, key))
@@ -118,15 +140,17 @@ class VisitorRights:
             return await send_json(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
         ident, visitor = self._visitor(sc, req)
         if visitor is None:
-            return await send_json(send, 200, {"forgotten": 0, "note": "no valid id cookie for this scope"},
-                                   [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
+            return await send_json(
+                send,
+                200,
+                {"forgotten": 0, "note": "no valid id cookie for this scope"},
+                [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)],
+            )
         secret = self.core.settings.secret_keys[0].reveal()
         linked = [] if sc.is_partner else await asyncio.to_thread(customers.accounts_of, self.core.store, sc.id, visitor)
         rows = 0
         for account in linked:  # every device of the account, and the link itself
-            rows += (await asyncio.to_thread(customers.forget_account, self.core.store, secret, sc.id, account,
-                                             "visitor"))[1]
+            rows += (await asyncio.to_thread(customers.forget_account, self.core.store, secret, sc.id, account, "visitor"))[1]
         rows += await asyncio.to_thread(forget_visitor, self.core.store, secret, sc.id, visitor, "visitor")
         body = {"forgotten": rows, "accounts_unlinked": len(linked)} if linked else {"forgotten": rows}
         await send_json(send, 200, body, [(b"set-cookie", c) for c in both_jars(sc, ident.clear_cookie)])
-

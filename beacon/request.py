@@ -5,15 +5,36 @@ Its own module so that `consent` and `privacy` can take a `Request` without impo
 
 from __future__ import annotations
 
-_WANTED = {b"host": 0, b"user-agent": 1, b"cookie": 2, b"referer": 3, b"x-forwarded-for": 4, b"origin": 5,
-           b"content-type": 6, b"content-length": 7, b"sec-gpc": 8, b"dnt": 9}
+_WANTED = {
+    b"host": 0,
+    b"user-agent": 1,
+    b"cookie": 2,
+    b"referer": 3,
+    b"x-forwarded-for": 4,
+    b"origin": 5,
+    b"content-type": 6,
+    b"content-length": 7,
+    b"sec-gpc": 8,
+    b"dnt": 9,
+}
 
 
 class Request:
     """The few headers the beacon routes read, found in one pass."""
 
-    __slots__ = ("host", "cookie", "referer", "user_agent", "forwarded_for", "origin", "content_type",
-                 "content_length", "gpc", "dnt", "signals")
+    __slots__ = (
+        "host",
+        "cookie",
+        "referer",
+        "user_agent",
+        "forwarded_for",
+        "origin",
+        "content_type",
+        "content_length",
+        "gpc",
+        "dnt",
+        "signals",
+    )
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.host = self.cookie = self.referer = self.user_agent = self.origin = self.content_type = b""

@@ -35,8 +35,10 @@ if TYPE_CHECKING:  # app.py builds the routes from its Core: a real cycle
     from beacon.app import Core
 
 # nginx's empty_gif, byte for byte: 1x1, one transparent colour.
-GIF = (b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
-       b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;")
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;"
+)
 GIF_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"content-length", str(len(GIF)).encode()),
@@ -51,12 +53,20 @@ Checked = CheckedEvent
 CLIENT_CACHE = 16384  # (peer, X-Forwarded-For, User-Agent, precise) -> derived client fields
 
 
-
 async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
     data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"cache-control", b"no-store"), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-store"),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -75,8 +85,7 @@ class BeaconRoutes:
         client = asgi.get("client")
         return self._client(client[0] if client else "", req.forwarded_for, req.user_agent, mode != consent.ANONYMOUS)
 
-    def _client_fields(self, peer: str, forwarded_for: bytes | None, user_agent: bytes,
-                       precise: bool) -> tuple[str, str, bool, bytes]:
+    def _client_fields(self, peer: str, forwarded_for: bytes | None, user_agent: bytes, precise: bool) -> tuple[str, str, bool, bytes]:
         """The full address is used for the country here and goes no further (it is a key
         of this process's caches, never stored or logged)."""
         core = self.core
@@ -94,8 +103,7 @@ class BeaconRoutes:
                 await send(NO_CONTENT)
                 return
             metrics.request("pixel", 405)
-            await send_json(send, 405, {"error": f"method {method} not allowed; use GET"},
-                            [(b"allow", b"GET, HEAD")])
+            await send_json(send, 405, {"error": f"method {method} not allowed; use GET"}, [(b"allow", b"GET, HEAD")])
             return
         core = self.core
         mode = core.consent.decide(sc, req) if req.signals else consent.COOKIE
@@ -117,8 +125,7 @@ class BeaconRoutes:
         if set_cookie is None:
             await send(GIF_START)
         else:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
+            await send({"type": "http.response.start", "status": 200, "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
         await send(GIF_BODY)
         metrics.PIXEL_OK_COUNT.n += 1
 
@@ -142,17 +149,28 @@ class BeaconRoutes:
                     metrics.EVENTS_REJECTED.labels(Reason.INVALID_COMMERCE).inc()
                     return []
             props = check_props(fields.get("p"), core.limits)
-            return [CheckedEvent(name,
-                                 check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
-                                 check_url(fields.get("r"), core.limits, "r"),
-                                 props if shop is None else commerce.without_fields(props), shop)]
+            return [
+                CheckedEvent(
+                    name,
+                    check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
+                    check_url(fields.get("r"), core.limits, "r"),
+                    props if shop is None else commerce.without_fields(props),
+                    shop,
+                )
+            ]
         except Invalid:
             metrics.EVENTS_REJECTED.labels(Reason.INVALID).inc()
             return []
 
-    async def _encode(self, asgi: ASGIScope, req: Request, sc: Scope, mode: str,
-                      checked: list[Checked], transport: str,
-                      ) -> tuple[list[bytes], bytes | None]:
+    async def _encode(
+        self,
+        asgi: ASGIScope,
+        req: Request,
+        sc: Scope,
+        mode: str,
+        checked: list[Checked],
+        transport: str,
+    ) -> tuple[list[bytes], bytes | None]:
         """Identify the visitor as `mode` allows and encode the events: (lines, Set-Cookie or None)."""
         core = self.core
         if not checked:  # nothing to record: only the cookie is kept up to date
@@ -175,10 +193,28 @@ class BeaconRoutes:
         t = core.clock()
         bot = 1 if is_bot else 0
         enrich = core.enrich
-        return [commerce.splice(encode(event_id=uuid7(t), received_at=t, scope=sc.id, visitor_id=visitor, mode=mode,
-                                       event=name, url=url, referrer=ref, props=props, ip=ip, user_agent=ua,
-                                       transport=transport, is_bot=bot, derived=client + enrich.event(url, ref)), shop)
-                for name, url, ref, props, shop in checked], set_cookie
+        return [
+            commerce.splice(
+                encode(
+                    event_id=uuid7(t),
+                    received_at=t,
+                    scope=sc.id,
+                    visitor_id=visitor,
+                    mode=mode,
+                    event=name,
+                    url=url,
+                    referrer=ref,
+                    props=props,
+                    ip=ip,
+                    user_agent=ua,
+                    transport=transport,
+                    is_bot=bot,
+                    derived=client + enrich.event(url, ref),
+                ),
+                shop,
+            )
+            for name, url, ref, props, shop in checked
+        ], set_cookie
 
     async def collect(self, asgi: ASGIScope, receive: Receive, send: Send, sc: Scope, req: Request) -> None:
         cors = self._cors(sc, req)
@@ -187,8 +223,7 @@ class BeaconRoutes:
             await self._preflight(send, cors, req)
             return
         if method != "POST":
-            return await self._refuse(send, 405, f"method {method} not allowed; use POST",
-                                      [(b"allow", b"POST, OPTIONS")])
+            return await self._refuse(send, 405, f"method {method} not allowed; use POST", [(b"allow", b"POST, OPTIONS")])
         if req.origin and cors is None:
             return await self._refuse(send, 403, f"origin {req.origin.decode('latin-1')[:200]!r} is not allowed")
         if req.content_type not in JSON_TYPES:
@@ -252,10 +287,15 @@ class BeaconRoutes:
                 name = check_event_name(ev.get("e", "pageview"), core.limits)
                 shop = commerce.check(name, ev) if name in commerce.EVENTS else None
                 props = check_props(ev.get("p"), core.limits)
-                checked.append(CheckedEvent(name,
-                                            check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
-                                            check_url(ev.get("r"), core.limits, "r"),
-                                            props if shop is None else commerce.without_fields(props), shop))
+                checked.append(
+                    CheckedEvent(
+                        name,
+                        check_url(ev.get("u", req.referer.decode("latin-1")), core.limits, "u"),
+                        check_url(ev.get("r"), core.limits, "r"),
+                        props if shop is None else commerce.without_fields(props),
+                        shop,
+                    )
+                )
             except Invalid as exc:
                 raise Invalid(f"event {i}: {exc.reason}") from None
         return checked
@@ -293,15 +333,23 @@ class BeaconRoutes:
             return []
         if req.origin.decode("latin-1") not in sc.origins:
             return None
-        return [(b"access-control-allow-origin", req.origin), (b"access-control-allow-credentials", b"true"),
-                (b"vary", b"Origin")]
+        return [(b"access-control-allow-origin", req.origin), (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
 
     async def _preflight(self, send: Send, cors: list[tuple[bytes, bytes]] | None, req: Request) -> None:
         if not cors:
             return await self._refuse(send, 403, "origin is not allowed" if req.origin else "preflight needs an Origin")
-        await send({"type": "http.response.start", "status": 204, "headers": [
-            *cors, (b"access-control-allow-methods", b"POST, OPTIONS"),
-            (b"access-control-allow-headers", b"content-type"), (b"access-control-max-age", b"86400")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    *cors,
+                    (b"access-control-allow-methods", b"POST, OPTIONS"),
+                    (b"access-control-allow-headers", b"content-type"),
+                    (b"access-control-max-age", b"86400"),
+                ],
+            }
+        )
         await send(NO_CONTENT)
 
     async def _refuse(self, send: Send, status: int, reason: str, extra: Any = None) -> None:

@@ -48,8 +48,9 @@ def mall_scope(s: Settings) -> Scope:
 class Resolver:
     """Host (and fallback path prefix) -> Scope, precomputed into dicts."""
 
-    def __init__(self, mall: Scope, mall_hosts: tuple[str, ...], partners: tuple[Scope, ...] = (),
-                 partner_hosts: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, mall: Scope, mall_hosts: tuple[str, ...], partners: tuple[Scope, ...] = (), partner_hosts: dict[str, str] | None = None
+    ) -> None:
         self.mall = mall
         self.any_host_is_mall = not mall_hosts
         self._hosts: dict[str, Scope] = {h.lower(): mall for h in mall_hosts}
@@ -57,8 +58,7 @@ class Resolver:
         for host, pid in (partner_hosts or {}).items():
             self._hosts[host.lower()] = by_id[pid]
         self._prefixed = {
-            pid: dataclasses.replace(p, cookie_path=f"{PARTNER_PREFIX}{pid}/", cookie_domain="",
-                                     path_prefix=f"{PARTNER_PREFIX}{pid}")
+            pid: dataclasses.replace(p, cookie_path=f"{PARTNER_PREFIX}{pid}/", cookie_domain="", path_prefix=f"{PARTNER_PREFIX}{pid}")
             for pid, p in by_id.items()
         }
         self.partners = by_id
@@ -72,7 +72,7 @@ class Resolver:
                 return None, path
             scope = self.mall
         if scope is self.mall and path.startswith(PARTNER_PREFIX):
-            pid, sep, rest = path[len(PARTNER_PREFIX):].partition("/")
+            pid, sep, rest = path[len(PARTNER_PREFIX) :].partition("/")
             partner = self._prefixed.get(pid)
             if partner is None:
                 return None, path

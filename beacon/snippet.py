@@ -12,9 +12,11 @@ from __future__ import annotations
 
 def mall_tag(origin: str) -> str:
     """Every mall page; `origin` is Beacon's mall origin, e.g. https://beacon.shop.example."""
-    return (f'<script async src="{origin}/beacon.js"></script>\n'
-            f'<noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"\n'
-            '  referrerpolicy="no-referrer-when-downgrade"></noscript>')
+    return (
+        f'<script async src="{origin}/beacon.js"></script>\n'
+        f'<noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"\n'
+        '  referrerpolicy="no-referrer-when-downgrade"></noscript>'
+    )
 
 
 def partner_tag(origin: str) -> str:
@@ -23,10 +25,12 @@ def partner_tag(origin: str) -> str:
     The link opens the opt-out page inside the ad's own frame: there it reaches the
     cookies this ad uses on this mall, partitioned or not.
     """
-    return (f'<script async src="{origin}/beacon.js" data-partner></script>\n'
-            f'<noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"\n'
-            '  referrerpolicy="no-referrer-when-downgrade"></noscript>\n'
-            f'<a href="{origin}/optout" target="_self">Opt out of this advertiser</a>')
+    return (
+        f'<script async src="{origin}/beacon.js" data-partner></script>\n'
+        f'<noscript><img src="{origin}/p.gif?e=pageview" alt="" width="1" height="1"\n'
+        '  referrerpolicy="no-referrer-when-downgrade"></noscript>\n'
+        f'<a href="{origin}/optout" target="_self">Opt out of this advertiser</a>'
+    )
 
 
 def up_message(origin: str, site_origins: tuple[str, ...]) -> str:
@@ -35,7 +39,9 @@ def up_message(origin: str, site_origins: tuple[str, ...]) -> str:
     if site_origins:
         allowed = f"POST {origin}/e accepts events from pages on: {', '.join(site_origins)} (BEACON_SITE_ORIGINS)."
     else:
-        allowed = (f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e answers 403 to every page and beacon.js's\n"
-                   "events are lost: set it to the origins of the pages that embed the tag, comma-separated,\n"
-                   "e.g. BEACON_SITE_ORIGINS=https://shop.example (the <noscript> pixel needs nothing).")
+        allowed = (
+            f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e answers 403 to every page and beacon.js's\n"
+            "events are lost: set it to the origins of the pages that embed the tag, comma-separated,\n"
+            "e.g. BEACON_SITE_ORIGINS=https://shop.example (the <noscript> pixel needs nothing)."
+        )
     return f"Embed on every page (one pageview per page load):\n{tag}\n{allowed}\n"

@@ -51,7 +51,7 @@ def read_records(path: Path) -> list[tuple[int, bytes, int, bytes]]:
         end = pos + HEADER.size + length
         if magic != MAGIC or end > len(data):
             break
-        payload = data[pos + HEADER.size:end]
+        payload = data[pos + HEADER.size : end]
         if zlib.crc32(payload, zlib.crc32(proc + seq.to_bytes(8, "big"))) != crc:
             break
         out.append((n, proc, seq, payload))

@@ -27,14 +27,33 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_agent", "String"),
     ("is_bot", "UInt8"),
     ("transport", "LowCardinality(String)"),
-    ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"), ("utm_term", "String"), ("utm_content", "String"),
-    ("gclid", "String"), ("gbraid", "String"), ("wbraid", "String"), ("fbclid", "String"), ("msclkid", "String"), ("ttclid", "String"), ("li_fat_id", "String"),
-    ("source", "LowCardinality(String)"), ("channel", "LowCardinality(String)"),
-    ("browser", "LowCardinality(String)"), ("browser_version", "LowCardinality(String)"),
-    ("os", "LowCardinality(String)"), ("os_version", "LowCardinality(String)"), ("device", "LowCardinality(String)"),
-    ("country", "LowCardinality(String)"), ("region", "LowCardinality(String)"), ("city", "String"),
+    ("utm_source", "String"),
+    ("utm_medium", "String"),
+    ("utm_campaign", "String"),
+    ("utm_term", "String"),
+    ("utm_content", "String"),
+    ("gclid", "String"),
+    ("gbraid", "String"),
+    ("wbraid", "String"),
+    ("fbclid", "String"),
+    ("msclkid", "String"),
+    ("ttclid", "String"),
+    ("li_fat_id", "String"),
+    ("source", "LowCardinality(String)"),
+    ("channel", "LowCardinality(String)"),
+    ("browser", "LowCardinality(String)"),
+    ("browser_version", "LowCardinality(String)"),
+    ("os", "LowCardinality(String)"),
+    ("os_version", "LowCardinality(String)"),
+    ("device", "LowCardinality(String)"),
+    ("country", "LowCardinality(String)"),
+    ("region", "LowCardinality(String)"),
+    ("city", "String"),
     # commerce (issue 12, beacon/commerce.py): exact amounts, never floats; '' / 0 / [] on other events
-    ("order_id", "String"), ("revenue", "Decimal(18, 4)"), ("currency", "LowCardinality(String)"), ("coupon", "String"),
+    ("order_id", "String"),
+    ("revenue", "Decimal(18, 4)"),
+    ("currency", "LowCardinality(String)"),
+    ("coupon", "String"),
     ("items", "Array(Tuple(sku String, name String, category String, quantity UInt32, price Decimal(18, 4)))"),
 )
 
@@ -60,11 +79,13 @@ def ttl_sql(retention_days: int) -> str:
 def create_table_sql(full_table: str, engine: str, retention_days: int, settings: str = "", on_cluster: str = "") -> str:
     """The events table's DDL; single-node migrate and `beacon migrate --cluster` both use it."""
     cols = ",\n  ".join(f"`{name}` {type_}" for name, type_ in COLUMNS)
-    return (f"CREATE TABLE IF NOT EXISTS {full_table}{on_cluster} (\n  {cols}\n)\n"
-            f"ENGINE = {engine}\n"
-            "PARTITION BY toYYYYMM(received_at)\n"
-            "ORDER BY (scope, received_at, event_id)\n"
-            f"TTL {ttl_sql(retention_days)}" + (f"\nSETTINGS {settings}" if settings else ""))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {full_table}{on_cluster} (\n  {cols}\n)\n"
+        f"ENGINE = {engine}\n"
+        "PARTITION BY toYYYYMM(received_at)\n"
+        "ORDER BY (scope, received_at, event_id)\n"
+        f"TTL {ttl_sql(retention_days)}" + (f"\nSETTINGS {settings}" if settings else "")
+    )
 
 
 def alter_table_sql(full_table: str, retention_days: int, on_cluster: str = "", ttl: bool = True) -> list[str]:
@@ -76,8 +97,7 @@ def alter_table_sql(full_table: str, retention_days: int, on_cluster: str = "", 
 
 
 class Store:
-    def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int,
-                 cluster: str = "") -> None:
+    def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int, cluster: str = "") -> None:
         self.dsn = dsn
         self.cluster = cluster  # set: `table` is a Distributed table over `<table>_local` on every shard
         self.database = database
@@ -94,8 +114,7 @@ class Store:
             if self.dsn.startswith("chdb://"):
                 self._client = clickhouse_connect.get_client(dsn=self.dsn)
             else:
-                self._client = clickhouse_connect.get_client(dsn=self.dsn, connect_timeout=5,
-                                                             send_receive_timeout=60)
+                self._client = clickhouse_connect.get_client(dsn=self.dsn, connect_timeout=5, send_receive_timeout=60)
         return self._client
 
     def close(self) -> None:
@@ -125,14 +144,15 @@ class Store:
         """Create or bring up to date the database and the events table; safe to repeat."""
         window = int(self.dedup_window)
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self.command(create_table_sql(self.full_table, "MergeTree", self.retention_days,
-                                      f"non_replicated_deduplication_window = {window}"))
+        self.command(create_table_sql(self.full_table, "MergeTree", self.retention_days, f"non_replicated_deduplication_window = {window}"))
         for sql in alter_table_sql(self.full_table, self.retention_days):
             self.command(sql)
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
         from beacon import customers  # the account links of signed-in customers: a table of their own
+
         self.command(customers.ddl(self))
         from beacon.query import rollup  # the visits rollup and the day sums that keep it fresh
+
         rollup.migrate(self)
 
     # -- writes ---------------------------------------------------------------
@@ -144,32 +164,40 @@ class Store:
         anything is written (no partial insert that a split retry would duplicate).
         """
         with self._lock:
-            self.client.raw_insert(self.full_table, None, body, fmt="JSONEachRow",
-                                   settings={**INSERT_SETTINGS, "insert_deduplication_token": token})
+            self.client.raw_insert(
+                self.full_table, None, body, fmt="JSONEachRow", settings={**INSERT_SETTINGS, "insert_deduplication_token": token}
+            )
 
     # -- reports --------------------------------------------------------------
 
-    def stats(self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10,
-              include_bots: bool = False) -> dict[str, Any]:
+    def stats(
+        self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10, include_bots: bool = False
+    ) -> dict[str, Any]:
         bucket = {"hour": "toStartOfHour", "day": "toStartOfDay"}[interval]
-        in_range = ("scope = {scope:String} AND received_at >= {start:DateTime64(3)} "
-                    "AND received_at < {end:DateTime64(3)}")
+        in_range = "scope = {scope:String} AND received_at >= {start:DateTime64(3)} AND received_at < {end:DateTime64(3)}"
         where = in_range if include_bots else in_range + " AND is_bot = 0"
         params = {"scope": scope, "start": start, "end": end}
         bots = self.query(f"SELECT countIf(is_bot = 1) FROM {self.full_table} WHERE {in_range}", params)[0][0]
         series = self.query(
             f"SELECT {bucket}(received_at) AS t, count() AS events, countIf(event = 'pageview') AS pageviews, "
             f"uniqExactIf(visitor_id, visitor_id != '') AS visitors FROM {self.full_table} WHERE {where} "
-            "GROUP BY t ORDER BY t", params)
+            "GROUP BY t ORDER BY t",
+            params,
+        )
         totals = self.query(
-            "SELECT count(), countIf(event = 'pageview'), uniqExactIf(visitor_id, visitor_id != '') "
-            f"FROM {self.full_table} WHERE {where}", params)[0]
+            f"SELECT count(), countIf(event = 'pageview'), uniqExactIf(visitor_id, visitor_id != '') FROM {self.full_table} WHERE {where}",
+            params,
+        )[0]
         pages = self.query(
             f"SELECT url, count() AS c FROM {self.full_table} WHERE {where} AND event = 'pageview' "
-            f"GROUP BY url ORDER BY c DESC, url LIMIT {int(top)}", params)
+            f"GROUP BY url ORDER BY c DESC, url LIMIT {int(top)}",
+            params,
+        )
         refs = self.query(
             f"SELECT referrer, count() AS c FROM {self.full_table} WHERE {where} AND referrer != '' "
-            f"GROUP BY referrer ORDER BY c DESC, referrer LIMIT {int(top)}", params)
+            f"GROUP BY referrer ORDER BY c DESC, referrer LIMIT {int(top)}",
+            params,
+        )
         return {
             "scope": scope,
             "from": start.isoformat(),
@@ -178,16 +206,18 @@ class Store:
             "bots": "included" if include_bots else "excluded",
             "totals": {"events": totals[0], "pageviews": totals[1], "visitors": totals[2]},
             "bot_events": bots,
-            "series": [{"t": t.replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p,
-                        "visitors": v} for t, e, p, v in series],
+            "series": [
+                {"t": t.replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p, "visitors": v} for t, e, p, v in series
+            ],
             "top_pages": [{"url": u, "pageviews": c} for u, c in pages],
             "top_referrers": [{"referrer": r, "events": c} for r, c in refs],
         }
 
     PARTNER_COLUMNS = ("event_id", "received_at", "visitor_id", "event", "url", "referrer", "props", "mode", "is_bot")
 
-    def events(self, scope: str, limit: int, before: tuple[int, str] | None = None,
-               visitor: str | None = None, visitors: list[str] | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, scope: str, limit: int, before: tuple[int, str] | None = None, visitor: str | None = None, visitors: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
         cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
@@ -201,12 +231,12 @@ class Store:
             cursor += "AND has({visitors:Array(String)}, visitor_id) "
         if before is not None:
             params["ms"], params["eid"] = before
-            cursor += ("AND (received_at, event_id) < "
-                      "(fromUnixTimestamp64Milli({ms:Int64}, 'UTC'), toUUID({eid:String})) ")
+            cursor += "AND (received_at, event_id) < (fromUnixTimestamp64Milli({ms:Int64}, 'UTC'), toUUID({eid:String})) "
         result = self.query(
             f"SELECT {cols}, toUnixTimestamp64Milli(received_at) FROM {self.full_table} "
             f"WHERE scope = {{scope:String}} {cursor}ORDER BY received_at DESC, event_id DESC LIMIT {int(limit)}",
-            params)
+            params,
+        )
         out = []
         for row in result:
             item = dict(zip(self.PARTNER_COLUMNS, row[:-1]))
@@ -223,6 +253,7 @@ class Store:
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
             from beacon.query import rollup  # the visitor's visits and day sums go first
+
             rollup.forget(self, scope, visitor)
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)

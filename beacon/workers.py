@@ -44,6 +44,6 @@ class Workers(Multiprocess):
 
 def _mark_dead(pid: int | None) -> None:
     from prometheus_client import multiprocess
+
     if pid is not None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus-client is untyped here
-

@@ -42,8 +42,7 @@ KEY = "bench-signing-key-0123456789abcdef0123456789"
 STREAM = "beacon:events"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
-UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-      "Chrome/131.0.0.0 Safari/537.36")
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 # What a product page's pixel asks for; nginx and the floor ignore the query.
 PIXEL = "/p.gif?u=https%3A%2F%2Fshop.example%2Fitem%2F4242%3Fcolour%3Dred&r=https%3A%2F%2Fwww.google.com%2F&p.sku=X-4242&p.list=search"
 BATCH_EVENTS = 20
@@ -69,12 +68,10 @@ ROWS = [
     Row("b", "(b) GET /p.gif, new visitor (Set-Cookie)", "beacon", "pixel"),
     Row("c", f"(c) POST /e, {BATCH_EVENTS} events (text/plain)", "beacon", "post", events=BATCH_EVENTS),
     Row("d", "(d) raw ASGI floor (loadtests/floor.py)", "floor", "pixel"),
-    Row("d_limited", "(d) floor through beacon/http.py's protocol (the HTTP limits)", "floor", "pixel",
-        env={"FLOOR_LIMITED": "1"}),
+    Row("d_limited", "(d) floor through beacon/http.py's protocol (the HTTP limits)", "floor", "pixel", env={"FLOOR_LIMITED": "1"}),
     Row("d_granian", "(d) raw ASGI floor on granian (ASGI)", "granian-floor", "pixel"),
     Row("a_granian", "(a) on granian (ASGI), not `beacon serve`", "granian-beacon", "cookie"),
-    Row("a_direct", "(a) group commit off: one XADD per request", "beacon", "cookie",
-        env={"BEACON_GROUP_COMMIT": "false"}),
+    Row("a_direct", "(a) group commit off: one XADD per request", "beacon", "cookie", env={"BEACON_GROUP_COMMIT": "false"}),
     Row("a_2w", "(a) 2 workers, wrk unpinned", "beacon", "cookie", workers=2, pinned=False),
 ]
 
@@ -88,11 +85,9 @@ class Procs:
     def __init__(self) -> None:
         self.live: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cmd: list[str], log: Path, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(self, cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
         self.live.append(proc)
         return proc
 
@@ -240,8 +235,7 @@ class Bench:
         self.redis = EmbeddedRedis(self.tmp)
         self.redis_url = self.redis.start()
         # Redis stands in for a separate host: keep it off the server's core.
-        subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CPU, str(self.redis.proc.pid)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["taskset", "-a", "-p", "-c", LOAD_CPU, str(self.redis.proc.pid)], check=True, stdout=subprocess.DEVNULL)
         self.r = redis_lib.Redis.from_url(self.redis_url)
         self.vid = "0b3f4a52-7c1e-4d2a-9a8e-5f6d7c8b9a01"
         self.cookie = Identity(Scope("mall", "bcn"), (KEY,)).sign(self.vid)
@@ -252,15 +246,19 @@ class Bench:
         events = []
         for i in range(BATCH_EVENTS):
             name = rnd.choice(["view_item", "add_to_cart", "scroll", "click", "pageview"])
-            events.append({"e": name, "u": f"https://shop.example/item/{4200 + i}?colour=red",
-                           "r": "https://shop.example/search?q=shoes",
-                           "p": {"sku": f"X-{4200 + i}", "list": "search", "position": i, "in_stock": True}})
+            events.append(
+                {
+                    "e": name,
+                    "u": f"https://shop.example/item/{4200 + i}?colour=red",
+                    "r": "https://shop.example/search?q=shoes",
+                    "p": {"sku": f"X-{4200 + i}", "list": "search", "position": i, "in_stock": True},
+                }
+            )
         body = json.dumps(events, separators=(",", ":"))
         self.post_body = body.encode()
         (self.tmp / "post.lua").write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = [==[{body}]==]\n"
-            'wrk.headers["Content-Type"] = "text/plain;charset=UTF-8"\n')
+            f'wrk.method = "POST"\nwrk.body = [==[{body}]==]\nwrk.headers["Content-Type"] = "text/plain;charset=UTF-8"\n'
+        )
         (self.tmp / "mix.lua").write_text(f"""
 local n = 0
 local returning, new
@@ -309,34 +307,73 @@ http {{
     }}
 }}
 """)
-            cmd = [*pin, "nginx", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log"),
-                   "-g", "daemon off;"]
+            cmd = [*pin, "nginx", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log"), "-g", "daemon off;"]
             proc = self.procs.start(cmd, log)
             server = Server(proc, port, "nginx")
             wait_http(proc, port, "/p.gif", log)
         elif row.server.startswith("granian"):
             # One worker, one runtime thread, uvloop, no access log: the same shape as uvicorn's.
-            env = {**os.environ, **row.env, "BEACON_REDIS_URL": self.redis_url, "BEACON_SECRET_KEYS": KEY,
-                   "BEACON_MALL_API_KEY": "x", "BEACON_DATA_DIR": str(self.tmp / "beacon"),
-                   "BEACON_LOG_LEVEL": "warning"}
+            env = {
+                **os.environ,
+                **row.env,
+                "BEACON_REDIS_URL": self.redis_url,
+                "BEACON_SECRET_KEYS": KEY,
+                "BEACON_MALL_API_KEY": "x",
+                "BEACON_DATA_DIR": str(self.tmp / "beacon"),
+                "BEACON_LOG_LEVEL": "warning",
+            }
             target = ["--factory", "beacon.app:from_env"] if row.server == "granian-beacon" else ["loadtests.floor:app"]
-            cmd = [*pin, str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
-                   "--no-ws", "--log-level", "warning", *target]
+            cmd = [
+                *pin,
+                str(Path(PY).parent / "granian"),
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--runtime-threads",
+                "1",
+                "--loop",
+                "uvloop",
+                "--no-ws",
+                "--log-level",
+                "warning",
+                *target,
+            ]
             proc = self.procs.start(cmd, log, env=env, cwd=ROOT)
             server = Server(proc, port, row.server)
             wait_http(proc, port, "/healthz" if row.server == "granian-beacon" else "/p.gif", log)
         elif row.server == "floor":
             limited = ["--limited"] if row.env.get("FLOOR_LIMITED") else []
-            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port), *limited],
-                                    log, cwd=ROOT)
+            proc = self.procs.start([*pin, PY, str(ROOT / "loadtests" / "floor.py"), "--port", str(port), *limited], log, cwd=ROOT)
             server = Server(proc, port, "floor")
             wait_http(proc, port, "/p.gif", log)
         else:
             env = {**os.environ, **row.env}
-            cmd = [*pin, PY, "-m", "beacon", "serve", "--port", str(port), "--redis-url", self.redis_url,
-                   "--secret-keys", KEY, "--mall-api-key", "x", "--data-dir", str(self.tmp / "beacon"),
-                   "--log-level", "warning", "--workers", str(row.workers)]
+            cmd = [
+                *pin,
+                PY,
+                "-m",
+                "beacon",
+                "serve",
+                "--port",
+                str(port),
+                "--redis-url",
+                self.redis_url,
+                "--secret-keys",
+                KEY,
+                "--mall-api-key",
+                "x",
+                "--data-dir",
+                str(self.tmp / "beacon"),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(row.workers),
+            ]
             proc = self.procs.start(cmd, log, env=env, cwd=ROOT)
             server = Server(proc, port, "beacon", row.workers)
             wait_http(proc, port, "/healthz", log)
@@ -361,8 +398,12 @@ http {{
         self.checked.add(row.key)
         if row.load == "post":
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-            conn.request("POST", "/e", body=self.post_body, headers={
-                "Content-Type": "text/plain;charset=UTF-8", "Cookie": f"bcn={self.cookie}", "User-Agent": UA})
+            conn.request(
+                "POST",
+                "/e",
+                body=self.post_body,
+                headers={"Content-Type": "text/plain;charset=UTF-8", "Cookie": f"bcn={self.cookie}", "User-Agent": UA},
+            )
             resp = conn.getresponse()
             resp.read()
             conn.close()
@@ -384,8 +425,16 @@ http {{
 
     # -- load -----------------------------------------------------------------
 
-    def wrk(self, port: int, duration: float, connections: int, headers: dict[str, str], script: Path | None = None,
-            path: str = PIXEL, pinned: bool = True) -> dict[str, float]:
+    def wrk(
+        self,
+        port: int,
+        duration: float,
+        connections: int,
+        headers: dict[str, str],
+        script: Path | None = None,
+        path: str = PIXEL,
+        pinned: bool = True,
+    ) -> dict[str, float]:
         cmd = ["taskset", "-c", LOAD_CPU] if pinned else []
         cmd += ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "5s"]
         for k, v in headers.items():
@@ -440,9 +489,12 @@ http {{
                 bad = f"  ERRORS {res['errors']:.0f}" if res["errors"] else ""
                 if res["server_cpu"] < 0.9 * row.workers and row.pinned:
                     bad += "  (server below 90% CPU while saturated: disturbed round)"
-                print(f"  round {n + 1}  {row.label:<52} {res['rps']:>10,.0f} req/s  p50 {fmt_ms(res['p50'])}"
-                      f"  p99 {fmt_ms(res['p99'])}  server CPU {100 * res['server_cpu']:.0f}%"
-                      f"  wrk CPU {100 * res['wrk_cpu']:.0f}%{bad}", flush=True)
+                print(
+                    f"  round {n + 1}  {row.label:<52} {res['rps']:>10,.0f} req/s  p50 {fmt_ms(res['p50'])}"
+                    f"  p99 {fmt_ms(res['p99'])}  server CPU {100 * res['server_cpu']:.0f}%"
+                    f"  wrk CPU {100 * res['wrk_cpu']:.0f}%{bad}",
+                    flush=True,
+                )
 
     def half_saturation(self) -> dict[str, float] | None:
         if not self.results.get("a"):
@@ -480,9 +532,26 @@ end
         server = self.start(row)
         try:
             duration = max(5, round(self.args.duration))
-            spy = self.procs.start(["taskset", "-c", LOAD_CPU, str(Path(PY).parent / "py-spy"), "record", "-o",
-                                    str(out_file), "-f", "raw", "-r", "200", "-d", str(duration), "--pid",
-                                    str(server.worker_pids()[0])], self.tmp / "py-spy.log")
+            spy = self.procs.start(
+                [
+                    "taskset",
+                    "-c",
+                    LOAD_CPU,
+                    str(Path(PY).parent / "py-spy"),
+                    "record",
+                    "-o",
+                    str(out_file),
+                    "-f",
+                    "raw",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(duration),
+                    "--pid",
+                    str(server.worker_pids()[0]),
+                ],
+                self.tmp / "py-spy.log",
+            )
             time.sleep(0.5)
             self.wrk(server.port, duration, self.args.connections, self.headers(row))
             spy.wait(duration + 30)
@@ -497,9 +566,28 @@ end
         t0 = time.monotonic()
         entries = prefill(self.r, stream, n, self.args.flush_entry_lines)
         fill = time.monotonic() - t0
-        out = subprocess.run(["taskset", "-c", SERVER_CPU, PY, __file__, "--flusher-child", "--redis-url",
-                              self.redis_url, "--ch-dir", str(self.tmp / "ch"), "--stream", stream,
-                              "--flush-events", str(n)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                SERVER_CPU,
+                PY,
+                __file__,
+                "--flusher-child",
+                "--redis-url",
+                self.redis_url,
+                "--ch-dir",
+                str(self.tmp / "ch"),
+                "--stream",
+                stream,
+                "--flush-events",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            cwd=ROOT,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"flusher child failed:\n{out.stderr[-3000:]}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -514,6 +602,7 @@ end
 
         def trim() -> None:  # no flusher here: keep Redis from growing without bound
             import redis as redis_lib
+
             r = redis_lib.Redis.from_url(self.redis_url)
             while not stop.wait(2):
                 r.xtrim(STREAM, maxlen=1000, approximate=True)
@@ -532,8 +621,7 @@ end
             stop.set()
             trimmer.join(5)
             self.stop(server, row)
-        res.update(warm=warm, rss_start=start.get("VmRSS", 0), rss_end=end.get("VmRSS", 0),
-                   hwm_end=end.get("VmHWM", 0))
+        res.update(warm=warm, rss_start=start.get("VmRSS", 0), rss_end=end.get("VmRSS", 0), hwm_end=end.get("VmHWM", 0))
         res["growth"] = 100.0 * (res["rss_end"] - res["rss_start"]) / max(1, res["rss_start"])
         return res
 
@@ -591,12 +679,14 @@ def realistic_lines(n: int, seed: int = 11) -> list[bytes]:
 
     rnd = random.Random(seed)
     visitors = [new_visitor_id() for _ in range(20_000)]
-    uas = [UA, "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-           "Version/18.1 Mobile/15E148 Safari/604.1",
-           "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15",
-           "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"]
-    refs = ["", "https://www.google.com/", "https://shop.example/", "https://shop.example/search?q=shoes",
-            "https://www.instagram.com/"]
+    uas = [
+        UA,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/18.1 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    ]
+    refs = ["", "https://www.google.com/", "https://shop.example/", "https://shop.example/search?q=shoes", "https://www.instagram.com/"]
     names = ["pageview"] * 6 + ["view_item", "add_to_cart", "scroll", "purchase"]
     t = time.time() - 3600
     out = []
@@ -605,10 +695,22 @@ def realistic_lines(n: int, seed: int = 11) -> list[bytes]:
         item = rnd.randrange(5000)
         props = {} if name == "pageview" else {"sku": f"X-{item}", "list": "search", "position": str(rnd.randrange(40))}
         ts = t + i * 0.003
-        out.append(encode(event_id=uuid7(ts), received_at=ts, scope="mall", visitor_id=rnd.choice(visitors),
-                          mode="cookie", event=name, url=f"https://shop.example/item/{item}?colour=red",
-                          referrer=rnd.choice(refs), props=props, ip=f"198.51.{rnd.randrange(256)}.0",
-                          user_agent=rnd.choice(uas), transport="pixel" if name == "pageview" else "beacon"))
+        out.append(
+            encode(
+                event_id=uuid7(ts),
+                received_at=ts,
+                scope="mall",
+                visitor_id=rnd.choice(visitors),
+                mode="cookie",
+                event=name,
+                url=f"https://shop.example/item/{item}?colour=red",
+                referrer=rnd.choice(refs),
+                props=props,
+                ip=f"198.51.{rnd.randrange(256)}.0",
+                user_agent=rnd.choice(uas),
+                transport="pixel" if name == "pageview" else "beacon",
+            )
+        )
     return out
 
 
@@ -621,7 +723,7 @@ def prefill(r: Any, stream: str, n: int, per_entry: int) -> int:
         lines = realistic_lines(min(chunk, n - start), seed=start)
         pipe = r.pipeline(transaction=False)
         for i in range(0, len(lines), per_entry):
-            part = lines[i:i + per_entry]
+            part = lines[i : i + per_entry]
             pipe.xadd(stream, {"d": b"\n".join(part), "n": len(part)})
             entries += 1
         pipe.execute()
@@ -649,6 +751,7 @@ def flusher_child(args: argparse.Namespace) -> None:
                 return fn(*a, **kw)
             finally:
                 spent[name] += time.perf_counter() - t
+
         return call
 
     store.insert_lines = timed("insert", store.insert_lines)  # type: ignore[method-assign]
@@ -666,8 +769,9 @@ def flusher_child(args: argparse.Namespace) -> None:
     # Store.insert_lines into an empty twin table; no Redis, no flusher. The bodies are built
     # before the clock starts.
     store.command(f"CREATE TABLE {store.full_table}_raw AS {store.full_table}")
-    bodies = [b"\n".join(realistic_lines(min(100_000, args.flush_events - start), seed=start))
-              for start in range(0, args.flush_events, 100_000)]
+    bodies = [
+        b"\n".join(realistic_lines(min(100_000, args.flush_events - start), seed=start)) for start in range(0, args.flush_events, 100_000)
+    ]
     store.full_table += "_raw"
     raw0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -678,9 +782,21 @@ def flusher_child(args: argparse.Namespace) -> None:
     raw_cpu = (raw1.ru_utime - raw0.ru_utime) + (raw1.ru_stime - raw0.ru_stime)
     raw_count = store.query(f"SELECT count() FROM {store.full_table}")[0][0]
     store.close()
-    print(json.dumps({"rows": rows, "seconds": wall, "cpu_seconds": cpu, "count": count, **drain_spent,
-                      "raw_seconds": raw_seconds, "raw_cpu_seconds": raw_cpu, "raw_count": raw_count,
-                      "left_in_stream": r.xlen(args.stream)}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "seconds": wall,
+                "cpu_seconds": cpu,
+                "count": count,
+                **drain_spent,
+                "raw_seconds": raw_seconds,
+                "raw_cpu_seconds": raw_cpu,
+                "raw_count": raw_count,
+                "left_in_stream": r.xlen(args.stream),
+            }
+        )
+    )
 
 
 def summarise_profile(path: Path, top: int = 15) -> list[str]:
@@ -701,8 +817,11 @@ def summarise_profile(path: Path, top: int = 15) -> list[str]:
     out = [f"{samples} samples (active time only; idle epoll waits are not sampled)", "by own time:"]
     out += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     out.append("by total time (self + callees):")
-    out += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top + 10)
-            if not f.startswith(("<module>", "run (", "_run_module", "main (", "_run_code"))][:top]
+    out += [
+        f"  {100 * n / samples:5.1f}%  {f}"
+        for f, n in total.most_common(top + 10)
+        if not f.startswith(("<module>", "run (", "_run_module", "main (", "_run_code"))
+    ][:top]
     return out
 
 
@@ -710,15 +829,17 @@ def source() -> str:
     """Which beacon code the servers ran: `python -m beacon` from ROOT imports ROOT/beacon."""
     where = ROOT / "beacon"
     try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         rev = ""
     return f"{where} ({'git ' + rev if rev else 'not a git checkout'})"
 
 
-def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None, soak: dict[str, float] | None,
-           prof: list[str] | None) -> None:
+def report(
+    b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None, soak: dict[str, float] | None, prof: list[str] | None
+) -> None:
     rounds = b.results.get("nginx", [])
     nginx = [r["rps"] for r in rounds]
 
@@ -738,9 +859,11 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
 
     print()
     print(f"beacon measured: {source()}")
-    print(f"Beacon benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; servers on core {SERVER_CPU}, "
-          f"wrk -t1 -c{b.args.connections} on core {LOAD_CPU}; {b.args.rounds} rounds x {b.args.duration:g} s, "
-          "medians over rounds")
+    print(
+        f"Beacon benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; servers on core {SERVER_CPU}, "
+        f"wrk -t1 -c{b.args.connections} on core {LOAD_CPU}; {b.args.rounds} rounds x {b.args.duration:g} s, "
+        "medians over rounds"
+    )
     print()
     print("| Row | req/s | events/s | p50 | p99 | x nginx (same round) | server CPU | req per server CPU-s | wrk CPU | worker peak RSS |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -757,21 +880,27 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
         scpu = statistics.median(r["server_cpu"] for r in res)
         wcpu = statistics.median(r["wrk_cpu"] for r in res)
         per_cpu = statistics.median(r["rps"] / max(r["server_cpu"], 1e-9) for r in res)
-        print(f"| {row.label}{err} | {rps:,.0f} | {rps * row.events:,.0f} | {fmt_ms(p50)} | {fmt_ms(p99)} | "
-              f"{ratio(row.key, nginx):.3f} | {100 * scpu:.0f}% | {per_cpu:,.0f} | {100 * wcpu:.0f}% | {rss} |")
+        print(
+            f"| {row.label}{err} | {rps:,.0f} | {rps * row.events:,.0f} | {fmt_ms(p50)} | {fmt_ms(p99)} | "
+            f"{ratio(row.key, nginx):.3f} | {100 * scpu:.0f}% | {per_cpu:,.0f} | {100 * wcpu:.0f}% | {rss} |"
+        )
     if half:
-        print(f"| (a) at ~half saturation ({half['conns']:.0f} conns, mean delay {half['delay']:.0f} ms, "
-              f"target {half['target']:,.0f}/s) | {half['rps']:,.0f} | {half['rps']:,.0f} | {fmt_ms(half['p50'])} | "
-              f"{fmt_ms(half['p99'])} | - | {100 * half['server_cpu']:.0f}% | - | {100 * half['wrk_cpu']:.0f}% | - |")
+        print(
+            f"| (a) at ~half saturation ({half['conns']:.0f} conns, mean delay {half['delay']:.0f} ms, "
+            f"target {half['target']:,.0f}/s) | {half['rps']:,.0f} | {half['rps']:,.0f} | {fmt_ms(half['p50'])} | "
+            f"{fmt_ms(half['p99'])} | - | {100 * half['server_cpu']:.0f}% | - | {100 * half['wrk_cpu']:.0f}% | - |"
+        )
     print()
     print("ratios: by req/s (median of per-round ratios) | by requests per server CPU-second (holds on a loaded machine)")
-    for key, base, what in (("a", "d", "(a)/(d): returning visitor / raw ASGI floor, uvicorn"),
-                            ("d_limited", "d", "floor with Beacon's HTTP limits / floor"),
-                            ("a", "d_limited", "(a) / floor with Beacon's HTTP limits (Beacon's app work alone)"),
-                            ("b", "a", "(b)/(a): new visitor / returning visitor"),
-                            ("d_granian", "d", "floor on granian / floor on uvicorn"),
-                            ("a_granian", "a", "(a) on granian / (a) on uvicorn"),
-                            ("a_granian", "d_granian", "(a)/(d) on granian")):
+    for key, base, what in (
+        ("a", "d", "(a)/(d): returning visitor / raw ASGI floor, uvicorn"),
+        ("d_limited", "d", "floor with Beacon's HTTP limits / floor"),
+        ("a", "d_limited", "(a) / floor with Beacon's HTTP limits (Beacon's app work alone)"),
+        ("b", "a", "(b)/(a): new visitor / returning visitor"),
+        ("d_granian", "d", "floor on granian / floor on uvicorn"),
+        ("a_granian", "a", "(a) on granian / (a) on uvicorn"),
+        ("a_granian", "d_granian", "(a)/(d) on granian"),
+    ):
         if b.results.get(key) and b.results.get(base):
             wall, cpu = both(key, base)
             print(f"  {what}: {100 * wall:.1f}% | {100 * cpu:.1f}%")
@@ -781,30 +910,39 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
             print(f"one XADD per request / group commit: {100 * ratio('a_direct', gc):.1f}%")
     if flush:
         rate = flush["rows"] / flush["seconds"]
-        print(f"flusher: {flush['rows']:,} events ({flush['entries']:,} entries) drained in {flush['seconds']:.2f} s "
-              f"on one core = {rate:,.0f} events/s ({flush['rows'] / max(flush['cpu_seconds'], 1e-9):,.0f} per "
-              f"flusher CPU-second); ClickHouse count() = {flush['count']:,}; left in stream: "
-              f"{flush['left_in_stream']}")
-        print(f"  of which ClickHouse raw insert {flush['insert']:.2f} s, XREADGROUP {flush['xreadgroup']:.2f} s, "
-              f"the rest (join, manifest, XACK/XDEL) {flush['seconds'] - flush['insert'] - flush['xreadgroup']:.2f} s"
-              )
+        print(
+            f"flusher: {flush['rows']:,} events ({flush['entries']:,} entries) drained in {flush['seconds']:.2f} s "
+            f"on one core = {rate:,.0f} events/s ({flush['rows'] / max(flush['cpu_seconds'], 1e-9):,.0f} per "
+            f"flusher CPU-second); ClickHouse count() = {flush['count']:,}; left in stream: "
+            f"{flush['left_in_stream']}"
+        )
+        print(
+            f"  of which ClickHouse raw insert {flush['insert']:.2f} s, XREADGROUP {flush['xreadgroup']:.2f} s, "
+            f"the rest (join, manifest, XACK/XDEL) {flush['seconds'] - flush['insert'] - flush['xreadgroup']:.2f} s"
+        )
         raw = flush["rows"] / flush["raw_seconds"]
         fcpu = flush["rows"] / max(flush["cpu_seconds"], 1e-9)
         rcpu = flush["raw_count"] / max(flush["raw_cpu_seconds"], 1e-9)
-        print(f"  side by side, one core: flusher {rate:,.0f} events/s ({fcpu:,.0f} per CPU-second) | chDB's own "
-              f"insert of the same bodies (same Store.insert_lines, same 100,000-line inserts, no Redis) "
-              f"{raw:,.0f} events/s ({rcpu:,.0f} per CPU-second) -> {100 * rate / raw:.1f}% by wall clock, "
-              f"{100 * fcpu / rcpu:.1f}% per CPU-second")
+        print(
+            f"  side by side, one core: flusher {rate:,.0f} events/s ({fcpu:,.0f} per CPU-second) | chDB's own "
+            f"insert of the same bodies (same Store.insert_lines, same 100,000-line inserts, no Redis) "
+            f"{raw:,.0f} events/s ({rcpu:,.0f} per CPU-second) -> {100 * rate / raw:.1f}% by wall clock, "
+            f"{100 * fcpu / rcpu:.1f}% per CPU-second"
+        )
         if b.results.get("a"):
             web = cpu_rate("a")
             cores = flush["rows"] / max(flush["cpu_seconds"], 1e-9) / web
-            print(f"  one flusher core keeps up with {cores:.1f} web cores serving (a) ({web:,.0f} events per web "
-                  f"CPU-second vs {flush['rows'] / max(flush['cpu_seconds'], 1e-9):,.0f} per flusher CPU-second)")
+            print(
+                f"  one flusher core keeps up with {cores:.1f} web cores serving (a) ({web:,.0f} events per web "
+                f"CPU-second vs {flush['rows'] / max(flush['cpu_seconds'], 1e-9):,.0f} per flusher CPU-second)"
+            )
     if soak:
-        print(f"soak: {soak['rps']:,.0f} req/s for {b.args.soak:g} s (50% (a), 50% (b), after {soak['warm']:.0f} s "
-              f"warm-up): worker RSS {soak['rss_start'] / 1024:.1f} MB -> {soak['rss_end'] / 1024:.1f} MB "
-              f"({soak['growth']:+.1f}%), VmHWM {soak['hwm_end'] / 1024:.1f} MB, p99 {fmt_ms(soak['p99'])}"
-              + (f", ERRORS {soak['errors']:.0f}" if soak["errors"] else ""))
+        print(
+            f"soak: {soak['rps']:,.0f} req/s for {b.args.soak:g} s (50% (a), 50% (b), after {soak['warm']:.0f} s "
+            f"warm-up): worker RSS {soak['rss_start'] / 1024:.1f} MB -> {soak['rss_end'] / 1024:.1f} MB "
+            f"({soak['growth']:+.1f}%), VmHWM {soak['hwm_end'] / 1024:.1f} MB, p99 {fmt_ms(soak['p99'])}"
+            + (f", ERRORS {soak['errors']:.0f}" if soak["errors"] else "")
+        )
     print()
     print("targets:")
 
@@ -820,24 +958,28 @@ def report(b: Bench, half: dict[str, float] | None, flush: dict[str, Any] | None
             print(f"  (b) >= 0.15x nginx: {bb:.3f} -> {verdict(bb >= 0.15)}")
     if b.results.get("a") and b.results.get("d"):
         wall, cpu = both("a", "d")
-        print(f"  (a) >= 65% of (d) on uvicorn: {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.65)}; "
-              f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.65)}")
+        print(
+            f"  (a) >= 65% of (d) on uvicorn: {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.65)}; "
+            f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.65)}"
+        )
     if b.results.get("a") and b.results.get("b"):
         wall, cpu = both("b", "a")
-        print(f"  (b) within 10% of (a): {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.90)}; "
-              f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.90)}")
+        print(
+            f"  (b) within 10% of (a): {100 * wall:.1f}% by req/s -> {verdict(wall >= 0.90)}; "
+            f"{100 * cpu:.1f}% per CPU-second -> {verdict(cpu >= 0.90)}"
+        )
     if half:
         print(f"  p99 <= 5 ms at half saturation: {fmt_ms(half['p99'])} -> {verdict(half['p99'] <= 5)}")
     if flush:
         rate = flush["rows"] / flush["seconds"]
         print(f"  flusher >= 1M events/s per core: {rate:,.0f} -> {verdict(rate >= 1e6)}")
         share = rate / (flush["rows"] / flush["raw_seconds"])
-        cpu_share = (flush["rows"] / max(flush["cpu_seconds"], 1e-9)) / (
-            flush["raw_count"] / max(flush["raw_cpu_seconds"], 1e-9))
-        print(f"  flusher >= 90% of chDB's own insert of the same bodies: {100 * share:.1f}% by wall clock -> "
-              f"{verdict(share >= 0.9)}; {100 * cpu_share:.1f}% per CPU-second -> {verdict(cpu_share >= 0.9)}")
-        print(f"  flusher lands every event: count() {flush['count']:,} -> "
-              f"{verdict(flush['count'] == b.args.flush_events)}")
+        cpu_share = (flush["rows"] / max(flush["cpu_seconds"], 1e-9)) / (flush["raw_count"] / max(flush["raw_cpu_seconds"], 1e-9))
+        print(
+            f"  flusher >= 90% of chDB's own insert of the same bodies: {100 * share:.1f}% by wall clock -> "
+            f"{verdict(share >= 0.9)}; {100 * cpu_share:.1f}% per CPU-second -> {verdict(cpu_share >= 0.9)}"
+        )
+        print(f"  flusher lands every event: count() {flush['count']:,} -> {verdict(flush['count'] == b.args.flush_events)}")
     if soak:
         print(f"  RSS growth <= 10% over the soak: {soak['growth']:+.1f}% -> {verdict(soak['growth'] <= 10)}")
     if prof:
@@ -858,8 +1000,7 @@ def main() -> int:
     p.add_argument("--flush-events", type=int, default=1_000_000)
     p.add_argument("--flush-entry-lines", type=int, default=1000, help="events per stream entry (group commit)")
     p.add_argument("--profile", default="", help="write a py-spy raw profile of (a) here and summarise it")
-    p.add_argument("--only", nargs="*", default=[], help="row keys to run (nginx always runs): " +
-                   " ".join(r.key for r in ROWS))
+    p.add_argument("--only", nargs="*", default=[], help="row keys to run (nginx always runs): " + " ".join(r.key for r in ROWS))
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     p.add_argument("--flusher-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -889,14 +1030,12 @@ def main() -> int:
     prof = None
     try:
         b.setup()
-        print(f"rows: {args.rounds} rounds x {len(ROWS)} targets, {args.duration:g} s each (+{args.warmup:g} s warm-up)",
-              flush=True)
+        print(f"rows: {args.rounds} rounds x {len(ROWS)} targets, {args.duration:g} s each (+{args.warmup:g} s warm-up)", flush=True)
         b.rounds()
         if not args.only or "a" in args.only:
             half = b.half_saturation()
             if half:
-                print(f"  half saturation: {half['rps']:,.0f} req/s (target {half['target']:,.0f}), "
-                      f"p99 {fmt_ms(half['p99'])}", flush=True)
+                print(f"  half saturation: {half['rps']:,.0f} req/s (target {half['target']:,.0f}), p99 {fmt_ms(half['p99'])}", flush=True)
         if args.profile:
             prof = b.profile()
         if not args.skip_flusher:

@@ -31,10 +31,20 @@ UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like 
 
 
 def line(i: int, t: float) -> bytes:
-    return encode(event_id=str(uuid.uuid4()), received_at=t, scope="mall", visitor_id=str(uuid.uuid4()),
-                  mode="cookie", event="pageview", url=f"https://shop.example/item/{i % 5000}?colour=red",
-                  referrer="https://www.google.com/", props={"sku": f"X-{i % 5000}", "list": "search"},
-                  ip="198.51.100.0", user_agent=UA, transport="pixel")
+    return encode(
+        event_id=str(uuid.uuid4()),
+        received_at=t,
+        scope="mall",
+        visitor_id=str(uuid.uuid4()),
+        mode="cookie",
+        event="pageview",
+        url=f"https://shop.example/item/{i % 5000}?colour=red",
+        referrer="https://www.google.com/",
+        props={"sku": f"X-{i % 5000}", "list": "search"},
+        ip="198.51.100.0",
+        user_agent=UA,
+        transport="pixel",
+    )
 
 
 def main() -> None:
@@ -61,7 +71,7 @@ def main() -> None:
         store.command(f"TRUNCATE TABLE {store.full_table}")
         pipe = r.pipeline(transaction=False)
         for i in range(0, len(lines), args.per_entry):
-            chunk = lines[i:i + args.per_entry]
+            chunk = lines[i : i + args.per_entry]
             pipe.xadd("beacon:events", {"d": b"\n".join(chunk), "n": len(chunk)})
         pipe.execute()
         f = Flusher(r, store, "beacon:events", "capacity", batch_rows=100_000, batch_age=1.0, claim_idle=30)
@@ -71,8 +81,9 @@ def main() -> None:
         assert rows == args.events, rows
         print(f"flusher drain (Redis -> chDB, batches of 100,000): {rows / dt:,.0f} events/s ({dt:.2f} s)")
         store.command(f"OPTIMIZE TABLE {store.full_table} FINAL")
-        disk, n = store.query("SELECT sum(bytes_on_disk), sum(rows) FROM system.parts "
-                              "WHERE database = 'capacity' AND table = 'events' AND active")[0]
+        disk, n = store.query(
+            "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE database = 'capacity' AND table = 'events' AND active"
+        )[0]
         print(f"stored: {disk / n:.0f} bytes per event on disk (compressed; synthetic data, random ids)")
     finally:
         store.close()

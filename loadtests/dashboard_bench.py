@@ -34,8 +34,12 @@ TARGET_MS = 300.0
 
 def bodies(state: panels.State) -> list[tuple[str, dict]]:
     cards = panels.HEADLINE + panels.COMMERCE  # the page asks all the cards in one query per period
-    out = [("cards", panels.totals_body(state, cards)), ("cards (previous)", panels.totals_body(state.previous(), cards)),
-           ("series", panels.series_body(state)), ("realtime", panels.realtime_body(state))]
+    out = [
+        ("cards", panels.totals_body(state, cards)),
+        ("cards (previous)", panels.totals_body(state.previous(), cards)),
+        ("series", panels.series_body(state)),
+        ("realtime", panels.realtime_body(state)),
+    ]
     for p in panels.LISTS.values():
         s = panels.State(state.period, state.start, state.end, state.filters, "plan") if p.name == "props" else state
         out.append((p.name, panels.list_body(p, s)))
@@ -59,8 +63,10 @@ def main() -> int:
         seed(store, "mall", args.rows, args.visitors, now, args.days, "v-")
         seed(store, "a", args.rows // 10, args.visitors // 10, now, args.days, "a-")
         total = store.query(f"SELECT count() FROM {store.full_table}")[0][0]
-        print(f"seeded {total:,} events in {time.perf_counter() - started:.1f} s "
-              f"({args.rows:,} mall, {args.rows // 10:,} partner a; {args.days} days)\n")
+        print(
+            f"seeded {total:,} events in {time.perf_counter() - started:.1f} s "
+            f"({args.rows:,} mall, {args.rows // 10:,} partner a; {args.days} days)\n"
+        )
         today = now.date()
         state = panels.State("30d", today - dt.timedelta(days=29), today)
         filtered = panels.State("30d", state.start, state.end, (("visit:source", "Google"),))

@@ -38,9 +38,19 @@ async def rounds(n: int, count: int) -> dict[str, float]:
     app = create_app(s)
     app.core.buffer = Committed()
     real = app.core.enrich
-    scope = {"type": "http", "method": "GET", "path": "/p.gif", "query_string": QS, "client": ("81.2.69.142", 50000),
-             "headers": [(b"host", b"beacon.shop.example"), (b"user-agent", UA), (b"accept", b"image/*"),
-                         (b"referer", b"https://shop.example/item/4242")]}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/p.gif",
+        "query_string": QS,
+        "client": ("81.2.69.142", 50000),
+        "headers": [
+            (b"host", b"beacon.shop.example"),
+            (b"user-agent", UA),
+            (b"accept", b"image/*"),
+            (b"referer", b"https://shop.example/item/4242"),
+        ],
+    }
 
     async def receive() -> dict:
         return {"type": "http.request"}

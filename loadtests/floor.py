@@ -19,14 +19,20 @@ from typing import Any
 
 # Byte for byte beacon.routes.GIF (nginx's empty_gif); kept literal so this file
 # imports nothing from Beacon.
-GIF = (b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
-       b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;")
-START = {"type": "http.response.start", "status": 200, "headers": [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(GIF)).encode()),
-    (b"cache-control", b"no-store"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-]}
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;"
+)
+START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(GIF)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"cross-origin-resource-policy", b"cross-origin"),
+    ],
+}
 BODY = {"type": "http.response.body", "body": GIF}
 
 
@@ -60,8 +66,18 @@ def main() -> None:
         from beacon.http import LimitedHttpToolsProtocol
 
         http = LimitedHttpToolsProtocol  # its defaults are Beacon's: 15 s header timeout, 32 KiB of headers
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, lifespan="on",
-                access_log=False, log_level="warning", server_header=False, date_header=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http=http,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+    )
 
 
 if __name__ == "__main__":

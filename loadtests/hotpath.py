@@ -44,12 +44,15 @@ async def run(n: int, cookie: bytes | None, unique: bool = False) -> float:
     s = config.load({"redis_url": "redis://127.0.0.1:1", "secret_keys": KEY}, environ={})
     app = create_app(s)
     app.core.buffer = Committed()
-    headers = [(b"host", b"beacon.shop.example"), (b"user-agent", UA), (b"accept", b"image/*"),
-               (b"referer", b"https://shop.example/item/4242")]
+    headers = [
+        (b"host", b"beacon.shop.example"),
+        (b"user-agent", UA),
+        (b"accept", b"image/*"),
+        (b"referer", b"https://shop.example/item/4242"),
+    ]
     if cookie:
         headers.append((b"cookie", b"bcn=" + cookie))
-    scope = {"type": "http", "method": "GET", "path": "/p.gif", "query_string": QS, "headers": headers,
-             "client": ("198.51.100.23", 50000)}
+    scope = {"type": "http", "method": "GET", "path": "/p.gif", "query_string": QS, "headers": headers, "client": ("198.51.100.23", 50000)}
 
     async def receive() -> dict:
         return {"type": "http.request"}
@@ -75,15 +78,18 @@ async def run(n: int, cookie: bytes | None, unique: bool = False) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=50_000)
-    p.add_argument("--rows", default="returning,new,unique", help="which rows: returning, new, unique "
-                   "(one at a time under valgrind --tool=callgrind, to count instructions per row)")
+    p.add_argument(
+        "--rows",
+        default="returning,new,unique",
+        help="which rows: returning, new, unique (one at a time under valgrind --tool=callgrind, to count instructions per row)",
+    )
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--cpu", action="store_true", help="time by this thread's CPU time, not the wall clock "
-                   "(on a shared, loaded machine)")
+    p.add_argument("--cpu", action="store_true", help="time by this thread's CPU time, not the wall clock (on a shared, loaded machine)")
     args = p.parse_args()
     if args.cpu:
         time.perf_counter = time.thread_time
     from beacon.scope import Scope
+
     cookie = Identity(Scope("mall", "bcn"), (KEY,)).sign("1b4e28ba-2fa1-41d2-883f-0016d3cca427").encode()
     if args.profile:
         prof = cProfile.Profile()
@@ -92,11 +98,13 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         return
-    rows = {"returning": ("returning visitor", cookie, False), "new": ("new visitor", None, False),
-            "unique": ("returning, new URL", cookie, True)}
+    rows = {
+        "returning": ("returning visitor", cookie, False),
+        "new": ("new visitor", None, False),
+        "unique": ("returning, new URL", cookie, True),
+    }
     for label, c, unique in (rows[r] for r in args.rows.split(",")):
-        print(f"{label:18s} {asyncio.run(run(args.n, c, unique)):6.1f} us/request (Beacon's own work, no server, "
-              "no Redis)")
+        print(f"{label:18s} {asyncio.run(run(args.n, c, unique)):6.1f} us/request (Beacon's own work, no server, no Redis)")
 
 
 if __name__ == "__main__":

@@ -70,8 +70,14 @@ USER_AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
 ]
-EXTERNAL_REFERRERS = ["", "", "https://www.google.com/", "https://www.bing.com/", "https://www.instagram.com/",
-                      "https://news.example/deals"]
+EXTERNAL_REFERRERS = [
+    "",
+    "",
+    "https://www.google.com/",
+    "https://www.bing.com/",
+    "https://www.instagram.com/",
+    "https://news.example/deals",
+]
 CATEGORIES = ["shoes", "bags", "jackets", "kids", "garden", "kitchen", "sale"]
 SCRIPT_EVENTS = ["view_item", "add_to_cart", "remove_from_cart", "scroll", "click", "video_play", "begin_checkout"]
 
@@ -113,8 +119,13 @@ class Counter:
         self.new_cookies = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.pixel + self.beacon, "pixel_events": self.pixel, "beacon_events": self.beacon,
-                "partner_events": dict(self.partners), "cookies_minted": self.new_cookies}
+        return {
+            "events": self.pixel + self.beacon,
+            "pixel_events": self.pixel,
+            "beacon_events": self.beacon,
+            "partner_events": dict(self.partners),
+            "cookies_minted": self.new_cookies,
+        }
 
     def add(self, other: dict[str, Any]) -> None:
         self.pixel += other.get("pixel_events", 0)
@@ -182,8 +193,9 @@ class _Visitor(FastHttpUser):
     def pixel(self, path: str, referrer: str, props: dict[str, str], name: str) -> bool:
         """One page load's pixel for `self.current`; True when answered with the GIF."""
         query = {"u": self.current, "r": referrer, **props}
-        with self.client.get(f"{path}?{urlencode(query)}", headers=self.headers(Referer=self.current),
-                             name=name, catch_response=True) as resp:
+        with self.client.get(
+            f"{path}?{urlencode(query)}", headers=self.headers(Referer=self.current), name=name, catch_response=True
+        ) as resp:
             if resp.status_code != 200 or not (resp.content or b"").startswith(b"GIF89a"):
                 resp.failure(f"pixel answered {resp.status_code}")
                 return False
@@ -213,10 +225,13 @@ class ScriptedVisitor(_Visitor):
     def send_beacon(self) -> None:
         self.current = page()[0]
         batch = [script_event(self.current) for _ in range(random.randint(1, 20))]
-        with self.client.post("/e", data=json.dumps(batch, separators=(",", ":")),
-                              headers=self.headers(**{"Content-Type": "text/plain;charset=UTF-8",
-                                                      "Referer": self.current}),
-                              name="POST /e", catch_response=True) as resp:
+        with self.client.post(
+            "/e",
+            data=json.dumps(batch, separators=(",", ":")),
+            headers=self.headers(**{"Content-Type": "text/plain;charset=UTF-8", "Referer": self.current}),
+            name="POST /e",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 204:
                 resp.failure(f"POST /e answered {resp.status_code}: {(resp.text or '')[:200]}")
                 return
@@ -240,13 +255,14 @@ class Operator(FastHttpUser):
     @task(1)
     def last_month_by_day(self) -> None:
         import datetime as dt
+
         today = dt.date.today()
-        self.stats({"interval": "day", "from": (today - dt.timedelta(days=30)).isoformat()},
-                   "GET /api/v1/stats (30d, day)")
+        self.stats({"interval": "day", "from": (today - dt.timedelta(days=30)).isoformat()}, "GET /api/v1/stats (30d, day)")
 
     def stats(self, params: dict[str, str], name: str) -> None:
-        with self.client.get(f"/api/v1/stats?{urlencode(params)}", headers={"Authorization": f"Bearer {MALL_API_KEY}"},
-                             name=name, catch_response=True) as resp:
+        with self.client.get(
+            f"/api/v1/stats?{urlencode(params)}", headers={"Authorization": f"Bearer {MALL_API_KEY}"}, name=name, catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"stats answered {resp.status_code}")
                 return
@@ -272,8 +288,7 @@ class PartnerPixel(_Visitor):
     def partner_pixel(self) -> None:
         pid = random.choice(PARTNERS)
         self.current, props = page()
-        if self.pixel(f"/partners/{pid}/p.gif", random.choice(EXTERNAL_REFERRERS), props or {"p.slot": "top"},
-                      "GET /partners/[id]/p.gif"):
+        if self.pixel(f"/partners/{pid}/p.gif", random.choice(EXTERNAL_REFERRERS), props or {"p.slot": "top"}, "GET /partners/[id]/p.gif"):
             COUNT.partners[pid] = COUNT.partners.get(pid, 0) + 1
         self.end_of_page()
 

@@ -71,28 +71,45 @@ FROM (
 )
 """
 
+
 def _panel(dim: str, metrics: tuple[str, ...] = ("visitors",)) -> dict:
-    return {"metrics": list(metrics), "date_range": "30d", "dimensions": [dim],
-            "order_by": [[metrics[0], "desc"], [dim, "asc"]], "pagination": {"limit": 10}}
+    return {
+        "metrics": list(metrics),
+        "date_range": "30d",
+        "dimensions": [dim],
+        "order_by": [[metrics[0], "desc"], [dim, "asc"]],
+        "pagination": {"limit": 10},
+    }
 
 
 # issue 11's target: a breakdown under 1 s; issue 13's: each dashboard panel under 300 ms
 QUERIES = {
-    "breakdown visit:source (visitors, visits, bounce_rate), 30d": ({
-        "metrics": ["visitors", "visits", "bounce_rate"], "date_range": "30d", "dimensions": ["visit:source"]}, 1.0),
-    "totals (all seven metrics), 30d": ({
-        "metrics": ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit"],
-        "date_range": "30d"}, 1.0),
-    "breakdown event:page (visitors, pageviews), 30d, top 10": ({
-        "metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["event:page"],
-        "pagination": {"limit": 10}}, 1.0),
-    "breakdown visit:country filtered by visit:device, 7d": ({
-        "metrics": ["visitors", "visits", "visit_duration"], "date_range": "7d", "dimensions": ["visit:country"],
-        "filters": [["is", "visit:device", ["mobile"]]]}, 1.0),
-    "panel cards (headline), 30d": ({
-        "metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"], "date_range": "30d"}, 0.3),
-    "panel time series time:day, 30d": ({
-        "metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["time:day"]}, 0.3),
+    "breakdown visit:source (visitors, visits, bounce_rate), 30d": (
+        {"metrics": ["visitors", "visits", "bounce_rate"], "date_range": "30d", "dimensions": ["visit:source"]},
+        1.0,
+    ),
+    "totals (all seven metrics), 30d": (
+        {"metrics": ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit"], "date_range": "30d"},
+        1.0,
+    ),
+    "breakdown event:page (visitors, pageviews), 30d, top 10": (
+        {"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["event:page"], "pagination": {"limit": 10}},
+        1.0,
+    ),
+    "breakdown visit:country filtered by visit:device, 7d": (
+        {
+            "metrics": ["visitors", "visits", "visit_duration"],
+            "date_range": "7d",
+            "dimensions": ["visit:country"],
+            "filters": [["is", "visit:device", ["mobile"]]],
+        },
+        1.0,
+    ),
+    "panel cards (headline), 30d": (
+        {"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"], "date_range": "30d"},
+        0.3,
+    ),
+    "panel time series time:day, 30d": ({"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["time:day"]}, 0.3),
     "panel top pages": (_panel("event:page", ("visitors", "pageviews")), 0.3),
     "panel entry pages": (_panel("visit:entry_page", ("visitors", "visits")), 0.3),
     "panel exit pages": (_panel("visit:exit_page", ("visitors", "visits")), 0.3),
@@ -131,9 +148,16 @@ def main() -> None:
         start_ms = int((now - dt.timedelta(days=30)).timestamp() * 1000)
         chunk = 1_000_000
         for first in range(0, args.events, chunk):
-            store.command(SEED.replace("{table}", store.full_table), {
-                "start_ms": start_ms, "span_s": 30 * 86400 - 600, "visitors": args.visitors, "first": first,
-                "count": min(chunk, args.events - first)})
+            store.command(
+                SEED.replace("{table}", store.full_table),
+                {
+                    "start_ms": start_ms,
+                    "span_s": 30 * 86400 - 600,
+                    "visitors": args.visitors,
+                    "first": first,
+                    "count": min(chunk, args.events - first),
+                },
+            )
         store.command(f"OPTIMIZE TABLE {store.full_table} FINAL")
         print(f"seeded {args.events:,} events in {time.perf_counter() - t:.1f} s ({path})")
     mall = store.query(f"SELECT count() FROM {store.full_table} WHERE scope = 'mall'")[0][0]
@@ -148,10 +172,13 @@ def main() -> None:
             cpus.append(cpu() - c)
         warm = statistics.median(times[1:]) if len(times) > 1 else times[0]
         met = "met" if warm < target else "MISSED"
-        print(f"{name:<58} {times[0]:>8.3f} {warm:>8.3f} {statistics.median(cpus):>8.3f} {target:>5.1f}s {met:<6}  "
-              f"{len(answer['results'])}")
-    print(f"\nwarm: median wall time of runs 2..{args.repeat}; cpu: median CPU seconds of the process (chDB runs in it); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(
+            f"{name:<58} {times[0]:>8.3f} {warm:>8.3f} {statistics.median(cpus):>8.3f} {target:>5.1f}s {met:<6}  {len(answer['results'])}"
+        )
+    print(
+        f"\nwarm: median wall time of runs 2..{args.repeat}; cpu: median CPU seconds of the process (chDB runs in it); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     store.close()
     if not args.keep and not args.dir:
         shutil.rmtree(path, ignore_errors=True)

@@ -21,32 +21,60 @@ OSES = "['Windows', 'macOS', 'Android', 'iOS', 'Linux']"
 DEVICES = "['desktop', 'mobile', 'tablet']"
 COUNTRIES = "['DE', 'FR', 'US', 'GB', 'NL', 'ES']"
 # A visitor's run of 7 events walks down the purchase funnel as far as its hash allows.
-EVENT = ("multiIf(number % 7 = 1 AND {v} % 2 = 0, 'product_view', number % 7 = 2 AND {v} % 4 = 0, 'add_to_cart', "
-         "number % 7 = 3 AND {v} % 8 = 0, 'begin_checkout', number % 7 = 4 AND {v} % 16 = 0, 'purchase', "
-         "number % 7 = 5 AND {v} % 5 = 0, 'signup', 'pageview')")
-COMMERCE = (", if({e} = 'purchase', concat('order-', toString(number)), ''), "
-            "if({e} = 'purchase', toDecimal64(25 + (number % 4) * 10, 4), toDecimal64(0, 4)), "
-            "if({e} = 'purchase', 'EUR', '')")
+EVENT = (
+    "multiIf(number % 7 = 1 AND {v} % 2 = 0, 'product_view', number % 7 = 2 AND {v} % 4 = 0, 'add_to_cart', "
+    "number % 7 = 3 AND {v} % 8 = 0, 'begin_checkout', number % 7 = 4 AND {v} % 16 = 0, 'purchase', "
+    "number % 7 = 5 AND {v} % 5 = 0, 'signup', 'pageview')"
+)
+COMMERCE = (
+    ", if({e} = 'purchase', concat('order-', toString(number)), ''), "
+    "if({e} = 'purchase', toDecimal64(25 + (number % 4) * 10, 4), toDecimal64(0, 4)), "
+    "if({e} = 'purchase', 'EUR', '')"
+)
 
 
-def seed(store: Any, scope: str, rows: int, visitors: int, end: dt.datetime, days: int, id_prefix: str,
-         host: str = "shop.test", chunk: int = 2_000_000) -> None:
+def seed(
+    store: Any,
+    scope: str,
+    rows: int,
+    visitors: int,
+    end: dt.datetime,
+    days: int,
+    id_prefix: str,
+    host: str = "shop.test",
+    chunk: int = 2_000_000,
+) -> None:
     """`rows` events of `visitors` visitors in `scope`, spread evenly (in row order) over the `days` before `end`."""
-    has = {r[0] for r in store.query("SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String}",
-                                     {"d": store.database, "t": store.table})}
+    has = {
+        r[0]
+        for r in store.query(
+            "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String}", {"d": store.database, "t": store.table}
+        )
+    }
     for first in range(0, rows, chunk):
-        _seed(store, scope, first, min(chunk, rows - first), rows, visitors, end, days, id_prefix, host,
-              "order_id" in has)
+        _seed(store, scope, first, min(chunk, rows - first), rows, visitors, end, days, id_prefix, host, "order_id" in has)
 
 
-def _seed(store: Any, scope: str, first: int, count: int, rows: int, visitors: int, end: dt.datetime, days: int,
-          id_prefix: str, host: str, commerce: bool) -> None:
+def _seed(
+    store: Any,
+    scope: str,
+    first: int,
+    count: int,
+    rows: int,
+    visitors: int,
+    end: dt.datetime,
+    days: int,
+    id_prefix: str,
+    host: str,
+    commerce: bool,
+) -> None:
     span_ms = days * 86_400_000
     end_ms = int(end.timestamp() * 1000)
     v = f"cityHash64(intDiv(number, 7) % {int(visitors)}, '{scope}')"  # a visitor's row runs: one visit
     pick = "arrayElement({arr}, ({h} % length({arr})) + 1)"
     source = pick.format(arr=SOURCES, h=v)
-    store.command(f"""
+    store.command(
+        f"""
         INSERT INTO {store.full_table}
             (event_id, received_at, scope, visitor_id, mode, event, url, referrer, props, ip, user_agent, is_bot,
              transport, utm_source, utm_medium, utm_campaign, source, channel, browser, browser_version, os,
@@ -74,4 +102,6 @@ def _seed(store: Any, scope: str, first: int, count: int, rows: int, visitors: i
             {pick.format(arr=COUNTRIES, h=f"({v} + 4)")}
             {COMMERCE.format(e=EVENT.format(v=v)) if commerce else ""}
         FROM numbers({int(first)}, {int(count)})
-    """, {"scope": scope, "prefix": id_prefix})
+    """,
+        {"scope": scope, "prefix": id_prefix},
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,23 @@ KEY = "test-key-0123456789abcdef0123456789abcdef"
 OLD_KEY = "old-key-fedcba9876543210fedcba9876543210"
 API_KEY = "mall-api-key-for-tests"
 PEER = "203.0.113.77"
+
+
+# Debian programs the suite drives for real: the Redis Cluster test (redis-server, redis-cli) and
+# the deploy test (nginx -t). On a fresh Debian machine run as root (as CI is) they are
+# installed once here, as tests/test_browser.py installs Chromium.
+DEBIAN = {"redis-server": "redis-server", "redis-cli": "redis-tools", "nginx": "nginx"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = sorted({pkg for cmd, pkg in DEBIAN.items() if not shutil.which(cmd)})
+    if not missing or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(install, env=env, capture_output=True, timeout=900)
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +71,16 @@ def r(redis_server: EmbeddedRedis, store: Store) -> Iterator[redis.Redis]:
 @pytest.fixture
 def make_settings(redis_server: EmbeddedRedis, tmp_path: Any) -> Any:
     def make(**overrides: Any) -> Any:
-        base = {"redis_url": redis_server.url, "secret_keys": (KEY,), "mall_api_key": API_KEY,
-                "database": "beacon_test", "data_dir": tmp_path}
+        base = {
+            "redis_url": redis_server.url,
+            "secret_keys": (KEY,),
+            "mall_api_key": API_KEY,
+            "database": "beacon_test",
+            "data_dir": tmp_path,
+        }
         base.update(overrides)
         return config.load(base, environ={})
+
     return make
 
 
@@ -63,11 +89,11 @@ def make_client(make_settings: Any, store: Store, r: redis.Redis) -> Iterator[An
     clients: list[TestClient] = []
 
     def make(clock: Any = clocks.system, **overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides), store, clock), base_url="https://shop.test",
-                            client=(PEER, 50000))
+        client = TestClient(create_app(make_settings(**overrides), store, clock), base_url="https://shop.test", client=(PEER, 50000))
         client.__enter__()
         clients.append(client)
         return client
+
     yield make
     for c in clients:
         c.__exit__(None, None, None)
@@ -81,19 +107,35 @@ def client(make_client: Any) -> TestClient:
 @pytest.fixture
 def flush(r: redis.Redis, store: Store) -> Any:
     """Drain the stream into ClickHouse with a real Flusher; return rows inserted."""
+
     def run(stream: str = "beacon:events", consumer: str = "test-flusher") -> int:
         return Flusher(r, store, stream, consumer, batch_rows=10_000, batch_age=0.05, claim_idle=0).drain()
+
     return run
 
 
 @pytest.fixture
 def rows(store: Store) -> Any:
-    cols = ["event_id", "received_at", "scope", "visitor_id", "mode", "event", "url", "referrer", "props", "ip",
-            "user_agent", "is_bot", "transport"]
+    cols = [
+        "event_id",
+        "received_at",
+        "scope",
+        "visitor_id",
+        "mode",
+        "event",
+        "url",
+        "referrer",
+        "props",
+        "ip",
+        "user_agent",
+        "is_bot",
+        "transport",
+    ]
 
     def fetch(where: str = "1") -> list[dict[str, Any]]:
         result = store.query(f"SELECT {', '.join(cols)} FROM {store.full_table} WHERE {where} ORDER BY received_at, toUInt128(event_id)")
         return [dict(zip(cols, row)) for row in result]
+
     return fetch
 
 
@@ -110,9 +152,14 @@ def start_beacon_up(data: Any, port: int, log_path: Any, cwd: Any = None, extra:
     import time
 
     import httpx
+
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port),
-                             "--batch-age", "0.2", *extra], stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", str(port), "--batch-age", "0.2", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+    )
     log.close()
     deadline = time.monotonic() + 60
     while True:

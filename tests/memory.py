@@ -37,8 +37,12 @@ class MemoryBuffer:
 
 def unit_client(clock: clocks.Clock = clocks.system, **overrides: Any) -> tuple[TestClient, MemoryBuffer]:
     """The whole ASGI app over the in-memory sink; no lifespan, so no Redis or ClickHouse is touched."""
-    base: dict[str, Any] = {"redis_url": "redis://127.0.0.1:9/0", "secret_keys": ("unit-key-0123456789abcdef",),
-                            "mall_api_key": "unit-mall-key", "clickhouse_url": "http://127.0.0.1:9/"}
+    base: dict[str, Any] = {
+        "redis_url": "redis://127.0.0.1:9/0",
+        "secret_keys": ("unit-key-0123456789abcdef",),
+        "mall_api_key": "unit-mall-key",
+        "clickhouse_url": "http://127.0.0.1:9/",
+    }
     base.update(overrides)
     app = create_app(config.load(base, environ={}), clock=clock)
     buffer = MemoryBuffer()

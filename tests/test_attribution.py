@@ -44,10 +44,22 @@ click_param = "b_click"
 
 
 def ev(who: str, days: float, event: str, url: str = "https://shop.test/", **shop) -> dict:
-    return {"event_id": f"00000000-0000-7000-8000-{next(_ids):012d}",
-            "received_at": f"{(D + dt.timedelta(days=days)).timestamp():.3f}", "scope": "mall",
-            "visitor_id": f"visitor-{who}", "mode": "cookie", "event": event, "url": url, "referrer": "", "props": {},
-            "ip": "203.0.113.0", "user_agent": "UA", "is_bot": 0, "transport": "pixel", **shop}
+    return {
+        "event_id": f"00000000-0000-7000-8000-{next(_ids):012d}",
+        "received_at": f"{(D + dt.timedelta(days=days)).timestamp():.3f}",
+        "scope": "mall",
+        "visitor_id": f"visitor-{who}",
+        "mode": "cookie",
+        "event": event,
+        "url": url,
+        "referrer": "",
+        "props": {},
+        "ip": "203.0.113.0",
+        "user_agent": "UA",
+        "is_bot": 0,
+        "transport": "pixel",
+        **shop,
+    }
 
 
 def order(oid: str) -> dict:
@@ -56,13 +68,18 @@ def order(oid: str) -> dict:
 
 A_LAND, B_LAND = "https://shop.test/item/1?a_click=clk-a-1", "https://shop.test/item/1?b_click=clk-b-9"
 SCRIPT = [
-    ev("V1", 0, "pageview", A_LAND), ev("V1", 0.01, "purchase", **order("O-1")),           # a
-    ev("V2", 0, "pageview", A_LAND), ev("V2", 0.02, "pageview", B_LAND),
-    ev("V2", 0.03, "purchase", **order("O-2")),                                            # b: the last touch
-    ev("V3", -10, "pageview", A_LAND), ev("V3", 0, "purchase", **order("O-3")),             # outside 7 days
-    ev("V4", 0, "purchase", **order("O-4")),                                               # no touch
-    ev("V5", -2, "pageview", A_LAND), ev("V5", 0, "pageview"), ev("V5", 0.1, "purchase", **order("O-5")),
-    ev("V5", 0.2, "purchase", **order("O-5")),                                             # a, once
+    ev("V1", 0, "pageview", A_LAND),
+    ev("V1", 0.01, "purchase", **order("O-1")),  # a
+    ev("V2", 0, "pageview", A_LAND),
+    ev("V2", 0.02, "pageview", B_LAND),
+    ev("V2", 0.03, "purchase", **order("O-2")),  # b: the last touch
+    ev("V3", -10, "pageview", A_LAND),
+    ev("V3", 0, "purchase", **order("O-3")),  # outside 7 days
+    ev("V4", 0, "purchase", **order("O-4")),  # no touch
+    ev("V5", -2, "pageview", A_LAND),
+    ev("V5", 0, "pageview"),
+    ev("V5", 0.1, "purchase", **order("O-5")),
+    ev("V5", 0.2, "purchase", **order("O-5")),  # a, once
 ]
 
 
@@ -74,12 +91,16 @@ def make(make_client, tmp_path, store, r):
         path = tmp_path / "partners.toml"
         path.write_text(REGISTRY.replace("{min_count}", str(min_count)))
         return make_client(partners_file=str(path), mall_hosts="shop.test")
+
     return client
 
 
 def conversions(c, key=A_KEY, pid="a", **params):
-    return c.get(f"{MALL}/api/v1/partners/{pid}/conversions", params={"from": DAY, "to": NEXT_DAY, **params},
-                 headers={"authorization": f"Bearer {key}"})
+    return c.get(
+        f"{MALL}/api/v1/partners/{pid}/conversions",
+        params={"from": DAY, "to": NEXT_DAY, **params},
+        headers={"authorization": f"Bearer {key}"},
+    )
 
 
 def test_last_touch_within_the_window_counts_each_order_once(make):
@@ -124,24 +145,34 @@ def test_no_partner_path_carries_an_account_or_the_mall_visitor_id(make, store, 
     account = "account-secret-4711"
     answers = []
     with caplog.at_level(logging.DEBUG):
-        assert c.post(f"{MALL}/api/v1/identify", json={"cookie": mall_cookie, "account": account},
-                      headers={"authorization": f"Bearer {API_KEY}"}).status_code == 200
+        assert (
+            c.post(
+                f"{MALL}/api/v1/identify", json={"cookie": mall_cookie, "account": account}, headers={"authorization": f"Bearer {API_KEY}"}
+            ).status_code
+            == 200
+        )
         both = {"cookie": f"bcn={mall_cookie}"}
         c.get(f"{MALL}/p.gif?e=pageview&u=https://shop.test/x", headers=both)
         for path in ("/p.gif?e=impression", "/me", "/sync?to=https://match.a.test/sync?uid={uid}", "/optout", "/beacon.js"):
             res = c.get(f"{A}{path}", headers=both, follow_redirects=False)
             answers += [res.text, str(res.headers)]
-        res = c.post(f"{A}/e", json={"e": "purchase", "order_id": "P-1", "revenue": "1", "currency": "EUR"},
-                     headers=both)
+        res = c.post(f"{A}/e", json={"e": "purchase", "order_id": "P-1", "revenue": "1", "currency": "EUR"}, headers=both)
         answers.append(str(res.headers))
         flush()
         auth = {"authorization": f"Bearer {A_KEY}", **both}
-        for path in ("/api/v1/partners/a/events", "/api/v1/partners/a/stats", "/api/v1/partners/a/conversions",
-                     "/api/v1/partners/a/events?format=ndjson", "/api/v1/customers", "/api/v1/customers/events?account="
-                     + account):
+        for path in (
+            "/api/v1/partners/a/events",
+            "/api/v1/partners/a/stats",
+            "/api/v1/partners/a/conversions",
+            "/api/v1/partners/a/events?format=ndjson",
+            "/api/v1/customers",
+            "/api/v1/customers/events?account=" + account,
+        ):
             answers.append(c.get(f"{MALL}{path}", headers=auth).text)
-        for body in ({"metrics": ["visitors", "customers"], "date_range": "7d"},
-                     {"metrics": ["visitors", "total_revenue"], "date_range": "7d", "dimensions": ["event:goal"]}):
+        for body in (
+            {"metrics": ["visitors", "customers"], "date_range": "7d"},
+            {"metrics": ["visitors", "total_revenue"], "date_range": "7d", "dimensions": ["event:goal"]},
+        ):
             answers.append(c.post(f"{MALL}/api/v2/query", json=body, headers=auth).text)
             answers.append(c.post(f"{MALL}/api/v2/query", json=body, headers={**auth, "accept": "text/csv"}).text)
         answers.append(c.post(f"{MALL}/api/v2/funnel", json={"date_range": "7d"}, headers=auth).text)

@@ -48,8 +48,14 @@ from .conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-    "--disable-component-update", "--disable-sync", "--host-resolver-rules=MAP *.test 127.0.0.1",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP *.test 127.0.0.1",
     "--ignore-certificate-errors",  # the throwaway certificate; Python clients verify it properly
 ]
 HERE = Path(__file__).parent
@@ -75,7 +81,7 @@ def test_the_readme_shows_the_tags_these_tests_load():
     readme = (HERE.parent / "README.md").read_text()
     assert f"```html\n{snippet.mall_tag('https://beacon.shop.example')}\n```" in readme
     assert f"```html\n{snippet.partner_tag('https://ads.adco.example')}\n```" in readme
-    assert "sendBeacon(" not in readme and "<img src=\"https://beacon.shop.example/p.gif\"" not in readme
+    assert "sendBeacon(" not in readme and '<img src="https://beacon.shop.example/p.gif"' not in readme
 
 
 # -- the stack: Chromium, Beacon over TLS, the two static sites --------------------------------------------
@@ -89,8 +95,10 @@ def find_chromium() -> str:
             subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
             subprocess.run(install, env=env, capture_output=True, timeout=900)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-                    "not installed automatically unless running as root with apt-get)")
+        pytest.skip(
+            f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
+            "not installed automatically unless running as root with apt-get)"
+        )
     return CHROMIUM
 
 
@@ -112,7 +120,7 @@ class Stack:
 id = "a"
 name = "Partner A"
 hosts = ["ads.a.test"]
-origins = ["{self.site.ad_origin('a')}"]
+origins = ["{self.site.ad_origin("a")}"]
 api_key_sha256 = "{reg.hash_key(A_KEY)}"
 cookie_name = "a_uid"
 
@@ -120,21 +128,33 @@ cookie_name = "a_uid"
 id = "b"
 name = "Partner B"
 hosts = ["ads.b.test"]
-origins = ["{self.site.ad_origin('b')}"]
+origins = ["{self.site.ad_origin("b")}"]
 api_key_sha256 = "{reg.hash_key(B_KEY)}"
 cookie_name = "b_uid"
 cookie_partitioned = true
 """)
-        cfg = {"data_dir": str(root / "data"), "port": self.port, "certfile": str(self.certfile),
-               "keyfile": str(self.keyfile), "partners_file": str(partners_file),
-               "site_origin": self.site.page_origin, "api_key": MALL_KEY, "secret_key": SECRET,
-               "rows_port": self.rows_port}
+        cfg = {
+            "data_dir": str(root / "data"),
+            "port": self.port,
+            "certfile": str(self.certfile),
+            "keyfile": str(self.keyfile),
+            "partners_file": str(partners_file),
+            "site_origin": self.site.page_origin,
+            "api_key": MALL_KEY,
+            "secret_key": SECRET,
+            "rows_port": self.rows_port,
+        }
         (root / "launcher.json").write_text(json.dumps(cfg))
         self.log_path = root / "beacon.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "browser" / "launcher.py"), str(root / "launcher.json")],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=HERE.parent, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "browser" / "launcher.py"), str(root / "launcher.json")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=HERE.parent,
+            env=env,
+        )
         self.tls = ssl.create_default_context(cafile=str(self.certfile))
         self.http = httpx.Client(verify=self.tls, timeout=15)
         deadline = time.monotonic() + 60
@@ -154,8 +174,9 @@ cookie_partitioned = true
         headers = {"host": f"beacon.shop.test:{self.port}"}
         if key:
             headers["authorization"] = f"Bearer {key}"
-        return self.http.request("GET", f"https://127.0.0.1:{self.port}{path}", headers=headers,
-                                 extensions={"sni_hostname": "beacon.shop.test"})
+        return self.http.request(
+            "GET", f"https://127.0.0.1:{self.port}{path}", headers=headers, extensions={"sni_hostname": "beacon.shop.test"}
+        )
 
     def rows(self, token: str) -> list[dict[str, Any]]:
         """Stored rows whose URL holds `token`, after every answered event was flushed."""
@@ -184,8 +205,7 @@ def chromium_type() -> Any:
     version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
     major = "".join(ch for ch in version.split(".")[0] if ch.isdigit()) or "140"
     # Chromium's headless user agent says HeadlessChrome, which Beacon (rightly) flags as a bot
-    user_agent = (f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 "
-                  "Safari/537.36")
+    user_agent = f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
     pw = sync_api.sync_playwright().start()
     yield pw.chromium, path, user_agent
     pw.stop()
@@ -201,17 +221,22 @@ def stack(chromium_type: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 class Visitor:
     """One browser profile on the mall, every request it makes recorded."""
 
-    def __init__(self, chromium: Any, stack: Stack, profile: Path, third_party_cookies: bool = True,
-                 gpc: bool = False, init_script: str = "") -> None:
+    def __init__(
+        self, chromium: Any, stack: Stack, profile: Path, third_party_cookies: bool = True, gpc: bool = False, init_script: str = ""
+    ) -> None:
         self.stack = stack
         (profile / "Default").mkdir(parents=True)
         # cookie_controls_mode: 0 = allow third-party cookies (Chrome's default), 1 = block them
-        (profile / "Default" / "Preferences").write_text(
-            json.dumps({"profile": {"cookie_controls_mode": 0 if third_party_cookies else 1}}))
+        (profile / "Default" / "Preferences").write_text(json.dumps({"profile": {"cookie_controls_mode": 0 if third_party_cookies else 1}}))
         browser_type, executable, user_agent = chromium
         self.context = browser_type.launch_persistent_context(
-            str(profile), executable_path=executable, args=CHROMIUM_ARGS, headless=True, user_agent=user_agent,
-            extra_http_headers={"Sec-GPC": "1"} if gpc else None)
+            str(profile),
+            executable_path=executable,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            user_agent=user_agent,
+            extra_http_headers={"Sec-GPC": "1"} if gpc else None,
+        )
         if gpc:
             self.context.add_init_script(GPC_SCRIPT)
         if init_script:
@@ -241,18 +266,24 @@ class Visitor:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; requests: "
-                                     f"{[(r.method, r.url[:100], r in self.finished) for r in self.requests]}")
+                raise AssertionError(
+                    f"timed out waiting for {what}; requests: {[(r.method, r.url[:100], r in self.finished) for r in self.requests]}"
+                )
             self.page.wait_for_timeout(20)  # lets Playwright deliver its events
 
     def wait_hits(self, **counts: int) -> None:
         """wait_hits(mall_e=1, a_e=1, b_e=1): at least that many finished requests of each."""
-        where = {"mall_e": ("beacon.shop.test", "/e"), "mall_gif": ("beacon.shop.test", "/p.gif"),
-                 "a_e": ("ads.a.test", "/e"), "b_e": ("ads.b.test", "/e")}
-        self.wait(f"beacon requests {counts}",
-                  lambda: all(len(self.hits(*where[k])) >= n for k, n in counts.items()))
-        self.wait("every request to Beacon to finish", lambda: all(
-            r in self.finished for r in self.requests if urlsplit(r.url).port == self.stack.port))
+        where = {
+            "mall_e": ("beacon.shop.test", "/e"),
+            "mall_gif": ("beacon.shop.test", "/p.gif"),
+            "a_e": ("ads.a.test", "/e"),
+            "b_e": ("ads.b.test", "/e"),
+        }
+        self.wait(f"beacon requests {counts}", lambda: all(len(self.hits(*where[k])) >= n for k, n in counts.items()))
+        self.wait(
+            "every request to Beacon to finish",
+            lambda: all(r in self.finished for r in self.requests if urlsplit(r.url).port == self.stack.port),
+        )
 
     def open(self, url: str) -> None:
         self.page.goto(url)
@@ -284,6 +315,7 @@ def visitor(chromium_type: Any, stack: Stack, tmp_path: Path) -> Any:
         v = Visitor(chromium_type, stack, tmp_path / f"profile-{len(made)}", **options)
         made.append(v)
         return v
+
     yield make
     for v in made:
         v.close()
@@ -317,11 +349,15 @@ def test_each_cookie_stays_in_its_own_scope_and_the_events_land(stack, visitor):
     v.wait_hits(mall_e=2, a_e=2, b_e=2)
 
     [bcn] = v.cookies("bcn")
-    assert (bcn["domain"], bcn["path"], bcn["secure"], bcn["httpOnly"], bcn["sameSite"]) == \
-        (".shop.test", "/", True, True, "Lax")
+    assert (bcn["domain"], bcn["path"], bcn["secure"], bcn["httpOnly"], bcn["sameSite"]) == (".shop.test", "/", True, True, "Lax")
     [a_uid] = v.cookies("a_uid")
-    assert (a_uid["domain"], a_uid["path"], a_uid["secure"], a_uid["httpOnly"], a_uid["sameSite"]) == \
-        ("ads.a.test", "/", True, True, "None")
+    assert (a_uid["domain"], a_uid["path"], a_uid["secure"], a_uid["httpOnly"], a_uid["sameSite"]) == (
+        "ads.a.test",
+        "/",
+        True,
+        True,
+        "None",
+    )
     [b_set] = {h for h in v.set_cookies("ads.b.test") if h.startswith("b_uid=")}
     assert "; Partitioned" in b_set and "; SameSite=None" in b_set
 
@@ -349,7 +385,8 @@ def test_each_cookie_stays_in_its_own_scope_and_the_events_land(stack, visitor):
     ] * 2
     # each ad: one pageview per page load, the mall's origin as referrer, one id from the first hit on
     assert [(r["event"], r["url"], r["referrer"], r["visitor_id"]) for r in a] == [
-        ("pageview", ad_a, stack.site.page_origin + "/", uid(a_uid))] * 2
+        ("pageview", ad_a, stack.site.page_origin + "/", uid(a_uid))
+    ] * 2
     assert [(r["event"], r["url"], r["referrer"]) for r in b] == [("pageview", ad_b, stack.site.page_origin + "/")] * 2
     assert len({r["visitor_id"] for r in b}) == 1
     ids = [{r["visitor_id"] for r in rows_} for rows_ in (mall, a, b)]
@@ -361,8 +398,9 @@ def test_each_cookie_stays_in_its_own_scope_and_the_events_land(stack, visitor):
     assert stats["top_pages"] == [{"url": page, "pageviews": 2}]
     for pid, key, mine in (("a", A_KEY, a), ("b", B_KEY, b)):
         listed = stack.get(f"/api/v1/partners/{pid}/events?limit=1000", key=key).json()["events"]
-        assert sorted((e["event"], e["visitor_id"]) for e in listed if token in e["url"]) == \
-            sorted((r["event"], r["visitor_id"]) for r in mine)
+        assert sorted((e["event"], e["visitor_id"]) for e in listed if token in e["url"]) == sorted(
+            (r["event"], r["visitor_id"]) for r in mine
+        )
     assert stack.get("/api/v1/partners/a/events", key=MALL_KEY).status_code == 401
     assert stack.get("/api/v1/partners/a/events", key=B_KEY).status_code == 403
 
@@ -439,8 +477,10 @@ def test_custom_events_land_and_bad_calls_neither_throw_nor_send(stack, visitor)
     assert cart["url"] == stack.site.page_url(token) and cart["transport"] == "beacon"
 
 
-PURCHASE = ("beacon('purchase', {order_id: 'O-77', revenue: 59.9, currency: 'EUR', coupon: 'SUMMER', gift: true, "
-            "items: [{sku: 'X-1', name: 'Boot', quantity: 2, price: '19.95'}, {sku: 'Y-2', price: 20}]})")
+PURCHASE = (
+    "beacon('purchase', {order_id: 'O-77', revenue: 59.9, currency: 'EUR', coupon: 'SUMMER', gift: true, "
+    "items: [{sku: 'X-1', name: 'Boot', quantity: 2, price: '19.95'}, {sku: 'Y-2', price: 20}]})"
+)
 
 
 def test_beacon_purchase_sends_a_typed_order(stack, visitor):
@@ -458,8 +498,7 @@ def test_beacon_purchase_sends_a_typed_order(stack, visitor):
 
 @pytest.mark.parametrize("partitioned", [False, True], ids=["unpartitioned", "partitioned"])
 @pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
-def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack, visitor, partitioned,
-                                                                             third_party_cookies):
+def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack, visitor, partitioned, third_party_cookies):
     """The README's partner tag carries an opt-out link that opens in the ad's own frame: the
     opt-out cookie lands where that ad's requests on this mall will carry it (Beacon sets it
     both unpartitioned and partitioned), whatever the partner's cookie and the browser's setting."""
@@ -496,8 +535,7 @@ def test_the_opt_out_link_in_the_ad_stops_that_partner_on_later_mall_pages(stack
 
 
 @pytest.mark.parametrize("third_party_cookies", [True, False], ids=["3p-allowed", "3p-blocked"])
-def test_opting_out_on_the_partner_host_reaches_the_ads_only_with_third_party_cookies(stack, visitor,
-                                                                                     third_party_cookies):
+def test_opting_out_on_the_partner_host_reaches_the_ads_only_with_third_party_cookies(stack, visitor, third_party_cookies):
     """Opened as a page of its own, /optout reaches the ads on the mall only through its
     unpartitioned cookie, which the browser sends in third-party frames only when it allows
     third-party cookies. Blocked, the partners go on counting (what the README says: use the

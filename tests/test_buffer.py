@@ -23,8 +23,9 @@ async def hit_concurrently(app, n: int, path: str = "/p.gif", **kw) -> list[http
     try:
         transport = httpx.ASGITransport(app=app, client=("198.51.100.1", 1))
         async with httpx.AsyncClient(transport=transport, base_url="https://shop.test") as c:
-            return await asyncio.gather(*(c.request(kw.get("method", "GET"), path, params={"p.n": str(i)},
-                                                    content=kw.get("content")) for i in range(n)))
+            return await asyncio.gather(
+                *(c.request(kw.get("method", "GET"), path, params={"p.n": str(i)}, content=kw.get("content")) for i in range(n))
+            )
     finally:
         await app.core.stop()
 
@@ -51,8 +52,7 @@ def test_with_redis_down_answers_come_from_the_spool_and_reach_redis_when_it_is_
     server = EmbeddedRedis(tmp_path / "r")
     server.start()
     server.stop()  # the socket path is known, nothing listens on it
-    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path,
-                     "redis_timeout": "0.2"}, environ={})
+    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path, "redis_timeout": "0.2"}, environ={})
     app = create_app(s, store)
     pixels = asyncio.run(hit_concurrently(app, 20))
     assert {p.status_code for p in pixels} == {200}
@@ -75,17 +75,20 @@ def lost_events() -> float:
 
 
 def outage_lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "beacon.buffer"
-            and ("not being stored" in r.getMessage() or "stored again" in r.getMessage())]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "beacon.buffer" and ("not being stored" in r.getMessage() or "stored again" in r.getMessage())
+    ]
 
 
-def test_an_event_neither_redis_nor_a_full_spool_takes_is_answered_503_counted_and_logged_once(tmp_path, store,
-                                                                                              caplog):
+def test_an_event_neither_redis_nor_a_full_spool_takes_is_answered_503_counted_and_logged_once(tmp_path, store, caplog):
     server = EmbeddedRedis(tmp_path / "r")
     server.start()
     server.stop()  # the socket path is known, nothing listens on it
-    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path,
-                     "redis_timeout": "0.2", "spool_max_bytes": "0"}, environ={})
+    s = config.load(
+        {"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path, "redis_timeout": "0.2", "spool_max_bytes": "0"}, environ={}
+    )
     app = create_app(s, store)
     lost = lost_events()
     caplog.set_level(logging.WARNING, logger="beacon.buffer")
@@ -96,10 +99,11 @@ def test_an_event_neither_redis_nor_a_full_spool_takes_is_answered_503_counted_a
         try:
             transport = httpx.ASGITransport(app=app, client=("198.51.100.1", 1))
             async with httpx.AsyncClient(transport=transport, base_url="https://shop.test") as c:
+
                 async def wave(n: int, path: str = "/p.gif", body: bytes | None = None) -> None:
                     method = "GET" if body is None else "POST"
-                    waves.append(await asyncio.gather(*(c.request(method, path, params={"p.n": str(i)}, content=body)
-                                                        for i in range(n))))
+                    waves.append(await asyncio.gather(*(c.request(method, path, params={"p.n": str(i)}, content=body) for i in range(n))))
+
                 await wave(5)
                 await wave(5)
                 await wave(2, "/e", b'[{"e":"x"},{"e":"y"}]')
@@ -121,8 +125,7 @@ def test_an_event_neither_redis_nor_a_full_spool_takes_is_answered_503_counted_a
         assert {p.status_code for p in up} == {200}
         assert lost_events() == lost + 5 + 5 + 4 + 4
         said = outage_lines(caplog)  # one line per outage start and end, not one per request
-        assert [("not being stored" in x, "stored again" in x) for x in said] == [(True, False), (False, True),
-                                                                                   (True, False)]
+        assert [("not being stored" in x, "stored again" in x) for x in said] == [(True, False), (False, True), (True, False)]
         r = redis.Redis.from_url(server.url)
         assert sum(int(f[b"n"]) for _, f in r.xrange("beacon:events")) == 3  # exactly the 2xx ones
         assert not list((tmp_path / "spool").glob("spool-*.log"))
@@ -138,8 +141,7 @@ def test_an_unwritable_spool_with_redis_down_refuses_and_stores_nothing(tmp_path
     server.stop()
     spool = tmp_path / "spool"
     spool.mkdir()
-    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path,
-                     "redis_timeout": "0.2"}, environ={})
+    s = config.load({"redis_url": server.url, "secret_keys": (KEY,), "data_dir": tmp_path, "redis_timeout": "0.2"}, environ={})
     app = create_app(s, store)
     lost = lost_events()
     subprocess.run(["chattr", "+i", str(spool)], check=True)

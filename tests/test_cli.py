@@ -97,8 +97,11 @@ def test_hostile_requests_on_the_wire_never_get_a_500(beacon_up):
 
 def test_sigterm_stops_cleanly(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(tmp_path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beacon", "up", "--data-dir", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

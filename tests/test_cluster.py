@@ -16,8 +16,7 @@ from beacon import cluster
 from beacon.partners import Partner
 from beacon.store import Store
 
-PARTNER = Partner(id="adco", name="AdCo", hosts=("ads.adco.example",), origins=(), sync_allow=(),
-                  cookie_name="adco_uid", api_key_sha256="")
+PARTNER = Partner(id="adco", name="AdCo", hosts=("ads.adco.example",), origins=(), sync_allow=(), cookie_name="adco_uid", api_key_sha256="")
 
 
 def test_every_cluster_statement_parses_in_clickhouse(store: Store) -> None:
@@ -30,13 +29,19 @@ def test_every_cluster_statement_parses_in_clickhouse(store: Store) -> None:
     assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/beacon/events_local', '{replica}')" in text
     assert "ENGINE = Distributed(beacon, beacon, events_local, cityHash64(event_id))" in text
     for table in ("events", "events_local"):
-        assert f"CREATE ROW POLICY OR REPLACE beacon_partner_adco_scope ON CLUSTER beacon ON beacon.{table} " \
-               "FOR SELECT USING scope = 'adco' TO beacon_partner_adco" in text
+        assert (
+            f"CREATE ROW POLICY OR REPLACE beacon_partner_adco_scope ON CLUSTER beacon ON beacon.{table} "
+            "FOR SELECT USING scope = 'adco' TO beacon_partner_adco" in text
+        )
 
 
 def test_migrate_print_shows_the_statements_and_runs_nothing(tmp_path) -> None:
-    out = subprocess.run([sys.executable, "-m", "beacon", "migrate", "--cluster", "beacon", "--print",
-                          "--clickhouse-url", "http://127.0.0.1:1"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "beacon", "migrate", "--cluster", "beacon", "--print", "--clickhouse-url", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.startswith("CREATE DATABASE IF NOT EXISTS beacon ON CLUSTER beacon;\n")
     assert out.stdout.count(";\n") == len(cluster.statements("beacon", "beacon", "events", 395, 100000))
 
@@ -87,5 +92,4 @@ def test_cluster_ddl_runs_and_a_retried_insert_through_distributed_lands_once(tm
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["once"] == "500"
     assert got["dist"] == got["local"] == "1000"
-    assert got["engine"].replace("\\'", "'").startswith(
-        "Distributed('beacon', 'beacon', 'events_local', cityHash64(event_id))")
+    assert got["engine"].replace("\\'", "'").startswith("Distributed('beacon', 'beacon', 'events_local', cityHash64(event_id))")

@@ -6,9 +6,11 @@ ORIGIN = "https://shop.test"
 
 
 def test_a_post_batch_becomes_its_rows(client, flush, rows):
-    events = [{"e": "pageview", "u": "https://shop.test/a"}, {"e": "add_to_cart", "u": "https://shop.test/a",
-                                                            "p": {"sku": "X-1", "qty": 2, "gift": True}},
-              {"e": "pageview", "u": "https://shop.test/b", "r": "https://shop.test/a"}]
+    events = [
+        {"e": "pageview", "u": "https://shop.test/a"},
+        {"e": "add_to_cart", "u": "https://shop.test/a", "p": {"sku": "X-1", "qty": 2, "gift": True}},
+        {"e": "pageview", "u": "https://shop.test/b", "r": "https://shop.test/a"},
+    ]
     res = client.post("/e", content=orjson.dumps(events), headers={"content-type": "text/plain;charset=UTF-8"})
     assert res.status_code == 204
     visitor = res.cookies["bcn"].split(".")[0]
@@ -30,8 +32,9 @@ def test_cors_echoes_an_allowed_origin_with_credentials_never_a_star(make_client
     assert res.status_code == 204
     assert res.headers["access-control-allow-origin"] == ORIGIN
     assert res.headers["access-control-allow-credentials"] == "true"
-    pre = client.options("/e", headers={"origin": ORIGIN, "access-control-request-method": "POST",
-                                        "access-control-request-headers": "content-type"})
+    pre = client.options(
+        "/e", headers={"origin": ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    )
     assert pre.status_code == 204
     assert pre.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in pre.headers["access-control-allow-methods"]
@@ -81,8 +84,7 @@ def test_a_body_streamed_past_the_limit_is_refused(make_client, flush):
 
 def test_long_fields_are_cut_and_control_characters_removed(make_client, flush, rows):
     client = make_client(max_url_length="50", max_prop_value_length="10")
-    client.post("/e", json={"e": "a", "u": "https://shop.test/" + "x" * 100, "r": "ref\x00\x1b[31m\x7f",
-                            "p": {"k": "v" * 20}})
+    client.post("/e", json={"e": "a", "u": "https://shop.test/" + "x" * 100, "r": "ref\x00\x1b[31m\x7f", "p": {"k": "v" * 20}})
     flush()
     [row] = rows()
     assert len(row["url"]) == 50

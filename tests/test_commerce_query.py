@@ -37,11 +37,22 @@ _ids = itertools.count(1)
 
 
 def ev(who: str, minute: float, event: str, scope: str = "mall", **shop) -> dict:
-    return {"event_id": f"00000000-0000-7000-8000-{next(_ids):012d}",
-            "received_at": f"{(D + dt.timedelta(minutes=minute)).timestamp():.3f}", "scope": scope,
-            "visitor_id": f"visitor-{who}", "mode": "cookie", "event": event, "url": "https://shop.test/p",
-            "referrer": "", "props": {}, "ip": "203.0.113.0", "user_agent": "UA", "is_bot": int(who == "bot"),
-            "transport": "beacon", **shop}
+    return {
+        "event_id": f"00000000-0000-7000-8000-{next(_ids):012d}",
+        "received_at": f"{(D + dt.timedelta(minutes=minute)).timestamp():.3f}",
+        "scope": scope,
+        "visitor_id": f"visitor-{who}",
+        "mode": "cookie",
+        "event": event,
+        "url": "https://shop.test/p",
+        "referrer": "",
+        "props": {},
+        "ip": "203.0.113.0",
+        "user_agent": "UA",
+        "is_bot": int(who == "bot"),
+        "transport": "beacon",
+        **shop,
+    }
 
 
 def item(sku: str, quantity: int, price: str) -> dict:
@@ -53,13 +64,24 @@ O2 = {"order_id": "O-2", "revenue": "10.00", "currency": "USD", "items": [item("
 O3 = {"order_id": "O-3", "revenue": "20.05", "currency": "EUR", "items": [item("X-1", 1, "20.05")]}
 X1, Y2 = {"items": [item("X-1", 1, "0")]}, {"items": [item("Y-2", 1, "0")]}
 SCRIPT = [
-    ev("V1", 0, "pageview"), ev("V1", 1, "product_view", **X1), ev("V1", 2, "add_to_cart", **X1),
-    ev("V1", 3, "begin_checkout"), ev("V1", 4, "purchase", **O1), ev("V1", 5, "purchase", **O1),
-    ev("V2", 0, "pageview"), ev("V2", 1, "product_view", **X1), ev("V2", 2, "add_to_cart", **X1),
-    ev("V3", 0, "product_view", **Y2), ev("V3", 1, "add_to_cart", **Y2), ev("V3", 2, "begin_checkout"),
-    ev("V3", 3, "purchase", **O2), ev("V3", 600, "purchase", **O2),
+    ev("V1", 0, "pageview"),
+    ev("V1", 1, "product_view", **X1),
+    ev("V1", 2, "add_to_cart", **X1),
+    ev("V1", 3, "begin_checkout"),
+    ev("V1", 4, "purchase", **O1),
+    ev("V1", 5, "purchase", **O1),
+    ev("V2", 0, "pageview"),
+    ev("V2", 1, "product_view", **X1),
+    ev("V2", 2, "add_to_cart", **X1),
+    ev("V3", 0, "product_view", **Y2),
+    ev("V3", 1, "add_to_cart", **Y2),
+    ev("V3", 2, "begin_checkout"),
+    ev("V3", 3, "purchase", **O2),
+    ev("V3", 600, "purchase", **O2),
     ev("V4", 0, "pageview"),
-    ev("V5", 0, "product_view", **X1), ev("V5", 50, "add_to_cart", **X1), ev("V5", 51, "begin_checkout"),
+    ev("V5", 0, "product_view", **X1),
+    ev("V5", 50, "add_to_cart", **X1),
+    ev("V5", 51, "begin_checkout"),
     ev("V5", 52, "purchase", **O3),
     ev("V6", 0, "purchase", order_id="O-4", revenue="1500", currency="JPY"),
     ev("bot", 0, "purchase", order_id="O-9", revenue="100", currency="EUR"),
@@ -82,16 +104,20 @@ def ask(store, scope="mall", **body):
 
 
 def test_revenue_is_exact_per_currency_and_each_order_counts_once(day):
-    [row] = ask(day, metrics=["visitors", "conversions", "conversion_rate", "total_revenue", "average_revenue",
-                              "customers"])
-    assert row["metrics"] == [6, 4, 66.67, {"EUR": "59.95", "JPY": "1500", "USD": "10.00"},
-                              {"EUR": "29.98", "JPY": "1500", "USD": "10.00"}, 2]
+    [row] = ask(day, metrics=["visitors", "conversions", "conversion_rate", "total_revenue", "average_revenue", "customers"])
+    assert row["metrics"] == [
+        6,
+        4,
+        66.67,
+        {"EUR": "59.95", "JPY": "1500", "USD": "10.00"},
+        {"EUR": "29.98", "JPY": "1500", "USD": "10.00"},
+        2,
+    ]
 
 
 def test_commerce_metrics_alone_and_first_need_no_order_by(day):
     # the first metric sorts by default; revenue (per currency) and rates are skipped for that
-    assert ask(day, metrics=["conversions", "total_revenue"])[0]["metrics"] == [
-        4, {"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
+    assert ask(day, metrics=["conversions", "total_revenue"])[0]["metrics"] == [4, {"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
     assert ask(day, metrics=["total_revenue"])[0]["metrics"] == [{"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
     assert ask(day, metrics=["conversion_rate", "customers"])[0]["metrics"] == [66.67, 2]
     rows = ask(day, metrics=["conversions"], dimensions=["event:goal"], order_by=[["conversions", "desc"]])
@@ -99,16 +125,17 @@ def test_commerce_metrics_alone_and_first_need_no_order_by(day):
 
 
 def test_goals_as_a_dimension(day):
-    rows = ask(day, metrics=["visitors", "conversions", "conversion_rate"], dimensions=["event:goal"],
-               order_by=[["event:goal", "asc"]])
+    rows = ask(day, metrics=["visitors", "conversions", "conversion_rate"], dimensions=["event:goal"], order_by=[["event:goal", "asc"]])
     assert [(r["dimensions"][0], *r["metrics"]) for r in rows] == [
-        ("add_to_cart", 4, 4, 66.67), ("begin_checkout", 3, 3, 50.0), ("product_view", 4, 4, 66.67),
-        ("purchase", 4, 4, 66.67)]
+        ("add_to_cart", 4, 4, 66.67),
+        ("begin_checkout", 3, 3, 50.0),
+        ("product_view", 4, 4, 66.67),
+        ("purchase", 4, 4, 66.67),
+    ]
 
 
 def test_a_goal_filter_picks_the_conversions(day):
-    [row] = ask(day, metrics=["visitors", "conversions", "conversion_rate"],
-                filters=[["is", "event:goal", ["begin_checkout"]]])
+    [row] = ask(day, metrics=["visitors", "conversions", "conversion_rate"], filters=[["is", "event:goal", ["begin_checkout"]]])
     assert row["metrics"] == [3, 3, 50.0]
 
 
@@ -127,7 +154,11 @@ def test_revenue_per_day_and_currency_never_summed(day):
 def test_the_default_funnel_within_a_visit_and_within_a_window(day):
     visit = funnel.run(day, "mall", {"date_range": [DAY, DAY]}, now=NOW)
     assert [(s["step"]["event"], s["visitors"], s["dropoff"]) for s in visit["steps"]] == [
-        ("product_view", 4, 0), ("add_to_cart", 3, 1), ("begin_checkout", 2, 1), ("purchase", 2, 0)]
+        ("product_view", 4, 0),
+        ("add_to_cart", 3, 1),
+        ("begin_checkout", 2, 1),
+        ("purchase", 2, 0),
+    ]
     assert [s["conversion_rate"] for s in visit["steps"]] == [100.0, 75.0, 50.0, 50.0]
     hour = funnel.run(day, "mall", {"date_range": [DAY, DAY], "window": 3600}, now=NOW)
     assert [s["visitors"] for s in hour["steps"]] == [4, 4, 3, 3]  # V5's second visit joins within the hour
@@ -135,13 +166,16 @@ def test_the_default_funnel_within_a_visit_and_within_a_window(day):
     assert [s["visitors"] for s in custom["steps"]] == [6, 4]
 
 
-@pytest.mark.parametrize("body, reason", [
-    ({"steps": ["a"]}, "2..10 steps"),
-    ({"steps": ["a", {"page": "no-slash"}]}, "steps[1].page"),
-    ({"steps": ["a", "b c"]}, "not an event name"),
-    ({"window": 0}, "window must be"),
-    ({"windows": 1}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"steps": ["a"]}, "2..10 steps"),
+        ({"steps": ["a", {"page": "no-slash"}]}, "steps[1].page"),
+        ({"steps": ["a", "b c"]}, "not an event name"),
+        ({"window": 0}, "window must be"),
+        ({"windows": 1}, "unknown key"),
+    ],
+)
 def test_bad_funnels_name_the_bad_part(day, body, reason):
     with pytest.raises(QueryError, match=reason.replace(".", r"\.").replace("[", r"\[")):
         funnel.run(day, "mall", {"date_range": [DAY, DAY], **body}, now=NOW)
@@ -176,8 +210,9 @@ def test_a_partner_key_reads_only_its_own_revenue_and_no_account_or_mall_id(day,
         assert res.status_code in (200, 400)
         answers.append(res.text)
     for accept in ("text/csv", "application/x-ndjson"):
-        answers.append(pclient.post(f"{MALL}/api/v2/query", json={**body, "dimensions": ["event:goal"]},
-                                    headers={**auth, "accept": accept}).text)
+        answers.append(
+            pclient.post(f"{MALL}/api/v2/query", json={**body, "dimensions": ["event:goal"]}, headers={**auth, "accept": accept}).text
+        )
     answers.append(pclient.post(f"{MALL}/api/v2/funnel", json={"date_range": [DAY, DAY]}, headers=auth).text)
     answers.append(pclient.get(f"{MALL}/api/v1/partners/a/events", headers=auth).text)
     answers.append(pclient.get(f"{MALL}/api/v1/partners/a/stats", headers=auth).text)

@@ -15,9 +15,17 @@ from beacon.enums import ConsentMode
 
 
 def test_settings_are_typed_from_the_environment():
-    s = config.load(environ={"BEACON_PORT": "9000", "BEACON_COOKIE_SECURE": "off", "BEACON_REDIS_TIMEOUT": "0.25",
-                             "BEACON_MALL_HOSTS": "shop.test, www.shop.test", "BEACON_DATA_DIR": "/tmp/x",
-                             "BEACON_MALL_CONSENT_MODE": "drop", "BEACON_TRUSTED_PROXIES": "10.0.0.0/8"})
+    s = config.load(
+        environ={
+            "BEACON_PORT": "9000",
+            "BEACON_COOKIE_SECURE": "off",
+            "BEACON_REDIS_TIMEOUT": "0.25",
+            "BEACON_MALL_HOSTS": "shop.test, www.shop.test",
+            "BEACON_DATA_DIR": "/tmp/x",
+            "BEACON_MALL_CONSENT_MODE": "drop",
+            "BEACON_TRUSTED_PROXIES": "10.0.0.0/8",
+        }
+    )
     assert s.port == 9000 and s.cookie_secure is False and s.redis_timeout == 0.25
     assert s.mall_hosts == ("shop.test", "www.shop.test")
     assert s.data_dir == Path("/tmp/x")
@@ -38,14 +46,17 @@ def test_settings_are_frozen():
         s.port = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("env, value, names", [
-    ("BEACON_PORT", "eighty", "BEACON_PORT='eighty'"),
-    ("BEACON_COOKIE_SECURE", "maybe", "BEACON_COOKIE_SECURE='maybe'"),
-    ("BEACON_PARTNER_CONSENT_MODE", "cookieless", "BEACON_PARTNER_CONSENT_MODE='cookieless'"),
-    ("BEACON_LOG_LEVEL", "loud", "BEACON_LOG_LEVEL='loud'"),
-    ("BEACON_IPV4_PREFIX", "33", "BEACON_IPV4_PREFIX=33"),
-    ("BEACON_TABLE", "events; DROP TABLE x", "BEACON_TABLE="),
-])
+@pytest.mark.parametrize(
+    "env, value, names",
+    [
+        ("BEACON_PORT", "eighty", "BEACON_PORT='eighty'"),
+        ("BEACON_COOKIE_SECURE", "maybe", "BEACON_COOKIE_SECURE='maybe'"),
+        ("BEACON_PARTNER_CONSENT_MODE", "cookieless", "BEACON_PARTNER_CONSENT_MODE='cookieless'"),
+        ("BEACON_LOG_LEVEL", "loud", "BEACON_LOG_LEVEL='loud'"),
+        ("BEACON_IPV4_PREFIX", "33", "BEACON_IPV4_PREFIX=33"),
+        ("BEACON_TABLE", "events; DROP TABLE x", "BEACON_TABLE="),
+    ],
+)
 def test_a_bad_value_names_the_setting_and_the_value(env, value, names):
     with pytest.raises(ConfigError, match=names.replace("(", r"\(")):
         config.load(environ={env: value})
@@ -57,10 +68,14 @@ def test_unknown_setting_is_refused():
 
 
 def test_secrets_are_masked_in_repr_str_and_logs(caplog):
-    s = config.load(environ={"BEACON_SECRET_KEYS": "k-one-0123456789,k-two-0123456789",
-                             "BEACON_MALL_API_KEY": "mall-key-abcdef",
-                             "BEACON_REDIS_URL": "redis://:hunter2@redis.internal:6379/0",
-                             "BEACON_CLICKHOUSE_URL": "https://beacon:s3cret@ch.internal:8443/"})
+    s = config.load(
+        environ={
+            "BEACON_SECRET_KEYS": "k-one-0123456789,k-two-0123456789",
+            "BEACON_MALL_API_KEY": "mall-key-abcdef",
+            "BEACON_REDIS_URL": "redis://:hunter2@redis.internal:6379/0",
+            "BEACON_CLICKHOUSE_URL": "https://beacon:s3cret@ch.internal:8443/",
+        }
+    )
     shown = repr(s) + str(s.secret_keys) + str(s.mall_api_key) + str(s.redis_url)
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("settings %s %s %r", s.redis_url, s.clickhouse_url, s)
@@ -88,8 +103,9 @@ def test_code_may_pass_plain_strings_for_secrets():
 
 
 def test_worker_environment_round_trips_every_setting():
-    s = config.load({"secret_keys": ("k1", "k2"), "mall_hosts": ("a.test", "b.test"), "redis_url": "redis://:pw@h/0",
-                     "port": 9999}, environ={})
+    s = config.load(
+        {"secret_keys": ("k1", "k2"), "mall_hosts": ("a.test", "b.test"), "redis_url": "redis://:pw@h/0", "port": 9999}, environ={}
+    )
     assert config.load(environ=config.to_environ(s)) == s
 
 

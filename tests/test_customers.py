@@ -40,8 +40,7 @@ def visit(c, *events: str) -> tuple[str, str]:
 
 
 def identify(c, cookie: str, account: str = ACCOUNT, auth: dict | None = None):
-    return c.post(f"{MALL}/api/v1/identify", json={"cookie": cookie, "account": account},
-                  headers=MALL_AUTH if auth is None else auth)
+    return c.post(f"{MALL}/api/v1/identify", json={"cookie": cookie, "account": account}, headers=MALL_AUTH if auth is None else auth)
 
 
 def test_identify_links_a_verified_cookie_to_an_account(make_pclient, flush, links):
@@ -65,14 +64,17 @@ def test_identify_links_a_verified_cookie_to_an_account(make_pclient, flush, lin
     assert c.get(f"{MALL}/me", headers={"cookie": f"bcn={phone}"}).json()["accounts"] == [ACCOUNT]
 
 
-@pytest.mark.parametrize("body, reason", [
-    ({"cookie": "not-a-cookie", "account": ACCOUNT}, "not a valid"),
-    ({"account": ACCOUNT}, "not a valid"),
-    ({"cookie": "x", "account": ""}, "account must be"),
-    ({"cookie": "x", "account": "a\nb"}, "account must be"),
-    ({"cookie": "x", "account": "x" * 257}, "account must be"),
-    ([1], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"cookie": "not-a-cookie", "account": ACCOUNT}, "not a valid"),
+        ({"account": ACCOUNT}, "not a valid"),
+        ({"cookie": "x", "account": ""}, "account must be"),
+        ({"cookie": "x", "account": "a\nb"}, "account must be"),
+        ({"cookie": "x", "account": "x" * 257}, "account must be"),
+        ([1], "JSON object"),
+    ],
+)
 def test_identify_refuses_what_it_cannot_verify(make_pclient, links, body, reason):
     c = make_pclient()
     res = c.post(f"{MALL}/api/v1/identify", json=body, headers=MALL_AUTH)
@@ -100,8 +102,7 @@ def test_only_the_mall_key_on_the_mall_host_reaches_customer_routes(make_pclient
         assert c.get(f"{MALL}/api/v1/customers", headers=auth).status_code == 401
         assert c.get(f"{MALL}/api/v1/customers/events?account=x", headers=auth).status_code == 401
     for host in (A, B):  # partner hosts do not serve them at all, even with the mall key
-        assert c.post(f"{host}/api/v1/identify", json={"cookie": cookie, "account": ACCOUNT},
-                      headers=MALL_AUTH).status_code == 404
+        assert c.post(f"{host}/api/v1/identify", json={"cookie": cookie, "account": ACCOUNT}, headers=MALL_AUTH).status_code == 404
         assert c.get(f"{host}/api/v1/customers", headers=MALL_AUTH).status_code == 404
     assert links() == []
 

@@ -46,8 +46,7 @@ def dash(make_client, tmp_path):
 
 
 def sign_in(client, key=API_KEY, base=MALL, prefix=""):
-    return client.post(f"{base}{prefix}/dashboard/login", data={"key": key}, headers={"origin": base},
-                       follow_redirects=False)
+    return client.post(f"{base}{prefix}/dashboard/login", data={"key": key}, headers={"origin": base}, follow_redirects=False)
 
 
 def set_cookie(res):
@@ -96,8 +95,7 @@ def test_a_wrong_key_gets_the_sign_in_page_and_no_session(dash):
 
 
 def test_sign_in_and_out_from_another_origin_are_refused(dash):
-    res = dash.post("/dashboard/login", data={"key": API_KEY}, headers={"origin": "https://evil.test"},
-                    follow_redirects=False)
+    res = dash.post("/dashboard/login", data={"key": API_KEY}, headers={"origin": "https://evil.test"}, follow_redirects=False)
     assert res.status_code == 403 and "set-cookie" not in res.headers
     res = dash.post("/dashboard/login", data={"key": API_KEY}, follow_redirects=False)  # no Origin at all
     assert res.status_code == 403
@@ -172,8 +170,13 @@ def test_the_operators_page_needs_the_mall_session(dash):
 
 def test_bad_page_state_is_a_400_with_a_reason(dash):
     sign_in(dash)
-    for query, word in (("period=year", "period"), ("period=custom&from=2026-01-02", "custom"),
-                        ("f=visit:user_id=1", "filter"), ("f=nonsense", "filter"), ("prop=a%20b", "prop")):
+    for query, word in (
+        ("period=year", "period"),
+        ("period=custom&from=2026-01-02", "custom"),
+        ("f=visit:user_id=1", "filter"),
+        ("f=nonsense", "filter"),
+        ("prop=a%20b", "prop"),
+    ):
         res = dash.get(f"/dashboard/api/panel/sources?{query}")
         assert res.status_code == 400 and word in res.json()["error"], query
     assert dash.get("/dashboard/api/panel/nope").status_code == 404
@@ -208,8 +211,7 @@ def test_operators_sign_in_on_their_page_with_the_mall_key(dash):
 
 def test_the_metrics_key_opens_the_operators_page_and_nothing_else(make_client):
     client = make_client(metrics_key="the-metrics-key")
-    res = client.post("/dashboard/ops/login", data={"key": "the-metrics-key"}, headers={"origin": MALL},
-                      follow_redirects=False)
+    res = client.post("/dashboard/ops/login", data={"key": "the-metrics-key"}, headers={"origin": MALL}, follow_redirects=False)
     assert res.status_code == 303 and "beacon_ops=" in set_cookie(res) and "Path=/dashboard/ops" in set_cookie(res)
     assert client.get("/dashboard/ops/data").status_code == 200
     assert client.get("/dashboard/api/panel/headline").status_code == 401

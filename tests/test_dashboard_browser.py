@@ -39,6 +39,8 @@ DOCS = HERE.parent / "docs"
 
 def shot_dir(tmp_path: Path) -> Path:
     return DOCS if os.environ.get("BEACON_SCREENSHOTS") == "1" else tmp_path
+
+
 MALL_KEY = "dashboard-browser-mall-key"
 A_KEY = "bpk_dashboard-browser-partner-a"
 B_KEY = "bpk_dashboard-browser-partner-b"
@@ -65,14 +67,25 @@ hosts = ["ads.b.test"]
 api_key_sha256 = "{reg.hash_key(B_KEY)}"
 cookie_name = "b_uid"
 """)
-        cfg = {"data_dir": str(root / "data"), "port": self.port, "partners_file": str(partners_file),
-               "api_key": MALL_KEY, "secret_key": SECRET, "seed": SEED}
+        cfg = {
+            "data_dir": str(root / "data"),
+            "port": self.port,
+            "partners_file": str(partners_file),
+            "api_key": MALL_KEY,
+            "secret_key": SECRET,
+            "seed": SEED,
+        }
         (root / "dash.json").write_text(json.dumps(cfg))
         self.log_path = root / "beacon.log"
         log = open(self.log_path, "wb")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "browser" / "dash_launcher.py"), str(root / "dash.json")],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "browser" / "dash_launcher.py"), str(root / "dash.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=HERE.parent,
+            env=env,
+        )
         log.close()
         deadline = time.monotonic() + 60
         while True:
@@ -91,8 +104,9 @@ cookie_name = "b_uid"
 
     def query(self, body: dict[str, Any], key: str = MALL_KEY, host: str = "shop.test") -> dict[str, Any]:
         """The API answer for `body`, read on the mall host (the API's host) with a mall or partner key."""
-        res = httpx.post(f"http://127.0.0.1:{self.port}/api/v2/query", json=body, timeout=30,
-                         headers={"host": host, "authorization": f"Bearer {key}"})
+        res = httpx.post(
+            f"http://127.0.0.1:{self.port}/api/v2/query", json=body, timeout=30, headers={"host": host, "authorization": f"Bearer {key}"}
+        )
         assert res.status_code == 200, res.text
         return res.json()
 
@@ -161,14 +175,14 @@ class Tab:
         class Params(dict):
             def getlist(self, name: str) -> list[str]:
                 return params.get(name, [])
+
         return panels.parse_state(Params({k: v[0] for k, v in params.items()}), dt.datetime.now(dt.timezone.utc).date())
 
     def card(self, metric: str) -> str:
         return self.page.inner_text(f".card[data-metric='{metric}'] .value")
 
     def column(self, panel: str) -> list[str]:
-        return self.page.eval_on_selector_all(f"[data-panel='{panel}'] tbody tr td:first-child",
-                                              "cells => cells.map(c => c.textContent)")
+        return self.page.eval_on_selector_all(f"[data-panel='{panel}'] tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
 
     def close(self) -> None:
         self.context.close()
@@ -188,9 +202,12 @@ def expect_headline(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "
         assert tab.card(metric) == shown(values[metric]), metric
     assert values["visitors"] > 0
     # Conversions light up when the API answers them (issue 12), and say so until then.
-    res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query",
-                     json=panels.totals_body(tab.state(), panels.HEADLINE + panels.COMMERCE),
-                     headers={"host": host, "authorization": f"Bearer {key}"}, timeout=30)
+    res = httpx.post(
+        f"http://127.0.0.1:{server.port}/api/v2/query",
+        json=panels.totals_body(tab.state(), panels.HEADLINE + panels.COMMERCE),
+        headers={"host": host, "authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     if res.status_code != 200:  # a 400 before issue 12's metrics, or any failure of the API
         assert tab.card("conversions") == tab.card("total_revenue") == "not available"
     else:
@@ -207,8 +224,12 @@ def expect_lists(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "sho
     for panel in panels.LISTS.values():
         if panel.name == "props":
             continue
-        res = httpx.post(f"http://127.0.0.1:{server.port}/api/v2/query", json=panels.list_body(panel, state),
-                         headers={"host": host, "authorization": f"Bearer {key}"}, timeout=30)
+        res = httpx.post(
+            f"http://127.0.0.1:{server.port}/api/v2/query",
+            json=panels.list_body(panel, state),
+            headers={"host": host, "authorization": f"Bearer {key}"},
+            timeout=30,
+        )
         box = f"[data-panel='{panel.name}']"
         if res.status_code != 200:
             assert tab.page.inner_text(f"{box} .na") == "Not available", panel.name
@@ -218,8 +239,7 @@ def expect_lists(tab: Tab, server: Server, key: str = MALL_KEY, host: str = "sho
         assert tab.column(panel.name) == (expected or ["No data for this period."]), panel.name
 
 
-def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(browser: Any, server: Server,
-                                                                             tmp_path: Path) -> None:
+def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(browser: Any, server: Server, tmp_path: Path) -> None:
     tab = Tab(browser, server.origin("shop.test"))
     tab.goto("/dashboard")
     assert tab.page.is_visible("form.signin")
@@ -321,8 +341,9 @@ def test_a_wrong_key_and_an_expired_session_get_the_sign_in_page(browser: Any, s
     tab.errors = [e for e in tab.errors if "401" not in e]  # the refused sign-in answers 401, as it should
     assert tab.page.is_visible("form.signin")
     stale = Sessions((SECRET,), 8 * 3600).dumps("mall", fingerprint(MALL_KEY), issued_at=time.time() - 9 * 3600)
-    tab.context.add_cookies([{"name": "beacon_dash", "value": stale, "domain": "shop.test", "path": "/dashboard",
-                              "httpOnly": True, "sameSite": "Strict"}])
+    tab.context.add_cookies(
+        [{"name": "beacon_dash", "value": stale, "domain": "shop.test", "path": "/dashboard", "httpOnly": True, "sameSite": "Strict"}]
+    )
     tab.goto("/dashboard")
     assert tab.page.is_visible("text=Your session expired; sign in again.")
     assert tab.page.is_visible("form.signin")

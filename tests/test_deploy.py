@@ -36,9 +36,23 @@ def compose() -> dict:
 
 def test_compose_has_the_whole_cluster_and_its_files_exist() -> None:
     services = compose()["services"]
-    for name in ("keeper-1", "keeper-2", "keeper-3", "ch-s1-r1", "ch-s1-r2", "ch-s2-r1", "ch-s2-r2",
-                 *(f"redis-{i}" for i in range(1, 7)), "redis-init", "migrate", "web-1", "web-2",
-                 "flusher-1", "flusher-2", "nginx"):
+    for name in (
+        "keeper-1",
+        "keeper-2",
+        "keeper-3",
+        "ch-s1-r1",
+        "ch-s1-r2",
+        "ch-s2-r1",
+        "ch-s2-r2",
+        *(f"redis-{i}" for i in range(1, 7)),
+        "redis-init",
+        "migrate",
+        "web-1",
+        "web-2",
+        "flusher-1",
+        "flusher-2",
+        "nginx",
+    ):
         assert name in services, name
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -78,16 +92,34 @@ def test_clickhouse_cluster_config_names_the_compose_hosts() -> None:
 
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
 def test_nginx_accepts_the_tls_front(tmp_path) -> None:
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=beacon.shop.example", "-keyout", tmp_path / "privkey.pem", "-out", tmp_path / "fullchain.pem"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=beacon.shop.example",
+            "-keyout",
+            tmp_path / "privkey.pem",
+            "-out",
+            tmp_path / "fullchain.pem",
+        ],
+        check=True,
+        capture_output=True,
+    )
     # Compose's service names resolve only inside compose: point the upstreams at loopback.
     conf = (DEPLOY / "nginx/beacon.conf").read_text().replace("/etc/nginx/tls", str(tmp_path))
     conf = conf.replace("web-1:8080", "127.0.0.1:18081").replace("web-2:8080", "127.0.0.1:18082")
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
     (tmp_path / "beacon.conf").write_text(conf)
-    (tmp_path / "nginx.conf").write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
-                                         f"events {{}}\nhttp {{\n  include {tmp_path}/beacon.conf;\n}}\n")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n  include {tmp_path}/beacon.conf;\n}}\n"
+    )
     out = subprocess.run(["nginx", "-t", "-c", tmp_path / "nginx.conf", "-p", tmp_path], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "test is successful" in out.stderr
@@ -104,8 +136,9 @@ def test_systemd_units_verify_clean(tmp_path) -> None:
         (tmp_path / name).write_text(text)
         units.append(str(tmp_path / name))
     assert len(units) == 3
-    out = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True,
-                         env={"SYSTEMD_LOG_LEVEL": "notice", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, env={"SYSTEMD_LOG_LEVEL": "notice", "PATH": "/usr/bin:/bin"}
+    )
     # Unknown keys are only warnings (exit 0): any output at all is a finding.
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "beacon" in ln]
     assert out.returncode == 0 and lines == [], out.stderr
@@ -127,8 +160,12 @@ def cluster_port() -> int:
 def test_redis_cluster_node_config_boots_in_cluster_mode(tmp_path) -> None:
     port = cluster_port()
     with open(tmp_path / "redis.log", "wb") as log:
-        proc = subprocess.Popen(["redis-server", str(DEPLOY / "redis/redis-cluster.conf"), "--port", str(port),
-                                 "--bind", "127.0.0.1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["redis-server", str(DEPLOY / "redis/redis-cluster.conf"), "--port", str(port), "--bind", "127.0.0.1"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         r = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=5)
         deadline = time.monotonic() + 20

@@ -23,14 +23,17 @@ def _client(exc: errors.BeaconError) -> TestClient:
     return TestClient(app)
 
 
-@pytest.mark.parametrize(("exc", "status"), [
-    (errors.BadRequest("limit must be 1..1000"), 400),
-    (errors.Forbidden("this key reads only its own partner scope"), 403),
-    (errors.NotFound("not found; use stats or events"), 404),
-    (errors.BodyTooLarge("body larger than 4096 bytes"), 413),
-    (errors.TooManyEvents("too many events: 3 > 2"), 413),
-    (errors.Unavailable("the query could not be answered now; try again"), 503),
-])
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.BadRequest("limit must be 1..1000"), 400),
+        (errors.Forbidden("this key reads only its own partner scope"), 403),
+        (errors.NotFound("not found; use stats or events"), 404),
+        (errors.BodyTooLarge("body larger than 4096 bytes"), 413),
+        (errors.TooManyEvents("too many events: 3 > 2"), 413),
+        (errors.Unavailable("the query could not be answered now; try again"), 503),
+    ],
+)
 def test_a_raised_error_is_answered_with_its_status_and_reason(exc, status):
     r = _client(exc).get("/x")
     assert r.status_code == status

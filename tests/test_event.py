@@ -74,7 +74,19 @@ def test_addresses_are_truncated_and_proxies_trusted_only_when_configured():
 
 
 def test_the_encoded_line_has_exactly_the_table_columns():
-    line = encode(event_id=uuid7(1.0), received_at=1.5, scope="mall", visitor_id="v", mode="cookie", event="pageview",
-                  url="u", referrer="", props={}, ip="203.0.113.0", user_agent="UA", transport="pixel")
+    line = encode(
+        event_id=uuid7(1.0),
+        received_at=1.5,
+        scope="mall",
+        visitor_id="v",
+        mode="cookie",
+        event="pageview",
+        url="u",
+        referrer="",
+        props={},
+        ip="203.0.113.0",
+        user_agent="UA",
+        transport="pixel",
+    )
     row = orjson.loads(line)
     assert row["received_at"] == "1.500" and row["scope"] == "mall" and row["transport"] == "pixel"

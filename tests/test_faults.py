@@ -47,24 +47,60 @@ class Cluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_")}
-        env.update({"BEACON_REDIS_URL": self.redis.url, "BEACON_SECRET_KEYS": KEY,
-                    "BEACON_CLICKHOUSE_URL": f"chdb:///{self.ch}", "BEACON_LOG_LEVEL": "warning"})
+        env.update(
+            {
+                "BEACON_REDIS_URL": self.redis.url,
+                "BEACON_SECRET_KEYS": KEY,
+                "BEACON_CLICKHOUSE_URL": f"chdb:///{self.ch}",
+                "BEACON_LOG_LEVEL": "warning",
+            }
+        )
         env.update(extra)
         return env
 
     def start_web(self) -> None:
         with open(self.logs / "web.log", "ab") as log:  # the child keeps its own copy of the descriptor
-            self.web = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--port", str(self.port),
-                                         "--data-dir", str(self.tmp / "web"), "--redis-timeout", "0.3"],
-                                        env=self.env(), stdout=log, stderr=log)
+            self.web = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "beacon",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.tmp / "web"),
+                    "--redis-timeout",
+                    "0.3",
+                ],
+                env=self.env(),
+                stdout=log,
+                stderr=log,
+            )
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200)
 
     def start_flusher(self, consumer: str, failpoint: str = "") -> None:
         env = self.env(BEACON_FAILPOINT=failpoint) if failpoint else self.env()
         with open(self.logs / f"flusher-{consumer}.log", "ab") as log:  # the child keeps its own copy
-            self.flusher = subprocess.Popen([sys.executable, "-m", "beacon", "flush", "--consumer", consumer,
-                                             "--claim-idle", "1", "--batch-rows", "300", "--batch-age", "0.3"],
-                                            env=env, stdout=log, stderr=log)
+            self.flusher = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "beacon",
+                    "flush",
+                    "--consumer",
+                    consumer,
+                    "--claim-idle",
+                    "1",
+                    "--batch-rows",
+                    "300",
+                    "--batch-age",
+                    "0.3",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
 
     def table_dir(self) -> Path:
         meta = (self.ch / "metadata" / "beacon" / "events.sql").read_text()
@@ -211,8 +247,13 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
             cl.start_web()
             time.sleep(2 + soak / 3)
         # Drain: spool empty, stream empty, flusher stopped cleanly.
-        wait_for(lambda: not list((tmp_path / "web" / "spool").glob("spool-*.log")) or
-                 all(p.stat().st_size == 0 for p in (tmp_path / "web" / "spool").glob("spool-*.log")), timeout=30)
+        wait_for(
+            lambda: (
+                not list((tmp_path / "web" / "spool").glob("spool-*.log"))
+                or all(p.stat().st_size == 0 for p in (tmp_path / "web" / "spool").glob("spool-*.log"))
+            ),
+            timeout=30,
+        )
         wait_for(lambda: r.xlen(STREAM) == 0 and r.hlen(manifests_key(STREAM)) == 0, timeout=60)
         cl.flusher.send_signal(signal.SIGTERM)
         assert cl.flusher.wait(30) == 0
@@ -222,14 +263,14 @@ def test_every_answered_event_reaches_clickhouse_exactly_once_through_faults(tmp
         got = count_in_clickhouse(cl.ch)
         answered = traffic.answered
         n = len(answered)
-        report.append(f"answered {n}, stored {got['count']}, unique event ids {got['uniq_event_id']}, "
-                      f"statuses {traffic.statuses}")
+        report.append(f"answered {n}, stored {got['count']}, unique event ids {got['uniq_event_id']}, statuses {traffic.statuses}")
         stored = got["n"]
         extra = sorted(set(stored) - answered)
         doubled = sorted({x for x in stored if stored.count(x) > 1}) if len(stored) != len(set(stored)) else []
         missing = sorted(answered - set(stored))
-        report.append(f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}; "
-                      f"answered but not stored: {len(missing)} {missing[:10]}")
+        report.append(
+            f"stored but not answered: {extra[:10]}; stored twice: {doubled[:10]}; answered but not stored: {len(missing)} {missing[:10]}"
+        )
         print("\n".join(report))
         assert n > 500
         assert got["count"] == n

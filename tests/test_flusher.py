@@ -90,8 +90,10 @@ def test_rows_clickhouse_rejects_go_to_the_dead_letter_stream_and_the_rest_lands
 
 
 def test_a_malformed_batch_leaves_no_partial_insert_behind(r, store, flush):
-    good = [f'{{"event_id":"0190a1b2-c3d4-7e5f-8a9b-{i:012d}","received_at":"1764061200.000","scope":"mall",'
-            f'"event":"x"}}'.encode() for i in range(5000)]
+    good = [
+        f'{{"event_id":"0190a1b2-c3d4-7e5f-8a9b-{i:012d}","received_at":"1764061200.000","scope":"mall","event":"x"}}'.encode()
+        for i in range(5000)
+    ]
     bad = b'{"event_id":"0190a1b2-c3d4-7e5f-8a9b-999999999999","received_at":"nope","scope":"mall"}'
     r.xadd(STREAM, {"d": b"\n".join(good[:4000] + [bad] + good[4000:]), "n": 5001})
     assert flush() == 5000
@@ -101,6 +103,7 @@ def test_a_malformed_batch_leaves_no_partial_insert_behind(r, store, flush):
 
 def test_dead_letter_list_replay_and_drop(r, redis_server, capsys):
     from beacon.cli import main
+
     dead = dead_letter_key(STREAM)
     for i in range(3):
         r.xadd(dead, {"d": f'{{"bad":{i}}}', "error": "Code: 117. Unknown field", "token": "t"})
@@ -145,9 +148,23 @@ def test_inserts_failing_at_random_points_still_land_every_row_once(r, store):
     if subprocess.run(["chattr", "--help"], capture_output=True).returncode not in (0, 1):
         pytest.fail("chattr is needed to make ClickHouse refuse inserts")
     for entry in range(40):  # written straight to the stream: 400 requests would cost more than the test
-        lines = [encode(event_id=uuid7(time.time()), received_at=time.time(), scope="mall", visitor_id="v", mode="cookie",
-                        event="pageview", url="", referrer="", props={"n": str(entry * 10 + i)}, ip="",
-                        user_agent="", transport="pixel") for i in range(10)]
+        lines = [
+            encode(
+                event_id=uuid7(time.time()),
+                received_at=time.time(),
+                scope="mall",
+                visitor_id="v",
+                mode="cookie",
+                event="pageview",
+                url="",
+                referrer="",
+                props={"n": str(entry * 10 + i)},
+                ip="",
+                user_agent="",
+                transport="pixel",
+            )
+            for i in range(10)
+        ]
         r.xadd(STREAM, {"d": b"\n".join(lines), "n": 10})
     table = table_dir(store)
     stop = threading.Event()
@@ -162,8 +179,7 @@ def test_inserts_failing_at_random_points_still_land_every_row_once(r, store):
             time.sleep(rng.random() * 0.03)
 
     errors = metrics.FLUSH_ERRORS._value.get()
-    flusher = Flusher(r, store, STREAM, "f", batch_rows=10, batch_age=0.05, claim_idle=0, read_count=10,
-                      max_backoff=0.05)
+    flusher = Flusher(r, store, STREAM, "f", batch_rows=10, batch_age=0.05, claim_idle=0, read_count=10, max_backoff=0.05)
     thread = threading.Thread(target=toggle)
     thread.start()
     try:

@@ -17,16 +17,19 @@ AUTH = {"authorization": f"Bearer {API_KEY}"}
 BAD_CURSOR = "1_------------------------------------"
 
 
-@pytest.mark.parametrize("query", [
-    "to=0001-01-01",
-    "to=9999-12-31T23:59:59-01:00",
-    "from=0001-01-01T00:00:00%2B01:00&to=0001-01-02",
-    "from=9999-12-31&to=9999-12-31T23:59:59.999999",
-    "from=1969-12-31&to=1970-01-02",
-    "to=2200-01-02",
-    "from=-0001-01-01",
-    "to=99999-01-01",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "to=0001-01-01",
+        "to=9999-12-31T23:59:59-01:00",
+        "from=0001-01-01T00:00:00%2B01:00&to=0001-01-02",
+        "from=9999-12-31&to=9999-12-31T23:59:59.999999",
+        "from=1969-12-31&to=1970-01-02",
+        "to=2200-01-02",
+        "from=-0001-01-01",
+        "to=99999-01-01",
+    ],
+)
 def test_extreme_dates_answer_400_with_a_reason(pclient, query):  # noqa: F811
     mall = pclient.get(f"{MALL}/api/v1/stats?{query}", headers=AUTH)
     assert mall.status_code == 400 and mall.json()["error"], query
@@ -39,19 +42,21 @@ def test_dates_at_the_edges_of_the_range_still_answer(pclient):  # noqa: F811
     assert res.status_code == 200 and res.json()["totals"]["events"] == 0
 
 
-@pytest.mark.parametrize("cursor", [
-    BAD_CURSOR,
-    "1_zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
-    "9999999999999999_aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",
-    "١٢_aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",  # non-ASCII digits
-    "1_aaaaaaaaaaaa4aaa8aaaaaaaaaaaaaaaa-----",
-    "1_" + "a" * 5000,
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        BAD_CURSOR,
+        "1_zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+        "9999999999999999_aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",
+        "١٢_aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",  # non-ASCII digits
+        "1_aaaaaaaaaaaa4aaa8aaaaaaaaaaaaaaaa-----",
+        "1_" + "a" * 5000,
+    ],
+)
 def test_a_forged_cursor_answers_400_on_me_and_on_partner_events(pclient, cookies, cursor):  # noqa: F811
     me = pclient.get(f"{MALL}/me", params={"before": cursor}, headers={"cookie": cookies})
     assert me.status_code == 400 and "cursor" in me.json()["error"]
-    events = pclient.get(f"{MALL}/api/v1/partners/a/events", params={"before": cursor},
-                         headers={"authorization": f"Bearer {A_KEY}"})
+    events = pclient.get(f"{MALL}/api/v1/partners/a/events", params={"before": cursor}, headers={"authorization": f"Bearer {A_KEY}"})
     assert events.status_code == 400 and "cursor" in events.json()["error"]
     partner_me = pclient.get(f"{A}/me", params={"before": cursor}, headers={"cookie": cookies})
     assert partner_me.status_code == 400
@@ -63,40 +68,46 @@ def test_a_bad_limit_answers_400_or_the_default(pclient, cookies, limit):  # noq
     assert res.status_code == (200 if limit == "" else 400)
 
 
-@pytest.mark.parametrize("to", [
-    "https://match.a.test/sync/../../evil",
-    "https://match.a.test/sync/%2e%2e/%2e%2e/evil",
-    "https://match.a.test/sync/%2E%2e/evil",
-    "https://match.a.test/sync/.%2E/evil",
-    "https://match.a.test/sync/x/../../evil",
-    "https://match.a.test/sync/%2f..%2f..%2fevil",
-    "https://match.a.test/sync/..%2fevil",
-    "https://match.a.test/sync/..%5Cevil",
-    "https://match.a.test/sync/%252e%252e/%252e%252e/evil",
-    "https://match.a.test/sync/..%252fevil",
-    "https://match.a.test/sync//evil.test/x",
-    "https://match.a.test/sync/%5c%5cevil.test",
-    "https://match.a.test//evil/sync",
-    "https://match.a.test:8443/sync",
-    "https://match.a.test:443@evil.test/sync",
-    "https://@match.a.test/sync",
-    "https://:@match.a.test/sync",
-    "HTTPS://EVIL.test/sync",
-    "https://match.a.test./sync",
-    "https://match.a.test/sync/..",
-])
+@pytest.mark.parametrize(
+    "to",
+    [
+        "https://match.a.test/sync/../../evil",
+        "https://match.a.test/sync/%2e%2e/%2e%2e/evil",
+        "https://match.a.test/sync/%2E%2e/evil",
+        "https://match.a.test/sync/.%2E/evil",
+        "https://match.a.test/sync/x/../../evil",
+        "https://match.a.test/sync/%2f..%2f..%2fevil",
+        "https://match.a.test/sync/..%2fevil",
+        "https://match.a.test/sync/..%5Cevil",
+        "https://match.a.test/sync/%252e%252e/%252e%252e/evil",
+        "https://match.a.test/sync/..%252fevil",
+        "https://match.a.test/sync//evil.test/x",
+        "https://match.a.test/sync/%5c%5cevil.test",
+        "https://match.a.test//evil/sync",
+        "https://match.a.test:8443/sync",
+        "https://match.a.test:443@evil.test/sync",
+        "https://@match.a.test/sync",
+        "https://:@match.a.test/sync",
+        "HTTPS://EVIL.test/sync",
+        "https://match.a.test./sync",
+        "https://match.a.test/sync/..",
+    ],
+)
 def test_sync_refuses_targets_a_browser_resolves_outside_the_prefix(pclient, cookies, to):  # noqa: F811
     res = pclient.get(f"{A}/sync?to={quote(to, safe='')}", headers={"cookie": cookies}, follow_redirects=False)
     assert res.status_code == 400 and "location" not in res.headers, to
     assert res.json()["error"]
 
 
-@pytest.mark.parametrize("to, location", [
-    ("HTTPS://Match.A.test:443/sync/x?u={uid}", f"https://match.a.test/sync/x?u={A_ID}"),
-    ("https://match.a.test/sync/./x/{uid}", f"https://match.a.test/sync/x/{A_ID}"),
-    ("https://match.a.test/sync/a/../b", "https://match.a.test/sync/b"),
-    ("https://match.a.test/sync/%2e/x", "https://match.a.test/sync/x"),
-])
+@pytest.mark.parametrize(
+    "to, location",
+    [
+        ("HTTPS://Match.A.test:443/sync/x?u={uid}", f"https://match.a.test/sync/x?u={A_ID}"),
+        ("https://match.a.test/sync/./x/{uid}", f"https://match.a.test/sync/x/{A_ID}"),
+        ("https://match.a.test/sync/a/../b", "https://match.a.test/sync/b"),
+        ("https://match.a.test/sync/%2e/x", "https://match.a.test/sync/x"),
+    ],
+)
 def test_sync_sends_the_url_as_a_browser_resolves_it(pclient, cookies, to, location):  # noqa: F811
     res = pclient.get(f"{A}/sync?to={quote(to, safe='')}", headers={"cookie": cookies}, follow_redirects=False)
     assert res.status_code == 302 and res.headers["location"] == location

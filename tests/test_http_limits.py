@@ -36,9 +36,21 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("wire")
     (data / "partners.toml").write_text(REGISTRY)
     port = free_port()
-    proc = start_beacon_up(data, port, data / "beacon.log", extra=(
-        "--partners-file", str(data / "partners.toml"), "--mall-hosts", "shop.test",
-        "--metrics-key", METRICS_KEY, "--header-timeout", "1"))
+    proc = start_beacon_up(
+        data,
+        port,
+        data / "beacon.log",
+        extra=(
+            "--partners-file",
+            str(data / "partners.toml"),
+            "--mall-hosts",
+            "shop.test",
+            "--metrics-key",
+            METRICS_KEY,
+            "--header-timeout",
+            "1",
+        ),
+    )
     yield port
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
@@ -82,8 +94,7 @@ def test_two_host_headers_answer_400_and_set_no_cookie(server):
     assert status(res) == 400 and b"Host" in res and cookies(res) == []
 
 
-@pytest.mark.parametrize("host", [b"shop.test/evil", b"u@shop.test", b"shop.test:80:80", b"shop test",
-                                  b"shop.test\\x", b"[::1"])
+@pytest.mark.parametrize("host", [b"shop.test/evil", b"u@shop.test", b"shop.test:80:80", b"shop test", b"shop.test\\x", b"[::1"])
 def test_an_invalid_host_value_answers_400(server, host):
     res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
     assert status(res) == 400 and cookies(res) == [], host
@@ -107,8 +118,9 @@ def test_an_absolute_form_target_is_served_for_its_own_authority(server):
         assert status(refused) == 400 and cookies(refused) == [], bad
 
 
-@pytest.mark.parametrize("target", [b"http://[zz/p.gif", b"http://ads.a.test:99999999/p.gif",
-                                    b"http://ads.a.test:80:80/p.gif", b"http://ads .a.test/p.gif"])
+@pytest.mark.parametrize(
+    "target", [b"http://[zz/p.gif", b"http://ads.a.test:99999999/p.gif", b"http://ads.a.test:80:80/p.gif", b"http://ads .a.test/p.gif"]
+)
 def test_an_absolute_target_with_an_invalid_authority_answers_400(server, target):
     """Found from outside: the authority replaced the Host header without the Host header's checks."""
     res = exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
@@ -118,32 +130,27 @@ def test_an_absolute_target_with_an_invalid_authority_answers_400(server, target
 @pytest.mark.parametrize("size", [70_000, 1_000_000])
 def test_a_huge_pixel_query_still_answers_the_gif_and_records_nothing(server, size):
     before = rejected(server, "query_too_long")
-    res = exchange(server, b"GET /p.gif?e=pageview&u=" + b"a" * size + b" HTTP/1.1\r\nHost: shop.test\r\n"
-                   b"Connection: close\r\n\r\n")
+    res = exchange(server, b"GET /p.gif?e=pageview&u=" + b"a" * size + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
     assert status(res) == 200 and res.endswith(b";") and b"GIF89a" in res
     assert rejected(server, "query_too_long") == before + 1
 
 
 def test_a_huge_target_elsewhere_answers_414(server):
-    res = exchange(server, b"GET /api/v1/stats?from=" + b"1" * 70_000 + b" HTTP/1.1\r\nHost: shop.test\r\n"
-                   b"Connection: close\r\n\r\n")
+    res = exchange(server, b"GET /api/v1/stats?from=" + b"1" * 70_000 + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
     assert status(res) == 414
     path = exchange(server, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
     assert status(path) == 414
 
 
 def test_header_fields_over_the_limit_answer_431(server):
-    res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nCookie: bcn=" + b"A" * 40_000 +
-                   b"\r\nConnection: close\r\n\r\n")
+    res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nCookie: bcn=" + b"A" * 40_000 + b"\r\nConnection: close\r\n\r\n")
     assert status(res) == 431 and cookies(res) == []
-    within = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nCookie: bcn=" + b"A" * 16_000 +
-                      b"\r\nConnection: close\r\n\r\n")
+    within = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nCookie: bcn=" + b"A" * 16_000 + b"\r\nConnection: close\r\n\r\n")
     assert status(within) == 200
 
 
 def test_an_8_mb_header_is_refused_not_answered(server):
-    res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nX-Big: " + b"a" * 8_000_000 +
-                   b"\r\nConnection: close\r\n\r\n")
+    res = exchange(server, b"GET /p.gif HTTP/1.1\r\nHost: shop.test\r\nX-Big: " + b"a" * 8_000_000 + b"\r\nConnection: close\r\n\r\n")
     assert status(res) in (0, 431)  # 431 (read while the server drops the rest), or a reset under load
     assert b"GIF89a" not in res
     assert httpx.get(f"http://127.0.0.1:{server}/healthz").text == "ok"
@@ -176,16 +183,17 @@ def test_a_silent_connection_is_closed_after_the_timeout(server):
 def test_a_body_that_stops_coming_is_cut_off_after_the_timeout(server):
     """Found from outside: `POST /e` with Content-Length 100 and 5 bytes sent was held open for good."""
     start = time.monotonic()
-    res = exchange(server, b"POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\n"
-                           b"Content-Length: 100\r\n\r\n{\"e\":", wait=20)
+    res = exchange(server, b'POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n{"e":', wait=20)
     assert status(res) == 408 and b"body" in res and time.monotonic() - start < 10
 
 
 def test_a_body_that_keeps_coming_gets_its_time_per_read(server):
     body = b'{"e": "slow", "u": "https://shop.test/"}'
     with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
-        s.sendall(b"POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body))
+        s.sendall(
+            b"POST /e HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         for part in (body[:10], body[10:20], body[20:]):  # 1.8 s in all, 0.6 s apart: under 1 s each
             time.sleep(0.6)
             s.sendall(part)
@@ -193,8 +201,9 @@ def test_a_body_that_keeps_coming_gets_its_time_per_read(server):
 
 
 def test_a_request_answered_before_its_body_is_closed_without_a_stray_answer(server):
-    res = exchange(server, b"POST /api/v2/query HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: 100\r\n\r\n{", wait=20)
+    res = exchange(
+        server, b"POST /api/v2/query HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", wait=20
+    )
     assert status(res) == 401 and res.count(b"HTTP/1.1 ") == 1
 
 
@@ -216,8 +225,9 @@ def test_health_answers_by_ip_with_mall_hosts_set(server):
 
 
 def test_the_partner_api_answers_on_the_partners_host(server):
-    res = httpx.get(f"http://127.0.0.1:{server}/api/v1/partners/a/stats",
-                    headers={"host": "ads.a.test", "authorization": f"Bearer {A_KEY}"})
+    res = httpx.get(
+        f"http://127.0.0.1:{server}/api/v1/partners/a/stats", headers={"host": "ads.a.test", "authorization": f"Bearer {A_KEY}"}
+    )
     assert res.status_code == 200 and res.json()["scope"] == "a"
 
 

@@ -19,6 +19,7 @@ def signed(vid: str, key: str = KEY, salt: str = SALT, age: float = 0) -> str:
     class Old(_Signer):
         def get_timestamp(self) -> int:
             return int(time.time() - age)
+
     return Old(key, salt=salt).sign(vid).decode()
 
 
@@ -35,8 +36,7 @@ def test_a_new_visitor_gets_a_cookie_with_exact_attributes(client):
 
 
 def test_cookie_name_domain_path_and_max_age_are_configurable(make_client):
-    c = make_client(cookie_name="mall_id", cookie_domain="shop.test", cookie_path="/t", cookie_max_age="3600",
-                    cookie_secure="false")
+    c = make_client(cookie_name="mall_id", cookie_domain="shop.test", cookie_path="/t", cookie_max_age="3600", cookie_secure="false")
     header = c.get("/p.gif").headers["set-cookie"]
     assert header.split("; ")[1:] == ["Max-Age=3600", "Path=/t", "Domain=shop.test", "HttpOnly", "SameSite=Lax"]
     assert header.startswith("mall_id=")
@@ -128,7 +128,7 @@ def test_a_remembered_cookie_with_one_byte_changed_is_verified_and_refused():
     cookie = signed(VID)
     assert ident.visitor(cookie) == (VID, None)
     i = cookie.rindex(".") + 1  # the signature's first character (the last one carries padding bits)
-    forged = cookie[:i] + ("A" if cookie[i] != "A" else "B") + cookie[i + 1:]
+    forged = cookie[:i] + ("A" if cookie[i] != "A" else "B") + cookie[i + 1 :]
     vid, set_cookie = ident.visitor(forged)
     assert vid != VID and set_cookie is not None
     assert ident.visitor(cookie) == (VID, None)

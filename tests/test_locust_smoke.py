@@ -22,7 +22,8 @@ LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None,
-    reason="locust is not installed: pip install -e '.[load]' (or '.[test]' once it lists locust)")
+    reason="locust is not installed: pip install -e '.[load]' (or '.[test]' once it lists locust)",
+)
 
 
 @pytest.fixture
@@ -46,13 +47,41 @@ def test_locust_mix_passes_and_every_counted_event_arrives(beacon_up, tmp_path):
     base, data = beacon_up
     key = (data / "mall_api_key").read_text().strip()
     count_file = tmp_path / "count.json"
-    env = {**os.environ, "BEACON_MALL_API_KEY": key, "BEACON_LOAD_COUNT_FILE": str(count_file),
-           "BEACON_LOAD_MAX_FAIL_RATIO": "0",
-           # the latency threshold is for operators on their own machines; a test checks counts, never speed
-           "BEACON_LOAD_MAX_P99_MS": "600000", "BEACON_LOAD_PARTNERS": ""}
-    run = subprocess.run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "10", "-r", "5",
-                          "-t", "15s", "--stop-timeout", "5", "--only-summary", "--host", base],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    env = {
+        **os.environ,
+        "BEACON_MALL_API_KEY": key,
+        "BEACON_LOAD_COUNT_FILE": str(count_file),
+        "BEACON_LOAD_MAX_FAIL_RATIO": "0",
+        # the latency threshold is for operators on their own machines; a test checks counts, never speed
+        "BEACON_LOAD_MAX_P99_MS": "600000",
+        "BEACON_LOAD_PARTNERS": "",
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "-u",
+            "10",
+            "-r",
+            "5",
+            "-t",
+            "15s",
+            "--stop-timeout",
+            "5",
+            "--only-summary",
+            "--host",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     counted = json.loads(count_file.read_text())
     assert counted["events"] > 0 and counted["pixel_events"] > 0 and counted["beacon_events"] > 0, counted

@@ -30,13 +30,15 @@ PARTITION BY toYYYYMM(received_at)
 ORDER BY (scope, received_at, event_id)
 TTL toDateTime(received_at) + INTERVAL 395 DAY
 SETTINGS non_replicated_deduplication_window = 1000"""
-OLD_ROWS = (b'{"event_id":"01936a1e-0000-7000-8000-000000000001","received_at":"1764000000.000","scope":"mall",'
-            b'"visitor_id":"v1","mode":"cookie","event":"pageview","url":"https://shop.test/?utm_source=x",'
-            b'"referrer":"https://www.google.com/","props":{},"ip":"81.2.69.0","user_agent":"curl/8","is_bot":1,'
-            b'"transport":"pixel"}\n'
-            b'{"event_id":"01936a1e-0000-7000-8000-000000000002","received_at":"1764000001.000","scope":"mall",'
-            b'"visitor_id":"v2","mode":"cookie","event":"add_to_cart","url":"https://shop.test/cart","referrer":"",'
-            b'"props":{"sku":"X-1"},"ip":"8.8.8.0","user_agent":"","is_bot":0,"transport":"beacon"}\n')
+OLD_ROWS = (
+    b'{"event_id":"01936a1e-0000-7000-8000-000000000001","received_at":"1764000000.000","scope":"mall",'
+    b'"visitor_id":"v1","mode":"cookie","event":"pageview","url":"https://shop.test/?utm_source=x",'
+    b'"referrer":"https://www.google.com/","props":{},"ip":"81.2.69.0","user_agent":"curl/8","is_bot":1,'
+    b'"transport":"pixel"}\n'
+    b'{"event_id":"01936a1e-0000-7000-8000-000000000002","received_at":"1764000001.000","scope":"mall",'
+    b'"visitor_id":"v2","mode":"cookie","event":"add_to_cart","url":"https://shop.test/cart","referrer":"",'
+    b'"props":{"sku":"X-1"},"ip":"8.8.8.0","user_agent":"","is_bot":0,"transport":"beacon"}\n'
+)
 NEW = [name for name, _ in COLUMNS[13:35]]  # enrichment (issue 11): strings, '' on old rows
 COMMERCE = [name for name, _ in COLUMNS[35:]]  # issue 12: '' / 0 / [] on old rows
 
@@ -56,18 +58,21 @@ def test_migrate_adds_the_new_columns_and_old_rows_read_empty(store):
     try:
         prev.migrate()
         prev.migrate()  # safe to repeat
-        got = prev.query("SELECT name, type FROM system.columns WHERE database = 'beacon_prev' AND table = 'events' "
-                         "ORDER BY position")
+        got = prev.query("SELECT name, type FROM system.columns WHERE database = 'beacon_prev' AND table = 'events' ORDER BY position")
         assert got == [(n, t) for n, t in COLUMNS]
         old = prev.query(f"SELECT visitor_id, event, props, {', '.join(NEW)} FROM beacon_prev.events ORDER BY visitor_id")
         assert old == [("v1", "pageview", {}, *[""] * 22), ("v2", "add_to_cart", {"sku": "X-1"}, *[""] * 22)]
         shop = prev.query("SELECT order_id, toString(revenue), currency, coupon, length(items) FROM beacon_prev.events")
         assert shop == [("", "0", "", "", 0)] * 2
         # a row of the new release lands beside them with its derived columns
-        prev.insert_lines(OLD_ROWS.split(b"\n")[0][:-1].replace(b"-000000000001", b"-000000000003")
-                          .replace(b'"v1"', b'"v3"') + b',"utm_source":"x","channel":"Unassigned","country":"GB"}\n', "new")
+        prev.insert_lines(
+            OLD_ROWS.split(b"\n")[0][:-1].replace(b"-000000000001", b"-000000000003").replace(b'"v1"', b'"v3"')
+            + b',"utm_source":"x","channel":"Unassigned","country":"GB"}\n',
+            "new",
+        )
         assert prev.query("SELECT utm_source, channel, country, browser FROM beacon_prev.events WHERE visitor_id = 'v3'") == [
-            ("x", "Unassigned", "GB", "")]
+            ("x", "Unassigned", "GB", "")
+        ]
     finally:
         store.command("DROP DATABASE IF EXISTS beacon_prev")
 
@@ -87,8 +92,13 @@ def test_beacon_migrate_command_upgrades_a_chdb_table_of_the_previous_release(tm
         c.command({PREVIOUS.format(table="prev.events")!r})
         c.raw_insert("prev.events", None, {OLD_ROWS!r}, fmt="JSONEachRow")
         """)
-    done = subprocess.run([sys.executable, "-m", "beacon", "migrate", "--clickhouse-url", dsn, "--database", "prev"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "beacon", "migrate", "--clickhouse-url", dsn, "--database", "prev"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     out = _python(f"""
         import clickhouse_connect

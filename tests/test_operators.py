@@ -21,8 +21,9 @@ from .conftest import free_port, start_beacon_up
 
 
 def beacon(*args: str, env: dict[str, str] | None = None, cwd: object = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "beacon", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "beacon", *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, cwd=cwd
+    )
 
 
 def one_line(res: subprocess.CompletedProcess[str]) -> str:
@@ -79,8 +80,7 @@ def test_a_port_in_use_is_one_line_and_nothing_is_printed_or_generated(tmp_path)
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
-    assert "not a directory" in one_line(beacon("up", "--data-dir", str(tmp_path / "afile"),
-                                                "--port", str(free_port())))
+    assert "not a directory" in one_line(beacon("up", "--data-dir", str(tmp_path / "afile"), "--port", str(free_port())))
     assert "afile" in one_line(beacon("migrate", "--data-dir", str(tmp_path / "afile")))
 
 

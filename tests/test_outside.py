@@ -24,20 +24,28 @@ from .test_operators import beacon, one_line
 
 def test_ordering_by_conversions_or_customers_answers(day):  # noqa: F811
     """The README's advice for revenue ("order by conversions") used to be a 503."""
-    rows = ask(day, metrics=["visitors", "conversions"], dimensions=["event:goal"],
-               order_by=[["conversions", "desc"], ["event:goal", "asc"]])
+    rows = ask(
+        day, metrics=["visitors", "conversions"], dimensions=["event:goal"], order_by=[["conversions", "desc"], ["event:goal", "asc"]]
+    )
     assert [(r["dimensions"][0], r["metrics"][1]) for r in rows] == [
-        ("add_to_cart", 4), ("product_view", 4), ("purchase", 4), ("begin_checkout", 3)]
+        ("add_to_cart", 4),
+        ("product_view", 4),
+        ("purchase", 4),
+        ("begin_checkout", 3),
+    ]
     [row] = ask(day, metrics=["visitors", "customers"], order_by=[["customers", "desc"]])
     assert row["metrics"] == [6, 2]
 
 
-@pytest.mark.parametrize("metrics, expected", [
-    (["conversions"], [4]),
-    (["customers", "visitors"], [2, 6]),
-    (["total_revenue"], [{"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]),
-    (["conversion_rate", "visitors"], [66.67, 6]),
-])
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [
+        (["conversions"], [4]),
+        (["customers", "visitors"], [2, 6]),
+        (["total_revenue"], [{"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]),
+        (["conversion_rate", "visitors"], [66.67, 6]),
+    ],
+)
 def test_the_default_order_works_whatever_metric_comes_first(day, metrics, expected):  # noqa: F811
     """Without order_by the first metric orders the rows; one that cannot be ordered by
     (revenue per currency, a rate) is skipped instead of refusing a query nobody ordered."""
@@ -59,34 +67,42 @@ def test_a_csv_export_writes_revenue_cells_as_json(day):  # noqa: F811
 
 
 def test_ordering_by_conversions_over_http_is_not_a_503(day, client):  # noqa: F811
-    res = client.post("/api/v2/query", headers={"authorization": f"Bearer {API_KEY}"},
-                      json={"metrics": ["conversions"], "date_range": [DAY, DAY],
-                            "order_by": [["conversions", "desc"]]})
+    res = client.post(
+        "/api/v2/query",
+        headers={"authorization": f"Bearer {API_KEY}"},
+        json={"metrics": ["conversions"], "date_range": [DAY, DAY], "order_by": [["conversions", "desc"]]},
+    )
     assert res.status_code == 200, res.text
 
 
 # -- Operators: one line, nothing printed as up, nothing broken -----------------------------
 
 
-@pytest.mark.parametrize("flag, value, named", [
-    ("--port", "70000", "BEACON_PORT"),
-    ("--port", "-1", "BEACON_PORT"),
-    ("--retention-days", "-5", "BEACON_RETENTION_DAYS"),  # a TTL in the past deletes every row
-    ("--max-body-bytes", "-1", "BEACON_MAX_BODY_BYTES"),
-    ("--batch-rows", "0", "BEACON_BATCH_ROWS"),
-    ("--cookie-name", "bcn;Domain=evil.example", "BEACON_COOKIE_NAME"),
-    ("--mall-hosts", "localhost:8080", "BEACON_MALL_HOSTS"),  # never matches a Host: everything 404
-])
+@pytest.mark.parametrize(
+    "flag, value, named",
+    [
+        ("--port", "70000", "BEACON_PORT"),
+        ("--port", "-1", "BEACON_PORT"),
+        ("--retention-days", "-5", "BEACON_RETENTION_DAYS"),  # a TTL in the past deletes every row
+        ("--max-body-bytes", "-1", "BEACON_MAX_BODY_BYTES"),
+        ("--batch-rows", "0", "BEACON_BATCH_ROWS"),
+        ("--cookie-name", "bcn;Domain=evil.example", "BEACON_COOKIE_NAME"),
+        ("--mall-hosts", "localhost:8080", "BEACON_MALL_HOSTS"),  # never matches a Host: everything 404
+    ],
+)
 def test_a_bad_value_is_one_line_and_nothing_starts(tmp_path, flag, value, named):
     res = beacon("up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()), f"{flag}={value}")
     assert named in one_line(res)
     assert "Beacon is up" not in res.stdout and not (tmp_path / "d" / "redis").exists()
 
 
-@pytest.mark.parametrize("setting, value, named", [
-    ("BEACON_GEOIP_DB", "/etc/hostname", "BEACON_GEOIP_DB"),
-    ("BEACON_PARTNERS_FILE", "/etc/hostname", "/etc/hostname"),
-])
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [
+        ("BEACON_GEOIP_DB", "/etc/hostname", "BEACON_GEOIP_DB"),
+        ("BEACON_PARTNERS_FILE", "/etc/hostname", "/etc/hostname"),
+    ],
+)
 def test_a_bad_file_stops_up_before_it_says_up(tmp_path, setting, value, named):
     """These used to print "Beacon is up", the snippet and a key, then a flusher warning and the error."""
     res = beacon("up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()), env={setting: value})
@@ -114,9 +130,12 @@ def test_forget_on_a_data_dir_without_events_is_one_line(tmp_path, target):
 
 def test_up_prints_the_port_it_bound_and_a_mall_host_when_hosts_are_set(tmp_path):
     data = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", "0",
-                             "--mall-hosts", "shop.test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beacon", "up", "--data-dir", str(data), "--port", "0", "--mall-hosts", "shop.test"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -157,6 +176,7 @@ console.log(JSON.stringify(sent));
 @pytest.fixture
 def prefixed(make_client, tmp_path):
     from .test_partners import REGISTRY
+
     path = tmp_path / "partners.toml"
     path.write_text(REGISTRY)
     return make_client(partners_file=str(path), mall_hosts="shop.test")
@@ -169,22 +189,24 @@ def test_beacon_js_is_served_under_the_partner_prefix_and_sends_there(prefixed):
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/javascript")
     mall = prefixed.get("https://shop.test/beacon.js")
     assert mall.status_code == 200 and res.headers["etag"] != mall.headers["etag"]
-    assert prefixed.get("https://shop.test/partners/a/beacon.js",
-                        headers={"if-none-match": res.headers["etag"]}).status_code == 304
+    assert prefixed.get("https://shop.test/partners/a/beacon.js", headers={"if-none-match": res.headers["etag"]}).status_code == 304
     assert prefixed.get("https://shop.test/partners/nobody/beacon.js").status_code == 404
     assert prefixed.get("https://shop.test/partners/a/healthz").status_code == 200
     node = shutil.which("node")
     if node is None:  # the server half above always runs; the script's half needs node
         pytest.skip("node is not installed")
-    for script, src, endpoint in [(res.text, "https://shop.test/partners/a/beacon.js", "https://shop.test/partners/a/e"),
-                                  (mall.text, "https://shop.test/beacon.js", "https://shop.test/e")]:
+    for script, src, endpoint in [
+        (res.text, "https://shop.test/partners/a/beacon.js", "https://shop.test/partners/a/e"),
+        (mall.text, "https://shop.test/beacon.js", "https://shop.test/e"),
+    ]:
         out = subprocess.run([node, "-e", NODE_HARNESS, src], input=script, capture_output=True, text=True, timeout=30)
         assert json.loads(out.stdout) == [endpoint], out.stderr
 
 
 def test_a_pageview_sent_to_the_prefix_lands_in_the_partner_scope(prefixed, flush, rows):
-    res = prefixed.post("https://shop.test/partners/a/e", content=b'{"e":"pageview","u":"https://shop.test/x"}',
-                        headers={"content-type": "text/plain"})
+    res = prefixed.post(
+        "https://shop.test/partners/a/e", content=b'{"e":"pageview","u":"https://shop.test/x"}', headers={"content-type": "text/plain"}
+    )
     assert res.status_code == 204
     assert flush() == 1 and [r["scope"] for r in rows()] == ["a"]
 

@@ -53,8 +53,7 @@ def pclient(make_client, tmp_path):
 @pytest.fixture
 def cookies(pclient):
     core = pclient.app.core
-    sign = {sc_id: Identity(core.resolver.partners[sc_id] if sc_id != "mall" else core.mall, (KEY,)).sign
-            for sc_id in ("mall", "a", "b")}
+    sign = {sc_id: Identity(core.resolver.partners[sc_id] if sc_id != "mall" else core.mall, (KEY,)).sign for sc_id in ("mall", "a", "b")}
     return f"bcn={sign['mall'](MALL_ID)}; a_uid={sign['a'](A_ID)}; b_uid={sign['b'](B_ID)}"
 
 
@@ -118,8 +117,7 @@ def test_the_path_fallback_serves_a_partner_with_a_path_scoped_cookie(pclient, c
     res = pclient.get(f"{MALL}/partners/b/p.gif")
     [cookie] = set_cookies(res)
     assert cookie.startswith("b_uid=")
-    assert cookie.split("; ")[1:] == ["Max-Age=31536000", "Path=/partners/b/", "Secure", "HttpOnly",
-                                      "SameSite=None", "Partitioned"]
+    assert cookie.split("; ")[1:] == ["Max-Age=31536000", "Path=/partners/b/", "Secure", "HttpOnly", "SameSite=None", "Partitioned"]
     pclient.get(f"{MALL}/partners/b/p.gif?e=again", headers={"cookie": cookies})
     flush()
     assert [(r["scope"], r["visitor_id"]) for r in rows()][1] == ("b", B_ID)
@@ -162,6 +160,7 @@ HOSTILE = [
 @pytest.mark.parametrize("to", HOSTILE)
 def test_sync_refuses_every_hostile_target(pclient, cookies, to):
     from urllib.parse import quote
+
     res = pclient.get(f"{A}/sync?to={quote(to, safe='')}", headers={"cookie": cookies}, follow_redirects=False)
     assert res.status_code == 400, to
     assert "location" not in res.headers
@@ -170,8 +169,12 @@ def test_sync_refuses_every_hostile_target(pclient, cookies, to):
 
 def test_sync_redirects_to_the_allowlist_with_only_the_partners_own_id(pclient, cookies):
     from urllib.parse import quote
-    res = pclient.get(f"{A}/sync?to={quote('https://match.a.test/sync?uid={uid}&m=%7Buid%7D', safe='')}",
-                      headers={"cookie": cookies}, follow_redirects=False)
+
+    res = pclient.get(
+        f"{A}/sync?to={quote('https://match.a.test/sync?uid={uid}&m=%7Buid%7D', safe='')}",
+        headers={"cookie": cookies},
+        follow_redirects=False,
+    )
     assert res.status_code == 302
     assert res.headers["location"] == f"https://match.a.test/sync?uid={A_ID}&m={A_ID}"
     assert MALL_ID not in str(res.headers) and B_ID not in str(res.headers)
@@ -187,16 +190,28 @@ def test_partner_keys_read_only_their_own_scope(pclient, cookies, flush):
     pclient.get(f"{MALL}/p.gif?e=m1", headers={"cookie": cookies})
     flush()
     auth_a = {"authorization": f"Bearer {A_KEY}"}
-    for path in ["/api/v1/partners/b/stats", "/api/v1/partners/b/events", "/api/v1/partners/b/stats/",
-                 "/api/v1/partners/B/events", "/api/v1/partners/%62/events", "/api/v1/partners/%2562/events",
-                 "/api/v1/partners/a/%2e%2e/b/events", "/api/v1/partners/a%2f..%2fb/events",
-                 "/api/v1/partners/A/events", "/api/v1/partners/mall/events", "/api/v1/partners/b/events?scope=a"]:
+    for path in [
+        "/api/v1/partners/b/stats",
+        "/api/v1/partners/b/events",
+        "/api/v1/partners/b/stats/",
+        "/api/v1/partners/B/events",
+        "/api/v1/partners/%62/events",
+        "/api/v1/partners/%2562/events",
+        "/api/v1/partners/a/%2e%2e/b/events",
+        "/api/v1/partners/a%2f..%2fb/events",
+        "/api/v1/partners/A/events",
+        "/api/v1/partners/mall/events",
+        "/api/v1/partners/b/events?scope=a",
+    ]:
         res = pclient.get(MALL + path, headers=auth_a)
         assert res.status_code == 403, path
         assert "b1" not in res.text
-    for headers, status in [({}, 401), ({"authorization": "Bearer wrong"}, 401),
-                            ({"authorization": f"Bearer {A_KEY}x"}, 401),
-                            ({"authorization": "Bearer mall-api-key-for-tests"}, 401)]:
+    for headers, status in [
+        ({}, 401),
+        ({"authorization": "Bearer wrong"}, 401),
+        ({"authorization": f"Bearer {A_KEY}x"}, 401),
+        ({"authorization": "Bearer mall-api-key-for-tests"}, 401),
+    ]:
         assert pclient.get(f"{MALL}/api/v1/partners/a/events", headers=headers).status_code == status
     own = pclient.get(f"{MALL}/api/v1/partners/a/events?scope=b", headers=auth_a)
     assert own.status_code == 200
@@ -216,8 +231,9 @@ def test_partner_events_page_newest_first_as_json_or_ndjson(pclient, cookies, fl
     auth = {"authorization": f"Bearer {A_KEY}"}
     seen, cursor = [], None
     while True:
-        res = pclient.get(f"{MALL}/api/v1/partners/a/events", params={"limit": 3, **({"before": cursor} if cursor else {})},
-                          headers=auth).json()
+        res = pclient.get(
+            f"{MALL}/api/v1/partners/a/events", params={"limit": 3, **({"before": cursor} if cursor else {})}, headers=auth
+        ).json()
         seen += [e["event"] for e in res["events"]]
         cursor = res["next"]
         if not cursor:
@@ -233,6 +249,7 @@ def test_a_rotated_out_key_gets_401(make_client, tmp_path):
     path = tmp_path / "partners.toml"
     path.write_text(REGISTRY)
     from beacon.cli import main
+
     assert main(["partners", "rotate-key", "--id", "a", "--partners-file", str(path)]) == 0
     client = make_client(partners_file=str(path), mall_hosts="shop.test")
     assert client.get(f"{MALL}/api/v1/partners/a/stats", headers={"authorization": f"Bearer {A_KEY}"}).status_code == 401
@@ -263,15 +280,18 @@ def test_gpc_or_opt_out_means_no_partner_cookie_and_no_partner_event(pclient, co
     assert [r["scope"] for r in rows()] == ["mall"]
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[[partner]]\nid = "a"\nhosts = ["x.test"]\n\n[[partner]]\nid = "Bad Id"\n', "line 5 (partner #2): id 'Bad Id'"),
-    ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nhosts2 = 1\n', "line 1 (partner #1): unknown keys ['hosts2']"),
-    ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nname = \n', "at line 4"),
-    ('[[partner]]\nid = "a"\nhosts = ["shop.test"]\n', "already belongs to 'mall'"),
-    ('[[partner]]\nid = "a"\nhosts = ["x.test"]\ncookie_name = "bcn"\n', "cookie_name 'bcn' already used by 'mall'"),
-    ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nsync_allow = ["javascript:x"]\n', "sync_allow entry"),
-    ('[[partner]]\nid = "mall"\nhosts = ["x.test"]\n', "not 'mall'"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[[partner]]\nid = "a"\nhosts = ["x.test"]\n\n[[partner]]\nid = "Bad Id"\n', "line 5 (partner #2): id 'Bad Id'"),
+        ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nhosts2 = 1\n', "line 1 (partner #1): unknown keys ['hosts2']"),
+        ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nname = \n', "at line 4"),
+        ('[[partner]]\nid = "a"\nhosts = ["shop.test"]\n', "already belongs to 'mall'"),
+        ('[[partner]]\nid = "a"\nhosts = ["x.test"]\ncookie_name = "bcn"\n', "cookie_name 'bcn' already used by 'mall'"),
+        ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nsync_allow = ["javascript:x"]\n', "sync_allow entry"),
+        ('[[partner]]\nid = "mall"\nhosts = ["x.test"]\n', "not 'mall'"),
+    ],
+)
 def test_an_invalid_registry_fails_at_start_up_naming_the_line(make_client, tmp_path, text, message):
     path = tmp_path / "p.toml"
     path.write_text(text)

@@ -20,9 +20,11 @@ def test_pixel_answers_the_43_byte_gif_with_its_headers(client):
 
 def test_a_pixel_hit_becomes_one_row_with_every_field_right(client, flush, rows):
     before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    res = client.get("/p.gif", params={"e": "pageview", "u": "https://shop.test/shoes?id=7", "r": "https://search.test/",
-                                       "p.campaign": "winter", "p.slot": "top"},
-                     headers={"user-agent": "Mozilla/5.0 (X11) Firefox/140.0"})
+    res = client.get(
+        "/p.gif",
+        params={"e": "pageview", "u": "https://shop.test/shoes?id=7", "r": "https://search.test/", "p.campaign": "winter", "p.slot": "top"},
+        headers={"user-agent": "Mozilla/5.0 (X11) Firefox/140.0"},
+    )
     visitor = res.cookies["bcn"].split(".")[0]
     assert flush() == 1
     [row] = rows()
@@ -83,6 +85,7 @@ def test_secret_keys_are_required():
 
     from beacon import config
     from beacon.app import create_app
+
     with pytest.raises(config.ConfigError, match="BEACON_SECRET_KEYS"):
         create_app(config.load({"redis_url": "redis://127.0.0.1:1"}, environ={}))
     assert KEY  # the fixtures sign with a real key
@@ -92,6 +95,7 @@ def test_event_ids_are_uuid7_and_increase_within_a_millisecond():
     import time
 
     from beacon.event import uuid7
+
     t = round(time.time() + 86400, 3)  # later than any id this process made so far
     ids = [uuid7(t) for _ in range(5000)]
     assert len(set(ids)) == 5000
@@ -105,6 +109,7 @@ def test_the_readme_lists_every_setting():
     from pathlib import Path
 
     from beacon.config import OPTIONS
+
     readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
     missing = [o.env for o in OPTIONS if f"`{o.env}`" not in readme or f"`{o.flag}`" not in readme]
     assert missing == []

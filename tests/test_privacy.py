@@ -22,6 +22,7 @@ def make_pclient(make_client, tmp_path):
 
     def make(**kw):
         return make_client(partners_file=str(path), mall_hosts="shop.test", **kw)
+
     return make
 
 
@@ -29,8 +30,7 @@ def test_ip_is_stored_truncated_and_no_pii_column_exists(client, flush, rows, st
     client.get("/p.gif", headers={"user-agent": CHROME})
     flush()
     assert rows()[0]["ip"] == "203.0.113.0"
-    cols = {c for c, in store.query(f"SELECT name FROM system.columns WHERE database = '{store.database}' "
-                                     f"AND table = '{store.table}'")}
+    cols = {c for (c,) in store.query(f"SELECT name FROM system.columns WHERE database = '{store.database}' AND table = '{store.table}'")}
     assert not cols & {"email", "name", "phone", "cookie", "raw_ip", "address"}
 
 
@@ -125,6 +125,7 @@ def test_a_visitor_sees_and_forgets_its_own_data(make_pclient, flush, rows, capl
 
 def test_operators_forget_a_visitor_from_the_cli(client, flush, rows, store, make_settings, caplog):
     from beacon.privacy import forget_visitor
+
     cookie = set_cookies(client.get("/p.gif"))[0].split(";")[0]
     client.get("/p.gif", headers={"cookie": cookie})
     flush()
@@ -151,6 +152,7 @@ def test_bots_are_flagged_excluded_from_reports_or_dropped(make_client, flush, r
 
 def test_migrate_applies_a_changed_retention(store):
     from beacon.store import Store
+
     changed = Store(store.dsn, store.database, store.table, 30, store.dedup_window)
     changed._client, changed._lock = store._client, store._lock  # one chDB engine per process
     changed.migrate()

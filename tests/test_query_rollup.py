@@ -27,12 +27,25 @@ ALL = ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_durati
 _ids = itertools.count(1)
 
 
-def event(vid: str, at: dt.datetime, page: str, *, name: str = "pageview", bot: int = 0, scope: str = "mall",
-          **fields: Any) -> dict[str, Any]:
-    return {"event_id": f"00000000-0000-7000-9000-{next(_ids):012d}", "received_at": f"{at.timestamp():.3f}",
-            "scope": scope, "visitor_id": vid, "mode": "cookie", "event": name, "url": "https://shop.test" + page,
-            "referrer": "", "props": {}, "ip": "203.0.113.0", "user_agent": "UA", "is_bot": bot, "transport": "pixel",
-            **fields}
+def event(
+    vid: str, at: dt.datetime, page: str, *, name: str = "pageview", bot: int = 0, scope: str = "mall", **fields: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": f"00000000-0000-7000-9000-{next(_ids):012d}",
+        "received_at": f"{at.timestamp():.3f}",
+        "scope": scope,
+        "visitor_id": vid,
+        "mode": "cookie",
+        "event": name,
+        "url": "https://shop.test" + page,
+        "referrer": "",
+        "props": {},
+        "ip": "203.0.113.0",
+        "user_agent": "UA",
+        "is_bot": bot,
+        "transport": "pixel",
+        **fields,
+    }
 
 
 def scripted() -> list[dict[str, Any]]:
@@ -42,19 +55,28 @@ def scripted() -> list[dict[str, Any]]:
     fb = {"utm_source": "fb", "utm_medium": "social", "utm_campaign": "autumn", "source": "Facebook"}
     rows = [
         # one visit across midnight: 23:50, 23:55, 00:10 (15 min gap), 00:20
-        event("cross", m - 10 * mins, "/a", source="Google", country="DE"), event("cross", m - 5 * mins, "/b"),
-        event("cross", m + 10 * mins, "/c"), event("cross", m + 20 * mins, "/d"),
+        event("cross", m - 10 * mins, "/a", source="Google", country="DE"),
+        event("cross", m - 5 * mins, "/b"),
+        event("cross", m + 10 * mins, "/c"),
+        event("cross", m + 20 * mins, "/d"),
         # a gap over 30 minutes at midnight: two visits
-        event("gap", m - 20 * mins, "/a", source="Bing"), event("gap", m + 15 * mins, "/b", source="Google"),
+        event("gap", m - 20 * mins, "/a", source="Bing"),
+        event("gap", m + 15 * mins, "/b", source="Google"),
         # a campaign carried from the evening before, a new campaign mid-visit after midnight: split by the range,
         # not by the day alone
-        event("camp", m - 40 * mins, "/a", **news), event("camp", m - 10 * mins, "/b"),
-        event("camp", m + 10 * mins, "/c"), event("camp", m + 20 * mins, "/d", **fb), event("camp", m + 25 * mins, "/e"),
+        event("camp", m - 40 * mins, "/a", **news),
+        event("camp", m - 10 * mins, "/b"),
+        event("camp", m + 10 * mins, "/c"),
+        event("camp", m + 20 * mins, "/d", **fb),
+        event("camp", m + 25 * mins, "/e"),
         # a campaign mid-visit on a day with no campaign before: no split
-        event("late", m + 5 * 60 * mins, "/a"), event("late", m + 5 * 60 * mins + 5 * mins, "/b", **fb),
+        event("late", m + 5 * 60 * mins, "/a"),
+        event("late", m + 5 * 60 * mins + 5 * mins, "/b", **fb),
         # bots, cookieless events, another scope
-        event("bot-1", m - 2 * mins, "/a", bot=1), event("bot-1", m + 2 * mins, "/b", bot=1),
-        event("", m + 3 * mins, "/x"), event("", m - 3 * mins, "/y"),
+        event("bot-1", m - 2 * mins, "/a", bot=1),
+        event("bot-1", m + 2 * mins, "/b", bot=1),
+        event("", m + 3 * mins, "/x"),
+        event("", m - 3 * mins, "/y"),
         event("p", m + 1 * mins, "/a", scope="partner"),
     ]
     rnd = random.Random(11)
@@ -63,8 +85,17 @@ def scripted() -> list[dict[str, Any]]:
         for _ in range(rnd.randrange(1, 9)):
             at += dt.timedelta(minutes=rnd.choice([1, 5, 20, 29, 31, 45, 200]))
             extra = rnd.choice([{}, {}, news, fb, {"source": "Google"}])
-            rows.append(event(f"r{v}", at, rnd.choice(["/a", "/b", "/c"]), name=rnd.choice(["pageview", "pageview", "click"]),
-                              bot=int(rnd.random() < 0.05), device=rnd.choice(["desktop", "mobile"]), **extra))
+            rows.append(
+                event(
+                    f"r{v}",
+                    at,
+                    rnd.choice(["/a", "/b", "/c"]),
+                    name=rnd.choice(["pageview", "pageview", "click"]),
+                    bot=int(rnd.random() < 0.05),
+                    device=rnd.choice(["desktop", "mobile"]),
+                    **extra,
+                )
+            )
     return rows
 
 
@@ -96,15 +127,13 @@ QUERIES = [
     {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:source"]},
     {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:utm_campaign", "visit:device"]},
     {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:entry_page"]},
-    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:exit_page"],
-     "filters": [["is_not", "visit:source", ["Bing"]]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:exit_page"], "filters": [["is_not", "visit:source", ["Bing"]]]},
     {"metrics": ["visitors", "visits"], "date_range": RANGE, "filters": [["contains", "visit:entry_page", ["/a"]]]},
 ]
 
 
 @pytest.mark.parametrize("body", QUERIES)
-def test_rollup_answers_what_the_query_time_plan_answers(data: Any, body: dict[str, Any],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollup_answers_what_the_query_time_plan_answers(data: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     rolled, plain = both(data, body, monkeypatch)
     assert rolled == plain and plain
 
@@ -112,11 +141,15 @@ def test_rollup_answers_what_the_query_time_plan_answers(data: Any, body: dict[s
 def test_the_rollup_is_read_and_flags_the_visitors_it_cannot_give(data: Any) -> None:
     query.run(data, "mall", {"metrics": ["visits"], "date_range": RANGE}, now=NOW)
     days = data.query(f"SELECT DISTINCT day FROM {rollup.visits_table(data)} WHERE scope = 'mall'")
-    with_events = data.query(f"SELECT DISTINCT toDate(received_at) FROM {data.full_table} WHERE scope = 'mall' "
-                             f"AND is_bot = 0 AND toDate(received_at) BETWEEN '{RANGE[0]}' AND '{RANGE[1]}'")
+    with_events = data.query(
+        f"SELECT DISTINCT toDate(received_at) FROM {data.full_table} WHERE scope = 'mall' "
+        f"AND is_bot = 0 AND toDate(received_at) BETWEEN '{RANGE[0]}' AND '{RANGE[1]}'"
+    )
     assert set(with_events) <= set(days) and len(with_events) >= 2  # rows of other tests' days may remain
-    flagged = data.query(f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE (link = 1 OR cut = 1) "
-                         "AND vkey IN (cityHash64('cross'), cityHash64('camp'))")[0][0]
+    flagged = data.query(
+        f"SELECT count(DISTINCT vkey) FROM {rollup.visits_table(data)} WHERE (link = 1 OR cut = 1) "
+        "AND vkey IN (cityHash64('cross'), cityHash64('camp'))"
+    )[0][0]
     assert flagged == 2
 
 
@@ -133,13 +166,15 @@ def test_the_rollup_follows_new_events_and_forgotten_visitors(data: Any, monkeyp
     assert again == plain == before
 
 
-@pytest.mark.parametrize("body", [
-    {"metrics": ["visitors", "pageviews", "events"], "date_range": RANGE, "dimensions": ["time:day"]},
-    {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["time:day"], "include": {"bots": True}},
-    {"metrics": ["events", "visitors"], "date_range": RANGE},
-])
-def test_daily_counts_from_the_rollup_equal_the_events(data: Any, body: dict[str, Any],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metrics": ["visitors", "pageviews", "events"], "date_range": RANGE, "dimensions": ["time:day"]},
+        {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["time:day"], "include": {"bots": True}},
+        {"metrics": ["events", "visitors"], "date_range": RANGE},
+    ],
+)
+def test_daily_counts_from_the_rollup_equal_the_events(data: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     rolled, plain = both(data, body, monkeypatch)
     assert rolled == plain and plain
 
@@ -156,14 +191,15 @@ def test_migrate_adds_the_rollup_to_a_table_of_the_previous_release(store: Any, 
     try:
         prev.migrate()
         prev.migrate()  # safe to repeat: the old rows are summed once
-        assert prev.query(f"SELECT scope, day, is_bot, sum(events) FROM {rollup.days_table(prev)} "
-                          "GROUP BY scope, day, is_bot ORDER BY is_bot") == [
-            ("mall", dt.date(2025, 11, 24), 0, 1), ("mall", dt.date(2025, 11, 24), 1, 1)]
+        assert prev.query(
+            f"SELECT scope, day, is_bot, sum(events) FROM {rollup.days_table(prev)} GROUP BY scope, day, is_bot ORDER BY is_bot"
+        ) == [("mall", dt.date(2025, 11, 24), 0, 1), ("mall", dt.date(2025, 11, 24), 1, 1)]
         body = {"metrics": ALL, "date_range": ["2025-11-24", "2025-11-24"], "include": {"bots": True}}
         rolled, plain = both(prev, body, monkeypatch)
         assert rolled == plain == [{"dimensions": [], "metrics": [2, 2, 1, 2, 50, 0, 0.5]}]
-        prev.insert_lines(OLD_ROWS.replace(b"-000000000001", b"-000000000003").replace(
-            b"-000000000002", b"-000000000004"), "new-release-rollup")  # new inserts reach the day sums
+        prev.insert_lines(
+            OLD_ROWS.replace(b"-000000000001", b"-000000000003").replace(b"-000000000002", b"-000000000004"), "new-release-rollup"
+        )  # new inserts reach the day sums
         assert prev.query(f"SELECT sum(events) FROM {rollup.days_table(prev)}") == [(4,)]
     finally:
         store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")

@@ -96,4 +96,3 @@ def test_files_left_by_failed_replays_are_replayed_later_in_write_order(tmp_path
     assert Spool(tmp_path, 1 << 20).replay(r, "st") == 6
     assert [f[b"d"] for _, f in r.xrange("st")] == [b"l1", b"l2", b"l3", b"l4", b"l5", b"l6"]
     assert not list(tmp_path.glob("spool-*.log"))
-

@@ -34,8 +34,7 @@ def test_stats_count_events_pageviews_visitors_pages_and_referrers(client, flush
     assert body["totals"] == {"events": 9, "pageviews": 8, "visitors": 4}
     assert body["interval"] == "day"
     assert sum(p["events"] for p in body["series"]) == 9
-    assert body["top_pages"] == [{"url": "https://shop.test/shoes", "pageviews": 5},
-                                 {"url": "https://shop.test/", "pageviews": 3}]
+    assert body["top_pages"] == [{"url": "https://shop.test/shoes", "pageviews": 5}, {"url": "https://shop.test/", "pageviews": 3}]
     assert body["top_referrers"] == [{"referrer": "https://search.test/", "events": 3}]
 
 
@@ -50,8 +49,11 @@ def test_stats_respect_the_time_range(client, flush):
 
 
 def test_bad_ranges_get_400_with_a_reason(client):
-    for params, reason in [({"interval": "week"}, "interval"), ({"from": "yesterday"}, "ISO 8601"),
-                           ({"from": "2026-02-01", "to": "2026-01-01"}, "before")]:
+    for params, reason in [
+        ({"interval": "week"}, "interval"),
+        ({"from": "yesterday"}, "ISO 8601"),
+        ({"from": "2026-02-01", "to": "2026-01-01"}, "before"),
+    ]:
         res = client.get("/api/v1/stats", params=params, headers=AUTH)
         assert res.status_code == 400 and reason in res.json()["error"]
 
@@ -76,10 +78,11 @@ def test_metrics_count_every_pixel_and_accepted_event(make_client):
 
     def scraped() -> tuple[float, float]:
         text = client.get("/metrics", headers={"authorization": "Bearer metrics-key-for-tests"}).text
-        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line and not line.startswith("#")}
-        return (values.get('beacon_requests_total{route="pixel",status="200"}', 0.0),
-                values.get('beacon_events_accepted_total{scope="mall"}', 0.0))
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+        return (
+            values.get('beacon_requests_total{route="pixel",status="200"}', 0.0),
+            values.get('beacon_events_accepted_total{scope="mall"}', 0.0),
+        )
 
     pixels, accepted = scraped()
     for _ in range(7):

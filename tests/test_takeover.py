@@ -52,8 +52,7 @@ def kill_a_flusher_mid_batch(redis_server, r) -> None:
 
 
 def stored(store) -> tuple[int, int]:
-    return tuple(store.query(f"SELECT count(), uniqExact(props['n']) FROM {store.full_table} "
-                             "WHERE event = 'takeover'")[0])
+    return tuple(store.query(f"SELECT count(), uniqExact(props['n']) FROM {store.full_table} WHERE event = 'takeover'")[0])
 
 
 def run_flusher(r, store, consumer: str) -> tuple[Flusher, threading.Thread]:

@@ -23,12 +23,20 @@ UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"}
 
 def start_serve(redis_url: str, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BEACON_", "PROMETHEUS_"))}
-    env.update({"BEACON_REDIS_URL": redis_url, "BEACON_SECRET_KEYS": KEY, "BEACON_DATA_DIR": str(data),
-                "BEACON_CLICKHOUSE_URL": "http://127.0.0.1:1", "BEACON_COOKIE_SECURE": "false",
-                "BEACON_METRICS_KEY": METRICS_KEY})
+    env.update(
+        {
+            "BEACON_REDIS_URL": redis_url,
+            "BEACON_SECRET_KEYS": KEY,
+            "BEACON_DATA_DIR": str(data),
+            "BEACON_CLICKHOUSE_URL": "http://127.0.0.1:1",
+            "BEACON_COOKIE_SECURE": "false",
+            "BEACON_METRICS_KEY": METRICS_KEY,
+        }
+    )
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "beacon", "serve", "--workers", "2", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beacon", "serve", "--workers", "2", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -58,6 +66,7 @@ def hit(port: int, n: int) -> None:
             return conn.getresponse().status
         finally:
             conn.close()
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         assert set(pool.map(one, range(n))) == {200}
 
@@ -67,8 +76,7 @@ def serving_workers(metrics_dir: Path) -> set[str]:
     out = set()
     for f in metrics_dir.glob("counter_*.db"):
         for metric in MultiProcessCollector.merge([str(f)], accumulate=False):
-            if any(s.name == "beacon_requests_total" and s.labels.get("route") == "pixel" and s.value > 0
-                   for s in metric.samples):
+            if any(s.name == "beacon_requests_total" and s.labels.get("route") == "pixel" and s.value > 0 for s in metric.samples):
                 out.add(f.name.split("_")[1])
     return out
 

@@ -48,8 +48,7 @@ class Ops:
             await core.redis.ping()
             redis_health = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
             entries, age, dead = await stream_backlog(core.redis, core.streams)  # every shard
-            backlog = {"entries": entries, "oldest_age_seconds": round(age, 3), "dead_letters": dead,
-                       "shards": len(core.streams)}
+            backlog = {"entries": entries, "oldest_age_seconds": round(age, 3), "dead_letters": dead, "shards": len(core.streams)}
         except Exception as exc:  # noqa: BLE001 - the page reports Redis down instead of failing
             redis_health = {"ok": False, "error": str(exc)[:200]}
         started = time.perf_counter()
@@ -60,11 +59,17 @@ class Ops:
             "redis": redis_health,
             "clickhouse": clickhouse,
             "stream": backlog,
-            "spool": {"bytes": sum(spool.size() for spool in spools),
-                      "degraded": any(spool.degraded for spool in spools)},
-            "flush": {"rows_per_second": round(self.flush_rate(), 2), "rows": _total(metrics.FLUSH_ROWS),
-                      "batches": _total(metrics.FLUSH_BATCHES), "errors": _total(metrics.FLUSH_ERRORS)},
+            "spool": {"bytes": sum(spool.size() for spool in spools), "degraded": any(spool.degraded for spool in spools)},
+            "flush": {
+                "rows_per_second": round(self.flush_rate(), 2),
+                "rows": _total(metrics.FLUSH_ROWS),
+                "batches": _total(metrics.FLUSH_BATCHES),
+                "errors": _total(metrics.FLUSH_ERRORS),
+            },
             "ingest": _samples(metrics.EVENTS_ACCEPTED, "scope"),
-            "drops": {**_samples(metrics.EVENTS_REJECTED, "reason"), "lost": _total(metrics.EVENTS_LOST),
-                      "spool_full": _total(metrics.SPOOL_FULL)},
+            "drops": {
+                **_samples(metrics.EVENTS_REJECTED, "reason"),
+                "lost": _total(metrics.EVENTS_LOST),
+                "spool_full": _total(metrics.SPOOL_FULL),
+            },
         }

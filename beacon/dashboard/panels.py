@@ -27,20 +27,23 @@ class Panel:
     metrics: tuple[str, ...] = ("visitors",)
 
 
-LISTS: dict[str, Panel] = {p.name: p for p in (
-    Panel("pages", "Top pages", "event:page", ("visitors", "pageviews")),
-    Panel("entry_pages", "Entry pages", "visit:entry_page", ("visitors", "visits")),
-    Panel("exit_pages", "Exit pages", "visit:exit_page", ("visitors", "visits")),
-    Panel("sources", "Sources", "visit:source"),
-    Panel("channels", "Channels", "visit:channel"),
-    Panel("campaigns", "Campaigns", "visit:utm_campaign"),
-    Panel("browsers", "Browsers", "visit:browser"),
-    Panel("os", "Operating systems", "visit:os"),
-    Panel("devices", "Devices", "visit:device"),
-    Panel("countries", "Countries", "visit:country"),
-    Panel("events", "Custom events", "event:name", ("visitors", "events")),
-    Panel("props", "Event properties", "event:props:", ("visitors", "events")),
-)}
+LISTS: dict[str, Panel] = {
+    p.name: p
+    for p in (
+        Panel("pages", "Top pages", "event:page", ("visitors", "pageviews")),
+        Panel("entry_pages", "Entry pages", "visit:entry_page", ("visitors", "visits")),
+        Panel("exit_pages", "Exit pages", "visit:exit_page", ("visitors", "visits")),
+        Panel("sources", "Sources", "visit:source"),
+        Panel("channels", "Channels", "visit:channel"),
+        Panel("campaigns", "Campaigns", "visit:utm_campaign"),
+        Panel("browsers", "Browsers", "visit:browser"),
+        Panel("os", "Operating systems", "visit:os"),
+        Panel("devices", "Devices", "visit:device"),
+        Panel("countries", "Countries", "visit:country"),
+        Panel("events", "Custom events", "event:name", ("visitors", "events")),
+        Panel("props", "Event properties", "event:props:", ("visitors", "events")),
+    )
+}
 FILTERABLE = frozenset(p.dimension for p in LISTS.values() if p.name != "props")
 
 
@@ -58,8 +61,7 @@ class State:
 
     def previous(self) -> State:
         days = (self.end - self.start).days + 1
-        return dataclasses.replace(self, start=self.start - dt.timedelta(days=days),
-                                   end=self.end - dt.timedelta(days=days))
+        return dataclasses.replace(self, start=self.start - dt.timedelta(days=days), end=self.end - dt.timedelta(days=days))
 
     def date_range(self) -> list[str]:
         return [self.start.isoformat(), self.end.isoformat()]
@@ -102,9 +104,14 @@ def parse_state(params: Mapping[str, str] | Any, today: dt.date) -> State:
 
 def list_body(panel: Panel, state: State, limit: int = 10) -> dict[str, Any]:
     dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
-    return {"metrics": list(panel.metrics), "date_range": state.date_range(), "dimensions": [dimension],
-            "filters": state.v2_filters(), "order_by": [[panel.metrics[0], "desc"], [dimension, "asc"]],
-            "pagination": {"limit": limit, "offset": 0}}
+    return {
+        "metrics": list(panel.metrics),
+        "date_range": state.date_range(),
+        "dimensions": [dimension],
+        "filters": state.v2_filters(),
+        "order_by": [[panel.metrics[0], "desc"], [dimension, "asc"]],
+        "pagination": {"limit": limit, "offset": 0},
+    }
 
 
 def totals_body(state: State, metrics: Sequence[str] = HEADLINE) -> dict[str, Any]:
@@ -113,8 +120,13 @@ def totals_body(state: State, metrics: Sequence[str] = HEADLINE) -> dict[str, An
 
 def series_body(state: State) -> dict[str, Any]:
     dimension = "time:hour" if state.start == state.end else "time:day"
-    return {"metrics": ["visitors", "pageviews"], "date_range": state.date_range(), "dimensions": [dimension],
-            "filters": state.v2_filters(), "order_by": [[dimension, "asc"]]}
+    return {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": state.date_range(),
+        "dimensions": [dimension],
+        "filters": state.v2_filters(),
+        "order_by": [[dimension, "asc"]],
+    }
 
 
 def funnel_body(state: State) -> dict[str, Any]:

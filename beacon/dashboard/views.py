@@ -40,8 +40,7 @@ Runner = Callable[..., dict[str, Any]]  # query.run or funnel.run
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
-CSP = ("default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'; object-src 'none'")
+CSP = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
@@ -63,18 +62,21 @@ class Dashboard:
         self.ops = Ops(core)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
         self.static = StaticFiles(directory=HERE / "static")
-        self.app = Starlette(routes=[
-            Route("/dashboard", self.page, methods=["GET"]),
-            Route("/dashboard/", self.slash, methods=["GET"]),
-            Route("/dashboard/login", self.login, methods=["POST"]),
-            Route("/dashboard/logout", self.logout, methods=["POST"]),
-            Route("/dashboard/api/panel/{name}", self.panel, methods=["GET"]),
-            Route("/dashboard/api/csv/{name}", self.csv, methods=["GET"]),
-            Route("/dashboard/ops", self.ops_page, methods=["GET"]),
-            Route("/dashboard/ops/login", self.ops_login, methods=["POST"]),
-            Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
-            Mount("/dashboard/static", app=self.static),
-        ], middleware=[Middleware(GZipMiddleware, minimum_size=800)])
+        self.app = Starlette(
+            routes=[
+                Route("/dashboard", self.page, methods=["GET"]),
+                Route("/dashboard/", self.slash, methods=["GET"]),
+                Route("/dashboard/login", self.login, methods=["POST"]),
+                Route("/dashboard/logout", self.logout, methods=["POST"]),
+                Route("/dashboard/api/panel/{name}", self.panel, methods=["GET"]),
+                Route("/dashboard/api/csv/{name}", self.csv, methods=["GET"]),
+                Route("/dashboard/ops", self.ops_page, methods=["GET"]),
+                Route("/dashboard/ops/login", self.ops_login, methods=["POST"]),
+                Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
+                Mount("/dashboard/static", app=self.static),
+            ],
+            middleware=[Middleware(GZipMiddleware, minimum_size=800)],
+        )
 
     async def dispatch(self, scope: Any, receive: Receive, send: Send, resolve: Any) -> bool:
         """Serve the request when it is for a dashboard of a scope this host serves; else False."""
@@ -97,12 +99,12 @@ class Dashboard:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
-                            if k.encode() not in present]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
                 if scope.get("scheme") == "https":  # browsers ignore (and complain about) COOP over http
                     headers.append((b"cross-origin-opener-policy", b"same-origin"))
                 message = {**message, "headers": headers}
             await send(message)
+
         await self.app(inner, receive, send_secured)
 
     # -- who is asking -----------------------------------------------------------------------------------
@@ -157,10 +159,20 @@ class Dashboard:
     def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False) -> HTMLResponse:
         sc = self.scope_of(request)
         base = self.base(sc)
-        label = ("Mall API key or metrics key" if self.metrics_key() else "Mall API key") if ops else (
-            "Mall API key" if sc.id == MALL else "Partner API key")
-        response = self.render("signin.html", status, base=base, title="Operators" if ops else self.title(sc),
-                               message=message, action=base + ("/ops/login" if ops else "/login"), label=label)
+        label = (
+            ("Mall API key or metrics key" if self.metrics_key() else "Mall API key")
+            if ops
+            else ("Mall API key" if sc.id == MALL else "Partner API key")
+        )
+        response = self.render(
+            "signin.html",
+            status,
+            base=base,
+            title="Operators" if ops else self.title(sc),
+            message=message,
+            action=base + ("/ops/login" if ops else "/login"),
+            label=label,
+        )
         if request.cookies.get(self.cookie_name(sc)) and not ops:
             self.clear_cookie(response, sc)
         return response
@@ -175,8 +187,15 @@ class Dashboard:
         response.delete_cookie(self.cookie_name(sc), path=self.base(sc), httponly=True, samesite="strict")
 
     def set_session(self, request: Request, response: Response, name: str, path: str, scope: str, key_fp: str) -> None:
-        response.set_cookie(name, self.sessions.dumps(scope, key_fp), max_age=self.sessions.max_age, path=path,
-                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        response.set_cookie(
+            name,
+            self.sessions.dumps(scope, key_fp),
+            max_age=self.sessions.max_age,
+            path=path,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
 
     # -- operators: the mall's session, or one opened with the metrics key (BEACON_METRICS_KEY) -------------
 
@@ -200,8 +219,7 @@ class Dashboard:
         if not ok:
             return self.signin(request, why)
         sc = self.scope_of(request)
-        return self.render("dashboard.html", base=self.base(sc), title=self.title(sc), is_mall=sc.id == MALL,
-                           lists=panels.LISTS.values())
+        return self.render("dashboard.html", base=self.base(sc), title=self.title(sc), is_mall=sc.id == MALL, lists=panels.LISTS.values())
 
     async def login(self, request: Request) -> Response:
         sc = self.scope_of(request)
@@ -263,8 +281,7 @@ class Dashboard:
     async def ask(self, scope: str, body: dict[str, Any], runner: Runner = query.run) -> dict[str, Any]:
         """A panel's query through the same code as `/api/v2/query` (or `/api/v2/funnel`), with the same settings."""
         try:
-            return await asyncio.to_thread(runner, self.core.store, scope, body,
-                                           visit_timeout=self.core.settings.visit_timeout)
+            return await asyncio.to_thread(runner, self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout)
         except query.QueryError as exc:
             raise Unavailable(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - one failing query costs its panel, not the page (no 500)
@@ -286,8 +303,9 @@ class Dashboard:
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
             if name == "funnel":
                 answer = await self.ask(sc.id, panels.funnel_body(state), funnel.run)
-                rows = [[next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]]
-                        for s in answer.get("steps", [])]
+                rows = [
+                    [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in answer.get("steps", [])
+                ]
                 note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
                 return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows, "note": note}
             panel = panels.LISTS.get(name)
@@ -353,8 +371,9 @@ class Dashboard:
             writer.writerows([plain(v) for v in row] for row in data["rows"])
         sc = self.scope_of(request)
         filename = f"{sc.id}-{name}.csv"
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                        headers={"content-disposition": f'attachment; filename="{filename}"'})
+        return Response(
+            out.getvalue(), media_type="text/csv; charset=utf-8", headers={"content-disposition": f'attachment; filename="{filename}"'}
+        )
 
 
 async def form_key(request: Request, limit: int = 4096) -> str:

@@ -29,7 +29,7 @@ def _parser() -> Parser:
 
 
 def _browser_name(family: str) -> str:
-    """"Mobile Safari" -> "Safari", "Chrome Mobile" -> "Chrome": the device column says mobile."""
+    """ "Mobile Safari" -> "Safari", "Chrome Mobile" -> "Chrome": the device column says mobile."""
     if family == "Other":
         return ""
     return " ".join(w for w in family.split() if w != "Mobile") or family
@@ -49,8 +49,7 @@ class Agents:
         kind = ua_kind.UserAgent.__new__(ua_kind.UserAgent)  # classify our parse, without parsing again
         kind.ua_string = ua
         kind.browser = ua_kind.parse_browser(b.family, b.major, b.minor, b.patch) if b else ua_kind.parse_browser("Other")
-        kind.os = ua_kind.parse_operating_system(o.family, o.major, o.minor, o.patch) if o else \
-            ua_kind.parse_operating_system("Other")
+        kind.os = ua_kind.parse_operating_system(o.family, o.major, o.minor, o.patch) if o else ua_kind.parse_operating_system("Other")
         kind.device = ua_kind.parse_device(d.family, d.brand, d.model) if d else ua_kind.parse_device("Other", None, None)
         if is_bot or kind.is_bot:
             device = "bot"

@@ -29,7 +29,7 @@ def campaign(url: str) -> dict[str, str]:
     if q < 0 or not maybe(url):
         return {}
     out: dict[str, str] = {}
-    for part in url[q + 1:].partition("#")[0].split("&"):
+    for part in url[q + 1 :].partition("#")[0].split("&"):
         if part.partition("=")[0] not in _WANTED:
             continue
         for k, v in parse_qsl(part, keep_blank_values=False):

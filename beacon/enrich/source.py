@@ -23,8 +23,15 @@ DATA = Path(__file__).parent / "data" / "referrers.json"
 
 DIRECT = "Direct"
 # A click id names the network that sent the click even when the referrer was stripped.
-CLICK_ID_SOURCE = {"gclid": "Google", "gbraid": "Google", "wbraid": "Google", "msclkid": "Bing",
-                   "fbclid": "Facebook", "ttclid": "TikTok", "li_fat_id": "LinkedIn"}
+CLICK_ID_SOURCE = {
+    "gclid": "Google",
+    "gbraid": "Google",
+    "wbraid": "Google",
+    "msclkid": "Bing",
+    "fbclid": "Facebook",
+    "ttclid": "TikTok",
+    "li_fat_id": "LinkedIn",
+}
 PAID_SEARCH_IDS = ("gclid", "gbraid", "wbraid", "msclkid")  # set only on ad clicks
 PAID_SOCIAL_IDS = ("ttclid", "li_fat_id")  # fbclid is on organic Facebook links too: not paid
 PAID_MEDIUM = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*)$")
@@ -40,7 +47,7 @@ def host_of(url: str) -> str:
     start = url.find("://")
     if start < 0:
         return ""
-    rest = url[start + 3:]
+    rest = url[start + 3 :]
     for sep in "/?#":
         i = rest.find(sep)
         if i >= 0:
@@ -132,8 +139,7 @@ def on_host(url: str, host: str) -> bool:
     return j == len(url) or url[j] in "/?#:"
 
 
-def classify(sources: Sources, internal: Internal, page_host: str, ref_host: str,
-             camp: Mapping[str, str]) -> tuple[str, str]:
+def classify(sources: Sources, internal: Internal, page_host: str, ref_host: str, camp: Mapping[str, str]) -> tuple[str, str]:
     """(source, channel) of one event from the hosts of its page and referrer (host_of) and its
     campaign fields. utm_source wins over the referrer; an internal referrer counts as none; an
     unknown referrer's source is its host."""

@@ -64,16 +64,19 @@ def main() -> None:
     ref = args.ref
     if args.source:
         try:
-            ref = subprocess.run(["git", "-C", args.source, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                 check=True).stdout.strip()
+            ref = subprocess.run(["git", "-C", args.source, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             pass  # not a git checkout: --ref names what it is
-    doc = {"source": f"https://github.com/{REPO}", "ref": ref, "license": "CC0-1.0",
-           "updated": dt.date.today().isoformat(), "hosts": dict(sorted(build(texts).items()))}
+    doc = {
+        "source": f"https://github.com/{REPO}",
+        "ref": ref,
+        "license": "CC0-1.0",
+        "updated": dt.date.today().isoformat(),
+        "hosts": dict(sorted(build(texts).items())),
+    }
     # One host a line, so an update reads as a short diff.
     head = json.dumps({k: v for k, v in doc.items() if k != "hosts"}, ensure_ascii=False)[:-1]
-    rows = ",\n".join(f"{json.dumps(h, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
-                       for h, v in doc["hosts"].items())
+    rows = ",\n".join(f"{json.dumps(h, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}" for h, v in doc["hosts"].items())
     OUT.write_text(f'{head}, "hosts": {{\n{rows}\n}}}}\n', encoding="utf-8")
     print(f"{OUT}: {len(doc['hosts'])} host patterns from {REPO}@{ref}")
 

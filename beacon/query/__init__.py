@@ -27,12 +27,13 @@ DEFAULT_VISIT_TIMEOUT = 30
 
 
 def _half_up(value: Fraction, places: int = 0) -> Fraction:
-    scale = 10 ** places
+    scale = 10**places
     return Fraction(int(value * scale + Fraction(1, 2)), scale) if value >= 0 else -_half_up(-value, places)
 
 
-def _metric(name: str, visitors: int, visits: int, pageviews: int, events: int, bounces: int, duration_ms: int,
-            visit_pageviews: int) -> int | float:
+def _metric(
+    name: str, visitors: int, visits: int, pageviews: int, events: int, bounces: int, duration_ms: int, visit_pageviews: int
+) -> int | float:
     if name == "visitors":
         return int(visitors)
     if name == "visits":
@@ -52,8 +53,9 @@ def _metric(name: str, visitors: int, visits: int, pageviews: int, events: int, 
     raise AssertionError(name)
 
 
-def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int,
-          total_rows: bool) -> tuple[list[dict[str, Any]], int | None]:
+def _rows(
+    store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int, total_rows: bool
+) -> tuple[list[dict[str, Any]], int | None]:
     commerce.check(q, scope)
     denominator: dict[tuple[str, ...], int] = {}
     if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
@@ -67,11 +69,16 @@ def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offs
     results: list[dict[str, Any]] = []
     total: int | None = 0
     for row in store.query(sql, params):
-        counts = row[n:n + 7]
+        counts = row[n : n + 7]
         base = [None if m in COMMERCE_METRICS else _metric(m, *counts) for m in q.metrics]
-        results.append({"dimensions": [str(v) for v in row[:n]],
-                        "metrics": commerce.values(q, row, n, base, denominator) if denominator or any(
-                            m in COMMERCE_METRICS for m in q.metrics) else base})
+        results.append(
+            {
+                "dimensions": [str(v) for v in row[:n]],
+                "metrics": commerce.values(q, row, n, base, denominator)
+                if denominator or any(m in COMMERCE_METRICS for m in q.metrics)
+                else base,
+            }
+        )
         if total_rows:
             total = int(row[-1])
     if total_rows and not results and offset:  # past the last page: count the groups on their own
@@ -79,8 +86,9 @@ def _rows(store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offs
     return results, (total if total_rows else None)
 
 
-def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None,
-        visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> dict[str, Any]:
+def run(
+    store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
+) -> dict[str, Any]:
     """Answer `body` over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}."""
     q = parse(body, now)
     results, total = _rows(store, scope, q, visit_timeout, q.limit, q.offset, q.total_rows)
@@ -90,8 +98,9 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     return {"results": results, "meta": meta, "query": q.echo()}
 
 
-def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt.datetime | None = None,
-           visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> Iterator[bytes]:
+def export(
+    store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
+) -> Iterator[bytes]:
     """The query's rows as CSV (a header row first) or NDJSON objects, page by page.
 
     The body is checked here, before the first chunk, so a bad query still raises
@@ -120,14 +129,12 @@ def export(store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt
             if len(rows) < size:
                 return
             offset += size
+
     return chunks()
 
 
 def _csv_line(values: list[Any]) -> bytes:
     out = io.StringIO()
     # a revenue cell ({currency: amount}) as JSON, not Python's repr of a dict
-    csv.writer(out, lineterminator="\r\n").writerow(orjson.dumps(v).decode() if isinstance(v, dict) else v
-                                                      for v in values)
+    csv.writer(out, lineterminator="\r\n").writerow(orjson.dumps(v).decode() if isinstance(v, dict) else v for v in values)
     return out.getvalue().encode()
-
-

@@ -44,8 +44,7 @@ TOP_COLUMNS = ("conversions", "converted", "revenue", "orders", "customers")
 
 
 def needed(q: Query, filter_dims: list[str]) -> bool:
-    return any(m in COMMERCE_METRICS for m in q.metrics) or any(
-        d in COMMERCE_DIMENSIONS for d in (*q.dimensions, *filter_dims))
+    return any(m in COMMERCE_METRICS for m in q.metrics) or any(d in COMMERCE_DIMENSIONS for d in (*q.dimensions, *filter_dims))
 
 
 def _nested_goal(f: Filter, top: bool) -> bool:
@@ -77,11 +76,15 @@ def columns(customers: bool) -> set[str]:
 
 def inner(table: str, links: str, scope_param: str, customers: bool) -> str:
     """Computed columns of each event row: `counted` (0 for a repeated purchase of an order), `account`."""
-    out = (", if(event = 'purchase', (order_id, event_id) IN (SELECT order_id, argMin(event_id, (received_at, event_id)) "
-           f"FROM {table} WHERE scope = {scope_param} AND event = 'purchase' GROUP BY order_id), 1) AS counted")
+    out = (
+        ", if(event = 'purchase', (order_id, event_id) IN (SELECT order_id, argMin(event_id, (received_at, event_id)) "
+        f"FROM {table} WHERE scope = {scope_param} AND event = 'purchase' GROUP BY order_id), 1) AS counted"
+    )
     if customers:  # one scalar subquery (evaluated once): the scope's (visitor ids, latest account of each)
-        links_of = (f"(SELECT (groupArray(visitor_id), groupArray(account)) FROM (SELECT visitor_id, "
-                    f"argMax(account, linked_at) AS account FROM {links} WHERE scope = {scope_param} GROUP BY visitor_id))")
+        links_of = (
+            f"(SELECT (groupArray(visitor_id), groupArray(account)) FROM (SELECT visitor_id, "
+            f"argMax(account, linked_at) AS account FROM {links} WHERE scope = {scope_param} GROUP BY visitor_id))"
+        )
         out += f", transform(visitor_id, tupleElement({links_of}, 1), tupleElement({links_of}, 2), '') AS account"
     return out
 
@@ -92,16 +95,20 @@ def aggregates(q: Query, filter_dims: list[str], customers: bool) -> str:
     product = PRODUCT in (*q.dimensions, *filter_dims)
     value = f"tupleElement({ITEM}, 'price') * tupleElement({ITEM}, 'quantity')" if product else "revenue"
     purchase = "event = 'purchase' AND counted = 1"
-    out = (f", countIf({goal} AND counted = 1) AS m_conversions, max({goal}) AS m_converted, "
-           f"sumMapIf(map(toString(currency), {value}), {purchase}) AS m_revenue, "
-           f"sumMapIf(map(toString(currency), toUInt64(1)), {purchase}) AS m_orders")
+    out = (
+        f", countIf({goal} AND counted = 1) AS m_conversions, max({goal}) AS m_converted, "
+        f"sumMapIf(map(toString(currency), {value}), {purchase}) AS m_revenue, "
+        f"sumMapIf(map(toString(currency), toUInt64(1)), {purchase}) AS m_orders"
+    )
     return out + (", any(account) AS m_account" if customers else ", '' AS m_account")
 
 
 def top() -> str:
-    return (", sum(m_conversions) AS conversions, uniqExactIf(vkey, m_converted = 1 AND has_id = 1) "
-            "AS converted, sumMap(m_revenue) AS revenue, sumMap(m_orders) AS orders, "
-            "uniqExactIf(m_account, m_account != '') AS customers")
+    return (
+        ", sum(m_conversions) AS conversions, uniqExactIf(vkey, m_converted = 1 AND has_id = 1) "
+        "AS converted, sumMap(m_revenue) AS revenue, sumMap(m_orders) AS orders, "
+        "uniqExactIf(m_account, m_account != '') AS customers"
+    )
 
 
 def _money(value: Any, currency: str) -> str:
@@ -131,8 +138,9 @@ def without_goal(q: Query) -> Query:
     """The query whose visitors are the conversion rate's denominator."""
     filters: tuple[Filter, ...] = tuple(f for f in q.filters if not (isinstance(f, Condition) and f.dimension == GOAL))
     dims = tuple(d for d in q.dimensions if d != GOAL)
-    return dataclasses.replace(q, metrics=("visitors",), dimensions=dims, filters=filters,
-                               order_by=((dims[0], "asc"),) if dims else (("visitors", "desc"),))
+    return dataclasses.replace(
+        q, metrics=("visitors",), dimensions=dims, filters=filters, order_by=((dims[0], "asc"),) if dims else (("visitors", "desc"),)
+    )
 
 
 def denominators(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], int]:
@@ -142,6 +150,6 @@ def denominators(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], int]:
 
 def values(q: Query, row: tuple[Any, ...], n: int, base: list[Any], denominator: dict[tuple[str, ...], int]) -> list[Any]:
     """The row's metrics in the query's order: issue 11's from `base`, issue 12's from columns n+7..n+11."""
-    extra = row[n + 7:n + 12]
+    extra = row[n + 7 : n + 12]
     keep = tuple(str(v) for d, v in zip(q.dimensions, row[:n]) if d != GOAL)
     return [metric(m, extra, denominator.get(keep)) if m in COMMERCE_METRICS else b for m, b in zip(q.metrics, base)]

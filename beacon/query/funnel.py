@@ -36,7 +36,7 @@ def _steps(raw: Any) -> list[tuple[str, str]]:
         if isinstance(step, str):
             step = {"event": step}
         if not isinstance(step, Mapping) or len(step) != 1 or next(iter(step)) not in ("event", "page"):
-            raise QueryError(f"steps[{i}] must be an event name, {{\"event\": name}} or {{\"page\": \"/path\"}}")
+            raise QueryError(f'steps[{i}] must be an event name, {{"event": name}} or {{"page": "/path"}}')
         kind, value = next(iter(step.items()))
         if not isinstance(value, str) or not value or len(value) > 2048:
             raise QueryError(f"steps[{i}].{kind} must be a non-empty string")
@@ -53,12 +53,11 @@ def _window(raw: Any) -> int | None:
     if raw is None or raw == "visit":
         return None
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_WINDOW:
-        raise QueryError(f"window must be \"visit\" or seconds 1..{MAX_WINDOW}")
+        raise QueryError(f'window must be "visit" or seconds 1..{MAX_WINDOW}')
     return raw * 1000
 
 
-def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None,
-        visit_timeout: int = 30) -> dict[str, Any]:
+def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None, visit_timeout: int = 30) -> dict[str, Any]:
     if not isinstance(body, Mapping):
         raise QueryError("the funnel must be a JSON object")
     unknown = [k for k in body if k not in KEYS]
@@ -69,12 +68,16 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     q = parse({"metrics": ["visitors"], "date_range": body.get("date_range"), "include": body.get("include", {})}, now)
     b = Builder(q, scope, store.full_table, visit_timeout)
     visitors, _ = b.visitors(["event", "page"])  # each visitor's events in time order, with visit numbers
-    events = (f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
-              "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page WHERE has_id = 1")
+    events = (
+        f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
+        "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page WHERE has_id = 1"
+    )
     conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
     if window is None:
-        per = (f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
-               f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no) GROUP BY vkey")
+        per = (
+            f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
+            f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no) GROUP BY vkey"
+        )
     else:
         per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
     levels = dict(store.query(f"SELECT level, count() FROM ({per}) GROUP BY level", b.p.values))
@@ -82,10 +85,22 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     out = []
     for k, ((kind, value), n) in enumerate(zip(steps, reached)):
         prev = reached[k - 1] if k else n
-        out.append({"step": {kind: value}, "visitors": n, "dropoff": prev - n,
-                    "conversion_rate": round(100 * n / reached[0], 2) if reached[0] else 0.0,
-                    "step_conversion_rate": round(100 * n / prev, 2) if prev else 0.0})
-    return {"steps": out, "meta": {"scope": scope, "window": "visit" if window is None else window // 1000,
-                                   "visit_timeout_minutes": visit_timeout},
-            "query": {"steps": [{kind: value} for kind, value in steps], "date_range": q.echo()["date_range"],
-                      "window": body.get("window", "visit"), "include": {"bots": q.include_bots}}}
+        out.append(
+            {
+                "step": {kind: value},
+                "visitors": n,
+                "dropoff": prev - n,
+                "conversion_rate": round(100 * n / reached[0], 2) if reached[0] else 0.0,
+                "step_conversion_rate": round(100 * n / prev, 2) if prev else 0.0,
+            }
+        )
+    return {
+        "steps": out,
+        "meta": {"scope": scope, "window": "visit" if window is None else window // 1000, "visit_timeout_minutes": visit_timeout},
+        "query": {
+            "steps": [{kind: value} for kind, value in steps],
+            "date_range": q.echo()["date_range"],
+            "window": body.get("window", "visit"),
+            "include": {"bots": q.include_bots},
+        },
+    }

@@ -22,10 +22,24 @@ METRICS: tuple[str, ...] = ("visitors", "visits", "pageviews", "events", "bounce
 # Dimensions of one event, of the visit it belongs to (its first event's value), or of time.
 EVENT_DIMENSIONS: tuple[str, ...] = ("event:page", "event:name")
 VISIT_DIMENSIONS = (
-    "visit:source", "visit:channel", "visit:referrer",
-    "visit:utm_source", "visit:utm_medium", "visit:utm_campaign", "visit:utm_term", "visit:utm_content",
-    "visit:browser", "visit:browser_version", "visit:os", "visit:os_version", "visit:device",
-    "visit:country", "visit:region", "visit:city", "visit:entry_page", "visit:exit_page",
+    "visit:source",
+    "visit:channel",
+    "visit:referrer",
+    "visit:utm_source",
+    "visit:utm_medium",
+    "visit:utm_campaign",
+    "visit:utm_term",
+    "visit:utm_content",
+    "visit:browser",
+    "visit:browser_version",
+    "visit:os",
+    "visit:os_version",
+    "visit:device",
+    "visit:country",
+    "visit:region",
+    "visit:city",
+    "visit:entry_page",
+    "visit:exit_page",
 )
 TIME_DIMENSIONS = ("time:hour", "time:day")
 # Issue 12 (beacon/query/commerce.py): conversions, revenue per currency, signed-in customers.
@@ -112,7 +126,7 @@ def is_dimension(name: Any) -> bool:
     if not isinstance(name, str):
         return False
     if name.startswith(PROP_PREFIX):
-        return PROP_NAME.fullmatch(name[len(PROP_PREFIX):]) is not None
+        return PROP_NAME.fullmatch(name[len(PROP_PREFIX) :]) is not None
     return name in EVENT_DIMENSIONS or name in VISIT_DIMENSIONS or name in TIME_DIMENSIONS
 
 
@@ -143,13 +157,12 @@ def parse(body: Any, now: dt.datetime | None = None) -> Query:
     include_bots, total_rows = _include(body.get("include", {}))
     limit, offset = _pagination(body.get("pagination", {}))
     order_by = _order_by(body.get("order_by"), metrics, dimensions)
-    return Query(metrics, dimensions, start, end, filters, order_by, include_bots, total_rows, limit, offset,
-                 body.get("date_range"))
+    return Query(metrics, dimensions, start, end, filters, order_by, include_bots, total_rows, limit, offset, body.get("date_range"))
 
 
 def _metrics(raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
-        raise QueryError("metrics must be a non-empty list, e.g. [\"visitors\"]")
+        raise QueryError('metrics must be a non-empty list, e.g. ["visitors"]')
     for m in raw:
         if m not in METRICS:
             raise QueryError(f"unknown metric {_short(m)}; metrics are {', '.join(METRICS)}")
@@ -195,7 +208,7 @@ def _when(raw: Any, end_of_day: bool) -> dt.datetime:
 def _date_range(raw: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC. Relative ranges end with today; "realtime" is the last 5 minutes."""
     if raw is None:
-        raise QueryError("date_range is required: \"day\", \"7d\", \"30d\", \"month\", \"realtime\" or [from, to]")
+        raise QueryError('date_range is required: "day", "7d", "30d", "month", "realtime" or [from, to]')
     today = dt.datetime(now.year, now.month, now.day, tzinfo=dt.timezone.utc)
     tomorrow = today + dt.timedelta(days=1)
     if isinstance(raw, str):
@@ -230,8 +243,7 @@ def _filter(raw: Any, depth: int) -> Filter:
     if depth > MAX_FILTER_DEPTH:
         raise QueryError(f"filters nested deeper than {MAX_FILTER_DEPTH}")
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
-        raise QueryError(f"filter {_short(raw)} must be [operator, dimension, [values]], [\"and\"|\"or\", [filters]] "
-                         "or [\"not\", filter]")
+        raise QueryError(f'filter {_short(raw)} must be [operator, dimension, [values]], ["and"|"or", [filters]] or ["not", filter]')
     op = raw[0]
     if op in ("and", "or"):
         if len(raw) != 2 or not isinstance(raw[1], list) or not raw[1]:
@@ -258,9 +270,8 @@ def _filter(raw: Any, depth: int) -> Filter:
     case_sensitive = True
     if len(raw) == 4:
         mods = raw[3]
-        if not isinstance(mods, Mapping) or set(mods) - {"case_sensitive"} or not isinstance(
-                mods.get("case_sensitive", True), bool):
-            raise QueryError("filter modifiers must be {\"case_sensitive\": true|false}")
+        if not isinstance(mods, Mapping) or set(mods) - {"case_sensitive"} or not isinstance(mods.get("case_sensitive", True), bool):
+            raise QueryError('filter modifiers must be {"case_sensitive": true|false}')
         case_sensitive = mods.get("case_sensitive", True)
     return Condition(op, dim, tuple(values), case_sensitive)
 
@@ -278,7 +289,7 @@ def _include(raw: Any) -> tuple[bool, bool]:
 
 def _pagination(raw: Any) -> tuple[int, int]:
     if not isinstance(raw, Mapping):
-        raise QueryError("pagination must be an object {\"limit\": n, \"offset\": n}")
+        raise QueryError('pagination must be an object {"limit": n, "offset": n}')
     unknown = set(raw) - {"limit", "offset"}
     if unknown:
         raise QueryError(f"unknown pagination key {_short(sorted(unknown)[0])}")
@@ -303,11 +314,11 @@ def _order_by(raw: Any, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -
         sortable = [m for m in metrics if m not in UNSORTABLE]
         return ((sortable[0], "desc"),) if sortable else ()
     if not isinstance(raw, list):
-        raise QueryError("order_by must be a list of [metric_or_dimension, \"asc\"|\"desc\"]")
+        raise QueryError('order_by must be a list of [metric_or_dimension, "asc"|"desc"]')
     out = []
     for item in raw:
         if not isinstance(item, list) or len(item) != 2 or item[1] not in ("asc", "desc"):
-            raise QueryError(f"order_by entry {_short(item)} must be [metric_or_dimension, \"asc\"|\"desc\"]")
+            raise QueryError(f'order_by entry {_short(item)} must be [metric_or_dimension, "asc"|"desc"]')
         if item[0] not in metrics and item[0] not in dimensions:
             raise QueryError(f"order_by {_short(item[0])} is not one of the query's metrics or dimensions")
         out.append((item[0], item[1]))

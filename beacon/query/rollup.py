@@ -86,8 +86,10 @@ def migrate(store: Any) -> None:
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
-        store.command(f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
-                      f"toInt64(count()), sum(cityHash64(event_id)) FROM {store.full_table} GROUP BY scope, day, is_bot")
+        store.command(
+            f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
+            f"toInt64(count()), sum(cityHash64(event_id)) FROM {store.full_table} GROUP BY scope, day, is_bot"
+        )
 
 
 def forget(store: Any, scope: str, visitor: str) -> None:
@@ -97,18 +99,24 @@ def forget(store: Any, scope: str, visitor: str) -> None:
     a day's signature never repeats, so a rollup block is never refused as a duplicate of
     one that was computed, and dropped, before."""
     params = {"scope": scope, "visitor": visitor}
-    store.command(f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
-                  f"-toInt64(count()), 0 - sum(cityHash64(event_id)) + any(rand64()) FROM {store.full_table} "
-                  "WHERE scope = {scope:String} AND visitor_id = {visitor:String} GROUP BY scope, day, is_bot", params)
-    store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{scope:String}} "
-                  "AND vkey = cityHash64({visitor:String})", params)
-    store.command(f"DELETE FROM {marks_table(store)} WHERE scope = {{scope:String}} "
-                  "AND (has(links, cityHash64({visitor:String})) OR has(cuts, cityHash64({visitor:String})))", params)
+    store.command(
+        f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
+        f"-toInt64(count()), 0 - sum(cityHash64(event_id)) + any(rand64()) FROM {store.full_table} "
+        "WHERE scope = {scope:String} AND visitor_id = {visitor:String} GROUP BY scope, day, is_bot",
+        params,
+    )
+    store.command(f"DELETE FROM {visits_table(store)} WHERE scope = {{scope:String}} AND vkey = cityHash64({{visitor:String}})", params)
+    store.command(
+        f"DELETE FROM {marks_table(store)} WHERE scope = {{scope:String}} "
+        "AND (has(links, cityHash64({visitor:String})) OR has(cuts, cityHash64({visitor:String})))",
+        params,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What the query builder needs to read the rollup for a range of whole days."""
+
     table: str
     first: dt.date
     sigs: tuple[int, ...]  # per day of the range, 0 for a day without events
@@ -119,11 +127,17 @@ def usable(q: Query, b: Builder) -> bool:
     """A range of whole UTC days, no commerce, and only visit:* dimensions and filters, or (counting
     events, each segment's events being of one day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
-    daily = (not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS
-             and not b.commerce)
-    return ((not b.event_plan or daily) and not b.commerce and q.start.time() == midnight and q.end.time() == midnight
-            and q.start.tzinfo is not None and q.start.utcoffset() == dt.timedelta(0)
-            and q.end.utcoffset() == dt.timedelta(0) and q.end - q.start <= 400 * DAY)
+    daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
+    return (
+        (not b.event_plan or daily)
+        and not b.commerce
+        and q.start.time() == midnight
+        and q.end.time() == midnight
+        and q.start.tzinfo is not None
+        and q.start.utcoffset() == dt.timedelta(0)
+        and q.end.utcoffset() == dt.timedelta(0)
+        and q.end - q.start <= 400 * DAY
+    )
 
 
 def _sig(*parts: Any) -> int:
@@ -136,23 +150,34 @@ def prepare(store: Any, scope: str, q: Query, timeout: int) -> Plan:
     bots = (0, 1) if q.include_bots else (0,)
     sums: dict[dt.date, tuple[Any, ...]] = {}
     for day, is_bot, events, hsum in store.query(
-            f"SELECT day, is_bot, sum(events), sum(hash) FROM {days_table(store)} WHERE scope = {{scope:String}} "
-            "AND day >= {a:Date} AND day <= {b:Date} GROUP BY day, is_bot", {"scope": scope, "a": first - DAY, "b": last}):
+        f"SELECT day, is_bot, sum(events), sum(hash) FROM {days_table(store)} WHERE scope = {{scope:String}} "
+        "AND day >= {a:Date} AND day <= {b:Date} GROUP BY day, is_bot",
+        {"scope": scope, "a": first - DAY, "b": last},
+    ):
         if is_bot in bots and events:
             sums[day] = (*sums.get(day, ()), is_bot, int(events), int(hsum))
-    blocks = dict(store.query(
-        "SELECT partition, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
-        "AND active GROUP BY partition", {"d": store.database, "t": store.table}))
+    blocks = dict(
+        store.query(
+            "SELECT partition, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
+            "AND active GROUP BY partition",
+            {"d": store.database, "t": store.table},
+        )
+    )
     sigs = []
     day = first
     while day <= last:
         prev = day - DAY
-        sigs.append(_sig(timeout, q.include_bots, sums[day], sums.get(prev), blocks.get(day.strftime("%Y%m")),
-                         blocks.get(prev.strftime("%Y%m"))) if day in sums else 0)
+        sigs.append(
+            _sig(timeout, q.include_bots, sums[day], sums.get(prev), blocks.get(day.strftime("%Y%m")), blocks.get(prev.strftime("%Y%m")))
+            if day in sums
+            else 0
+        )
         day += DAY
     table = visits_table(store)
-    marks = (f"SELECT day, sig, links, cuts FROM {marks_table(store)} WHERE scope = {{scope:String}} "
-             "AND timeout = {t:UInt16} AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date}")
+    marks = (
+        f"SELECT day, sig, links, cuts FROM {marks_table(store)} WHERE scope = {{scope:String}} "
+        "AND timeout = {t:UInt16} AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date}"
+    )
     params = {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last}
     have = {(d, s): (links, cuts) for d, s, links, cuts in store.query(marks, params)}
     stale = {d for d, _ in have}
@@ -188,36 +213,54 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
     gap = b.p.bind(b.gap_ms, "Int64")
     midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
     scope_p = b.p.bind(scope, "String")
-    before = (f"SELECT DISTINCT if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) FROM {store.full_table} "
-              f"WHERE scope = {scope_p} AND received_at >= {midnight} - toIntervalMillisecond({gap}) "
-              f"AND received_at < {midnight}{bots}")
-    extra = ("SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
-             "arrayMap(r -> toUInt8(r.1 = cut_pos), ranges) AS v_cut, "
-             "arrayReduceInRanges('argMin', ranges, camp, positions) AS v_first_camp, "
-             "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp "
-             f"FROM ({visitors})")
+    before = (
+        f"SELECT DISTINCT if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) FROM {store.full_table} "
+        f"WHERE scope = {scope_p} AND received_at >= {midnight} - toIntervalMillisecond({gap}) "
+        f"AND received_at < {midnight}{bots}"
+    )
+    extra = (
+        "SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
+        "arrayMap(r -> toUInt8(r.1 = cut_pos), ranges) AS v_cut, "
+        "arrayReduceInRanges('argMin', ranges, camp, positions) AS v_first_camp, "
+        "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp "
+        f"FROM ({visitors})"
+    )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
     attrs = ", ".join(f"{b.cols['visit:' + c]}_1" for c in ATTRS)
-    link = (f"toUInt8(v_start_1 = min_start AND v_start_1 <= toUnixTimestamp64Milli({midnight}) + {gap} "
-            f"AND vkey IN ({before}))")
-    select = (f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
-              f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
-              f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1 "
-              f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}")
+    link = f"toUInt8(v_start_1 = min_start AND v_start_1 <= toUnixTimestamp64Milli({midnight}) + {gap} AND vkey IN ({before}))"
+    select = (
+        f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
+        f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
+        f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1 "
+        f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
+    )
     token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"
     with store._lock:  # noqa: SLF001 - one INSERT ... SELECT with its own settings, under the store's lock
-        store.client.command(f"INSERT INTO {visits_table(store)} {select}", parameters=b.p.values, settings={
-            "insert_deduplication_token": token, "insert_deduplicate": 1, "max_insert_block_size": 100_000_000,
-            "min_insert_block_size_rows": 100_000_000, "min_insert_block_size_bytes": 10_000_000_000, "max_threads": 1})
+        store.client.command(
+            f"INSERT INTO {visits_table(store)} {select}",
+            parameters=b.p.values,
+            settings={
+                "insert_deduplication_token": token,
+                "insert_deduplicate": 1,
+                "max_insert_block_size": 100_000_000,
+                "min_insert_block_size_rows": 100_000_000,
+                "min_insert_block_size_bytes": 10_000_000_000,
+                "max_threads": 1,
+            },
+        )
     key = {"s": scope, "t": timeout, "b": int(q.include_bots), "d": day, "g": sig}
     with store._lock:  # noqa: SLF001 - the day's mark, once its rows are in
         store.client.command(
             f"INSERT INTO {marks_table(store)} SELECT scope, timeout, bots, day, sig, groupArrayIf(vkey, link = 1), "
             f"groupArrayIf(vkey, cut = 1) FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
             "AND bots = {b:UInt8} AND day = {d:Date} AND sig = {g:UInt64} GROUP BY scope, timeout, bots, day, sig",
-            parameters=key, settings={"insert_deduplication_token": token, "insert_deduplicate": 1})
+            parameters=key,
+            settings={"insert_deduplication_token": token, "insert_deduplicate": 1},
+        )
     if stale:
         for table in (visits_table(store), marks_table(store)):
-            store.command(f"DELETE FROM {table} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
-                          "AND bots = {b:UInt8} AND day = {d:Date} AND sig != {g:UInt64}", key)
-
+            store.command(
+                f"DELETE FROM {table} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
+                "AND bots = {b:UInt8} AND day = {d:Date} AND sig != {g:UInt64}",
+                key,
+            )

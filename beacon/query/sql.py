@@ -36,12 +36,22 @@ from beacon.query.model import (
 
 # visit:<name> -> the column of the visit's first event it takes
 FIRST_EVENT_COLUMNS = {
-    "visit:source": "source", "visit:channel": "channel", "visit:referrer": "referrer",
-    "visit:utm_source": "utm_source", "visit:utm_medium": "utm_medium", "visit:utm_campaign": "utm_campaign",
-    "visit:utm_term": "utm_term", "visit:utm_content": "utm_content",
-    "visit:browser": "browser", "visit:browser_version": "browser_version", "visit:os": "os",
-    "visit:os_version": "os_version", "visit:device": "device",
-    "visit:country": "country", "visit:region": "region", "visit:city": "city",
+    "visit:source": "source",
+    "visit:channel": "channel",
+    "visit:referrer": "referrer",
+    "visit:utm_source": "utm_source",
+    "visit:utm_medium": "utm_medium",
+    "visit:utm_campaign": "utm_campaign",
+    "visit:utm_term": "utm_term",
+    "visit:utm_content": "utm_content",
+    "visit:browser": "browser",
+    "visit:browser_version": "browser_version",
+    "visit:os": "os",
+    "visit:os_version": "os_version",
+    "visit:device": "device",
+    "visit:country": "country",
+    "visit:region": "region",
+    "visit:city": "city",
 }
 PAGE = "path(url)"
 VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
@@ -89,7 +99,7 @@ class Builder:
         if dim == "event:name":
             return "toString(event)"
         if dim.startswith(PROP_PREFIX):
-            return f"props[{self.p.bind(dim[len(PROP_PREFIX):], 'String')}]"
+            return f"props[{self.p.bind(dim[len(PROP_PREFIX) :], 'String')}]"
         if dim == "time:hour":
             return "formatDateTime(toStartOfHour(received_at), '%Y-%m-%d %H:00:00')"
         if dim == "time:day":
@@ -145,16 +155,26 @@ class Builder:
         sources = {"page": PAGE}
         arrays = "".join(f", arraySort((x, k) -> k, groupArray({sources.get(c, c)}), keys) AS s_{c}" for c in cols)
         if first_cols:  # the first events' values: picked in arrival order, then put in visit order
-            arrays += (", arraySort((s, p) -> p, starts, arraySort((i, k) -> k, arrayEnumerate(keys), keys)) AS starts_orig"
-                       ", arrayFilter((k, s) -> s = 1, keys, starts_orig) AS start_keys")
-            arrays += "".join(f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), "
-                              f"start_keys) AS f_{c}" for c in sorted(first_cols))
+            arrays += (
+                ", arraySort((s, p) -> p, starts, arraySort((i, k) -> k, arrayEnumerate(keys), keys)) AS starts_orig"
+                ", arrayFilter((k, s) -> s = 1, keys, starts_orig) AS start_keys"
+            )
+            arrays += "".join(
+                f", arraySort((x, k) -> k, arrayFilter((x, s) -> s = 1, groupArray(toString({c})), starts_orig), start_keys) AS f_{c}"
+                for c in sorted(first_cols)
+            )
         per_visit = ["v_pageviews", "v_events", "v_duration"]
         # segments (the rollup): visits also cut at the first campaign of the range (beacon/query/rollup.py)
-        starts, cut = ("plain_starts", "indexOf(arrayMap(c -> c != 0, camp), 1) AS fcp, "
-                       "if(fcp > 0 AND arrayElement(plain_starts, fcp) = 0, fcp, 0) AS cut_pos, "
-                       "arrayMap((s, i) -> toUInt8(s = 1 OR i = cut_pos), plain_starts, positions) AS starts, "
-                       ) if self.segments else ("starts", "")
+        starts, cut = (
+            (
+                "plain_starts",
+                "indexOf(arrayMap(c -> c != 0, camp), 1) AS fcp, "
+                "if(fcp > 0 AND arrayElement(plain_starts, fcp) = 0, fcp, 0) AS cut_pos, "
+                "arrayMap((s, i) -> toUInt8(s = 1 OR i = cut_pos), plain_starts, positions) AS starts, ",
+            )
+            if self.segments
+            else ("starts", "")
+        )
         visit_attrs = ""
         for d in self.visit_dims:
             if d in ("visit:entry_page", "visit:exit_page"):
@@ -201,19 +221,24 @@ class Builder:
         """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
         if self.rollup is not None:  # no filter, no dimension but time:day: the day's segments hold its events
             dims = "".join(f"toString(day) AS {column(d)}, " for d in self.q.dimensions)
-            return (f"SELECT {dims}vkey, has_id, events AS m_events, pageviews AS m_pageviews, 0 AS v_pageviews, "
-                    f"0 AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()}")
+            return (
+                f"SELECT {dims}vkey, has_id, events AS m_events, pageviews AS m_pageviews, 0 AS v_pageviews, "
+                f"0 AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()}"
+            )
         bots = "" if self.q.include_bots else " AND is_bot = 0"
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-        rows = ("SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
-                f"toUInt8(visitor_id != '') AS has_id, 1 AS m_events, toUInt8({PAGEVIEW}) AS m_pageviews, "
-                f"0 AS v_pageviews, 0 AS v_duration, {PAGE} AS page "
-                f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}")
+        rows = (
+            "SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
+            f"toUInt8(visitor_id != '') AS has_id, 1 AS m_events, toUInt8({PAGEVIEW}) AS m_pageviews, "
+            f"0 AS v_pageviews, 0 AS v_duration, {PAGE} AS page "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}"
+        )
         dims = "".join(f"{self.event_expr(d)} AS {column(d)}, " for d in self.q.dimensions)
-        return (f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
-                f"WHERE {self.where(self.event_expr)}")
+        return (
+            f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) WHERE {self.where(self.event_expr)}"
+        )
 
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
@@ -235,9 +260,11 @@ class Builder:
             for d in self.visit_dims:
                 self.cols[d] += "_1"
             dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-            visits = (f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
-                      f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
-                      f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}")
+            visits = (
+                f"SELECT {dim_cols}vkey, has_id, v_events_1 AS m_events, v_pageviews_1 AS m_pageviews, "
+                f"v_pageviews_1 AS v_pageviews, v_duration_1 AS v_duration "
+                f"FROM ({visitors}) ARRAY JOIN {joined} WHERE {self.where(lambda d: self.cols[d])}"
+            )
             return visits
 
         event_cols = ["event", "page"]
@@ -250,8 +277,9 @@ class Builder:
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
-        spread = ", ".join(f"arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1"
-                           for a in arrays if a != "v_events")
+        spread = ", ".join(
+            f"arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1" for a in arrays if a != "v_events"
+        )
         for d in self.visit_dims:
             self.cols[d] += "_1"
         joined = ", ".join([f"s_{c} AS {c}" for c in event_cols] + [f"{a}_1" for a in arrays if a != "v_events"])
@@ -259,29 +287,36 @@ class Builder:
         select_dims = ", ".join(dims) + ", " if dims else ""
         group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey", "visit_no"])
         rows = f"SELECT vkey, has_id, vno, ranges, {', '.join(f's_{c}' for c in event_cols)}, {spread} FROM ({visitors})"
-        return (f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
-                f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
-                f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}")
+        return (
+            f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
+            f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
+            f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}"
+        )
 
     def rolled_where(self) -> str:
         r = self.rollup
-        return (f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
-                f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
-                f"AND day < {self.p.bind(r.first + dt.timedelta(days=len(r.sigs)), 'Date')} "
-                f"AND sig = arrayElement({self.p.bind(list(r.sigs), 'Array(UInt64)')}, "
-                f"toUInt32(day - {self.p.bind(r.first, 'Date')}) + 1)")
+        return (
+            f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
+            f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
+            f"AND day < {self.p.bind(r.first + dt.timedelta(days=len(r.sigs)), 'Date')} "
+            f"AND sig = arrayElement({self.p.bind(list(r.sigs), 'Array(UInt64)')}, "
+            f"toUInt32(day - {self.p.bind(r.first, 'Date')}) + 1)"
+        )
 
     def rolled(self, irregular: str) -> str:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
-        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {
-            "visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
         dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
-        rows = (f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
-                f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
-                f"AND vkey NOT IN (SELECT arrayJoin({irregular}))")
-        return (f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
-                f"WHERE {self.where(lambda d: self.cols[d])}")
+        rows = (
+            f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
+            f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
+            f"AND vkey NOT IN (SELECT arrayJoin({irregular}))"
+        )
+        return (
+            f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+            f"WHERE {self.where(lambda d: self.cols[d])}"
+        )
 
     def glued(self, irregular: str) -> str:
         """The irregular visitors' visits: their rollup segments in time order, glued where the range joins them.
@@ -291,10 +326,20 @@ class Builder:
         or it was cut at the day's first campaign and the campaign carried from earlier days of
         the range is none or the same (the rules of the query-time plan, applied to segments).
         """
-        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {
-            "visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
-        names = ["start_ms", "duration_ms", "pageviews", "events", "first_camp", "last_camp", "link", "cut", "day",
-                 "entry_page", "exit_page"] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        names = [
+            "start_ms",
+            "duration_ms",
+            "pageviews",
+            "events",
+            "first_camp",
+            "last_camp",
+            "link",
+            "cut",
+            "day",
+            "entry_page",
+            "exit_page",
+        ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -309,10 +354,14 @@ class Builder:
             else:
                 expr = f"arrayReduceInRanges('argMin', ranges, {alias[source[d]]}, positions)"
             per_visit.append((expr, self.cols[d]))
-        per_visit += [("arrayReduceInRanges('sum', ranges, g_pageviews)", "v_pv"),
-                      ("arrayReduceInRanges('sum', ranges, g_events)", "v_ev"),
-                      ("arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ends), "
-                       "arrayReduceInRanges('min', ranges, g_start_ms))", "v_dur")]
+        per_visit += [
+            ("arrayReduceInRanges('sum', ranges, g_pageviews)", "v_pv"),
+            ("arrayReduceInRanges('sum', ranges, g_events)", "v_ev"),
+            (
+                "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ends), arrayReduceInRanges('min', ranges, g_start_ms))",
+                "v_dur",
+            ),
+        ]
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
             "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
@@ -324,14 +373,18 @@ class Builder:
             "positions, g_link, g_first_camp, g_cut, g_start_ms, pe, pc, g_day) AS starts, "
             "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
             "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(starts) + 1)) "
-            "AS ranges, " + ", ".join(f"{e} AS {a}" for e, a in per_visit) +
-            f" FROM {self.rollup.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey")
+            "AS ranges, "
+            + ", ".join(f"{e} AS {a}" for e, a in per_visit)
+            + f" FROM {self.rollup.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
+        )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
         where = self.where(lambda d: rename[self.cols[d]])
         dim_cols = "".join(f"{rename[self.cols[d]]} AS {column(d)}, " for d in self.q.dimensions)
-        return (f"SELECT {dim_cols}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, "
-                f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}")
+        return (
+            f"SELECT {dim_cols}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, "
+            f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
+        )
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
@@ -342,14 +395,24 @@ class Builder:
         for name, direction in self.q.order_by:
             order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
         order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
-        select = ", ".join(dims + [
-            "uniqExactIf(vkey, has_id = 1) AS visitors", "count() AS visits",
-            "sum(m_pageviews) AS pageviews", "sum(m_events) AS events", "countIf(v_pageviews = 1) AS bounces",
-            "sum(v_duration) AS duration_ms", "sum(v_pageviews) AS visit_pageviews",
-        ])
+        select = ", ".join(
+            dims
+            + [
+                "uniqExactIf(vkey, has_id = 1) AS visitors",
+                "count() AS visits",
+                "sum(m_pageviews) AS pageviews",
+                "sum(m_events) AS events",
+                "countIf(v_pageviews = 1) AS bounces",
+                "sum(v_duration) AS duration_ms",
+                "sum(v_pageviews) AS visit_pageviews",
+            ]
+        )
         select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
         ordering = {
-            "o_visitors": "visitors", "o_visits": "visits", "o_pageviews": "pageviews", "o_events": "events",
+            "o_visitors": "visitors",
+            "o_visits": "visits",
+            "o_pageviews": "pageviews",
+            "o_events": "events",
             "o_bounce_rate": "if(visits = 0, 0, bounces / visits)",
             "o_visit_duration": "if(visits = 0, 0, duration_ms / visits)",
             "o_views_per_visit": "if(visits = 0, 0, visit_pageviews / visits)",
@@ -363,8 +426,7 @@ class Builder:
         lim = self.p.bind(limit, "UInt64")
         off = self.p.bind(offset, "UInt64")
         order = f" ORDER BY {', '.join(order_terms)}" if order_terms else ""
-        sql = (f"SELECT {select} FROM ({inner}){group}{order} "
-               f"LIMIT {lim} OFFSET {off}")
+        sql = f"SELECT {select} FROM ({inner}){group}{order} LIMIT {lim} OFFSET {off}"
         return sql, self.p.values
 
 

@@ -30,19 +30,35 @@ def main(path: str) -> int:
     embedded = EmbeddedRedis(Path(cfg["data_dir"]))
     redis_url = embedded.start()
     try:
-        s = config.load({
-            "data_dir": cfg["data_dir"], "redis_url": redis_url, "secret_keys": cfg["secret_key"],
-            "mall_api_key": cfg["api_key"], "partners_file": cfg["partners_file"], "mall_hosts": "shop.test",
-            "cookie_secure": "false", "log_level": "warning",
-        }, environ={})
+        s = config.load(
+            {
+                "data_dir": cfg["data_dir"],
+                "redis_url": redis_url,
+                "secret_keys": cfg["secret_key"],
+                "mall_api_key": cfg["api_key"],
+                "partners_file": cfg["partners_file"],
+                "mall_hosts": "shop.test",
+                "cookie_secure": "false",
+                "log_level": "warning",
+            },
+            environ={},
+        )
         store = Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window)
         store.migrate()
         now = dt.datetime.now(dt.timezone.utc)
         for scope, (rows, visitors, prefix) in cfg["seed"].items():
             seed(store, scope, rows, visitors, now, 40, prefix)
-        server = uvicorn.Server(uvicorn.Config(
-            create_app(s, store), host="127.0.0.1", port=cfg["port"], lifespan="on", log_level="warning",
-            access_log=False, timeout_graceful_shutdown=5))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(s, store),
+                host="127.0.0.1",
+                port=cfg["port"],
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
         server.run()

@@ -51,9 +51,11 @@ def rows_server(port: int, store: Store, r: redis.Redis, stream: str) -> http.se
             deadline = time.monotonic() + 10
             while r.xlen(stream) and time.monotonic() < deadline:  # entries are deleted with their ack
                 time.sleep(0.02)
-            found = store.query(f"SELECT {', '.join(COLUMNS)} FROM {store.full_table} "
-                                "WHERE position(url, {q:String}) > 0 ORDER BY received_at, toUInt128(event_id)",
-                                {"q": q})
+            found = store.query(
+                f"SELECT {', '.join(COLUMNS)} FROM {store.full_table} "
+                "WHERE position(url, {q:String}) > 0 ORDER BY received_at, toUInt128(event_id)",
+                {"q": q},
+            )
             names = [c.split(" AS ")[-1] for c in COLUMNS]
             body = json.dumps([dict(zip(names, row)) for row in found], default=_plain).encode()
             self.send_response(200)
@@ -72,6 +74,7 @@ def rows_server(port: int, store: Store, r: redis.Redis, stream: str) -> http.se
 
 def slow_first(app: Any) -> Any:
     """Delay a cookie-less POST /e that mentions `slowfirst`, as a slow network would."""
+
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/e" or scope["method"] != "POST":
             return await app(scope, receive, send)
@@ -90,7 +93,9 @@ def slow_first(app: Any) -> Any:
                 return await receive()
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
+
         return await app(scope, replay, send)
+
     return wrapped
 
 
@@ -105,12 +110,21 @@ def main(path: str) -> int:
     embedded = EmbeddedRedis(Path(cfg["data_dir"]))
     redis_url = embedded.start()
     try:
-        s = config.load({
-            "data_dir": cfg["data_dir"], "redis_url": redis_url, "secret_keys": cfg["secret_key"],
-            "mall_api_key": cfg["api_key"], "partners_file": cfg["partners_file"],
-            "mall_hosts": "beacon.shop.test", "site_origins": cfg["site_origin"], "cookie_domain": "shop.test",
-            "batch_age": "0.05", "log_level": "warning",
-        }, environ={})
+        s = config.load(
+            {
+                "data_dir": cfg["data_dir"],
+                "redis_url": redis_url,
+                "secret_keys": cfg["secret_key"],
+                "mall_api_key": cfg["api_key"],
+                "partners_file": cfg["partners_file"],
+                "mall_hosts": "beacon.shop.test",
+                "site_origins": cfg["site_origin"],
+                "cookie_domain": "shop.test",
+                "batch_age": "0.05",
+                "log_level": "warning",
+            },
+            environ={},
+        )
         store = Store(config.clickhouse_dsn(s), s.database, s.table, s.retention_days, s.dedup_window)
         store.migrate()
         r = redis.Redis.from_url(redis_url)
@@ -118,10 +132,19 @@ def main(path: str) -> int:
         thread = threading.Thread(target=flusher.run, name="flusher", daemon=True)
         thread.start()
         rows = rows_server(cfg["rows_port"], store, redis.Redis.from_url(redis_url), s.stream)
-        server = uvicorn.Server(uvicorn.Config(
-            slow_first(create_app(s, store)), host="127.0.0.1", port=cfg["port"], ssl_keyfile=cfg["keyfile"],
-            ssl_certfile=cfg["certfile"], lifespan="on", log_level="warning", access_log=False,
-            timeout_graceful_shutdown=5))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                slow_first(create_app(s, store)),
+                host="127.0.0.1",
+                port=cfg["port"],
+                ssl_keyfile=cfg["keyfile"],
+                ssl_certfile=cfg["certfile"],
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises into these after draining
             signal.signal(sig, lambda *_: None)
         server.run()

@@ -36,17 +36,22 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.test")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in NAMES]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in NAMES]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = directory / "cert.pem", directory / "key.pem"
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     keyfile.chmod(0o600)
     return certfile, keyfile
 
@@ -97,8 +102,9 @@ class Site:
         if host != "shop.test" or len(parts) < 3 or parts[1] != "t" or not parts[2].isalnum():
             return None
         slots = ("a", *PARTNERS) if "twoslots" in path else PARTNERS  # a second ad of partner a
-        ads = "\n".join(f'<iframe src="{html.escape(self.ad_url(parts[2], p))}" width="300" height="250" '
-                        f'title="ad {p}"></iframe>' for p in slots)
+        ads = "\n".join(
+            f'<iframe src="{html.escape(self.ad_url(parts[2], p))}" width="300" height="250" title="ad {p}"></iframe>' for p in slots
+        )
         tag = snippet.mall_tag(f"https://beacon.shop.test:{self.beacon_port}")
         return "text/html; charset=utf-8", MALL_PAGE.format(token=parts[2], tag=tag, ads=ads).encode()
 
