@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from beacon.config import Network, Settings
 from beacon.errors import Invalid as Invalid  # re-exported: validation raises it
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -50,7 +51,7 @@ def uuid7(now: float) -> str:
 class Anonymiser:
     """Client address -> truncated address, trusting X-Forwarded-For only from proxies."""
 
-    def __init__(self, ipv4_prefix: int, ipv6_prefix: int, trusted: tuple[Any, ...]) -> None:
+    def __init__(self, ipv4_prefix: int, ipv6_prefix: int, trusted: tuple[Network, ...]) -> None:
         self.v4 = ipv4_prefix
         self.v6 = ipv6_prefix
         self.trusted = trusted
@@ -86,7 +87,7 @@ class Anonymiser:
 
 
 class Limits:
-    def __init__(self, s: Any) -> None:
+    def __init__(self, s: Settings) -> None:
         self.url = s.max_url_length
         self.event = s.max_event_length
         self.props = s.max_props

@@ -34,6 +34,7 @@ import redis
 from beacon import failpoints, metrics, rcluster
 from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
+from beacon.store import Store
 
 log = logging.getLogger("beacon.flusher")
 
@@ -96,7 +97,7 @@ class Flusher:
     def __init__(
         self,
         r: Any,
-        store: Any,
+        store: Store,
         stream: str,
         consumer: str,
         batch_rows: int,
@@ -372,7 +373,7 @@ class Flusher:
         return total
 
 
-def absent_lines(store: Any, lines: list[bytes], chunk: int = 5000) -> list[bytes]:
+def absent_lines(store: Store, lines: list[bytes], chunk: int = 5000) -> list[bytes]:
     """The lines whose event_id is not in the table. Decodes the lines: only for the rare
     repeated-token check, never on the normal path. A line without a readable event_id
     counts as present (it cannot be checked; inserting it again could double it)."""
