@@ -56,7 +56,7 @@ def stream_lag(r: Any, stream: str) -> tuple[int, float]:
     return lag_from(r.xlen(stream), r.xrange(stream, "-", "+", count=1))
 
 
-def lag_from(entries: int, oldest: list[Any]) -> tuple[int, float]:
+def lag_from(entries: int, oldest: list[Any] | None) -> tuple[int, float]:  # Any: redis-py XRANGE entry union
     age = 0.0
     if oldest:
         first = oldest[0][0]
