@@ -13,7 +13,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from crawlerdetect import CrawlerDetect
 from starlette.applications import Starlette
 
@@ -83,7 +82,7 @@ class Core:
         self.consent = Consent(settings, clock=clock)
         self.is_bot = functools.lru_cache(maxsize=65536)(CrawlerDetect().isCrawler)
         self.enrich = Enricher(settings)
-        self.redis: aioredis.Redis | None = None
+        self.redis: rcluster.AsyncRedis | None = None
         self.buffer: Buffer = NOT_STARTED
         self.spool: Spool | None = None
         self.streams = sharding.streams(settings)  # the stream's shards (one: BEACON_STREAM itself)

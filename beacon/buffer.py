@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from beacon import metrics
 from beacon.errors import NotDurable
 from beacon.keys import COMMIT_LUA, marker_key
+from beacon.rcluster import AsyncCommit, AsyncRedis
 from beacon.spool import Spool
 
 log = logging.getLogger("beacon.buffer")
@@ -73,7 +73,9 @@ class _Batch:
 class GroupCommit:
     """Group commit into Redis, or into the spool when Redis fails within its time budget."""
 
-    def __init__(self, redis: Any, stream: str, max_lines: int, timeout: float, spool: Spool | None = None, commit: Any = None) -> None:
+    def __init__(
+        self, redis: AsyncRedis, stream: str, max_lines: int, timeout: float, spool: Spool | None = None, commit: AsyncCommit | None = None
+    ) -> None:
         self.redis = redis
         self.spool = spool
         self.stream = stream
@@ -180,7 +182,7 @@ class DirectWrite:
     """One XADD per request, no sharing and no spool: the baseline group commit is
     measured against (`BEACON_GROUP_COMMIT=false`)."""
 
-    def __init__(self, redis: Any, stream: str, timeout: float) -> None:
+    def __init__(self, redis: AsyncRedis, stream: str, timeout: float) -> None:
         self.redis = redis
         self.stream = stream
         self.timeout = timeout

@@ -322,7 +322,7 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing(store: Any) -> Any:
+def _existing(store: Store) -> Store:
     """The store, once its events table is known to exist (a fresh or mistyped data dir has none)."""
     if not store.query(f"EXISTS TABLE {store.full_table}")[0][0]:
         raise config.ConfigError(f"no table {store.full_table} here: nothing to forget (wrong --data-dir, --clickhouse-url or --database?)")

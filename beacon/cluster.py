@@ -17,9 +17,12 @@ shard's Replicated table recognises as seen (docs/cluster.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from beacon.store import alter_table_sql, create_table_sql
+from beacon.store import Store, alter_table_sql, create_table_sql
+
+if TYPE_CHECKING:  # beacon.partners is imported where used
+    from beacon.partners import Partner
 
 SHARDING_KEY = "cityHash64(event_id)"
 
@@ -38,7 +41,7 @@ def statements(
     table: str,
     retention_days: int,
     dedup_window: int,
-    partners: Sequence[Any] = (),
+    partners: Sequence[Partner] = (),
     engine: str | None = None,
     on_cluster: bool = True,
 ) -> list[str]:
@@ -78,7 +81,7 @@ def script(stmts: Sequence[str]) -> str:
     return "".join(s + ";\n\n" for s in stmts)
 
 
-def migrate(store: Any, stmts: Sequence[str]) -> list[str]:
+def migrate(store: Store, stmts: Sequence[str]) -> list[str]:
     """Run the statements in order; return the partner users created now (their passwords are
     in the statements, shown once by the caller). An existing user keeps its password."""
     existing = {row[0] for row in store.query("SELECT name FROM system.users")}

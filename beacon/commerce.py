@@ -73,7 +73,7 @@ def amount(value: object, field: str, currency: str) -> str:
     return str(Decimal(text).quantize(Decimal(1).scaleb(-digits))) if digits else str(Decimal(text).to_integral_value())
 
 
-def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
+def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:  # Any: untrusted JSON in, JSON columns out
     """The typed fields of commerce event `name` from `raw` (JSON or pixel), checked; Invalid otherwise.
 
     In POST /e they sit at the event's top level or in its "c" object (what beacon.js sends)."""
@@ -81,7 +81,7 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
         raw = raw["c"]
         if not isinstance(raw, dict):
             raise Invalid("c (the commerce fields) must be an object")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {}  # Any: JSON columns (str, list of item objects)
     order_id = _text(raw.get("order_id"), "order_id", MAX_ID, required=name in NEEDS_ORDER)
     if order_id:
         out["order_id"] = order_id
@@ -137,9 +137,9 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def from_pixel(params: dict[str, str]) -> dict[str, Any]:
+def from_pixel(params: dict[str, str]) -> dict[str, Any]:  # Any: the JSON body's shape, for check
     """Pixel parameters (order_id, revenue, currency, coupon, i.<n>.<field>) -> the raw fields `check` takes."""
-    raw: dict[str, Any] = {k: v for k, v in params.items() if k in FIELDS}
+    raw: dict[str, Any] = {k: v for k, v in params.items() if k in FIELDS}  # Any: str, or the list of items
     items: dict[int, dict[str, str]] = {}
     for key, value in params.items():
         m = _PIXEL_ITEM.fullmatch(key)
@@ -152,7 +152,7 @@ def from_pixel(params: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
-def splice(line: bytes, fields: dict[str, Any] | None) -> bytes:
+def splice(line: bytes, fields: dict[str, Any] | None) -> bytes:  # Any: JSON columns from check
     """The encoded event line with the commerce columns added (two JSON objects joined); as it is without any."""
     if not fields:
         return line

@@ -19,13 +19,12 @@ import hashlib
 import logging
 import secrets
 
-import redis.asyncio as aioredis
-
 from beacon import clock as clocks
 from beacon.config import Settings
 from beacon.enums import ConsentMode
 from beacon.identity import cookie_value
 from beacon.keys import salt_key
+from beacon.rcluster import AsyncRedis
 from beacon.request import Request
 from beacon.scope import Scope
 
@@ -42,7 +41,7 @@ def optout_cookie_name(scope: Scope) -> bytes:
 
 
 class Consent:
-    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None, clock: clocks.Clock = clocks.system) -> None:
+    def __init__(self, settings: Settings, redis: AsyncRedis | None = None, clock: clocks.Clock = clocks.system) -> None:
         self.clock = clock
         self.respect_dnt = settings.respect_dnt
         self.mall_mode = settings.mall_consent_mode

@@ -105,13 +105,13 @@ def clean_text(value: str, limit: int) -> str:
     return value[:limit]
 
 
-def check_event_name(name: Any, limits: Limits) -> str:
+def check_event_name(name: Any, limits: Limits) -> str:  # Any: untrusted JSON (== "pageview" does not narrow object)
     if name == "pageview":  # the default and most common name: valid under any limit >= 8
         return name if limits.event >= 8 else _check_name(name, limits)
     return _check_name(name, limits)
 
 
-def _check_name(name: Any, limits: Limits) -> str:
+def _check_name(name: object, limits: Limits) -> str:
     if not isinstance(name, str) or not name:
         raise Invalid("event name must be a non-empty string")
     if len(name) > limits.event or not EVENT_NAME.fullmatch(name):
@@ -119,7 +119,7 @@ def _check_name(name: Any, limits: Limits) -> str:
     return name
 
 
-def check_props(props: Any, limits: Limits) -> dict[str, str]:
+def check_props(props: object, limits: Limits) -> dict[str, str]:
     if props is None:
         return {}
     if not isinstance(props, dict):
@@ -140,7 +140,7 @@ def check_props(props: Any, limits: Limits) -> dict[str, str]:
     return out
 
 
-def check_url(value: Any, limits: Limits, field: str) -> str:
+def check_url(value: object, limits: Limits, field: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -161,13 +161,13 @@ def _unquote(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
-def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:
+def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:  # Any: the JSON body's shape, checked by check_*
     """Pixel query -> client fields, and how many parameters were dropped as invalid.
 
     Parameters that are not valid percent-encoded UTF-8 are dropped one by one;
     unknown parameters are ignored.
     """
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # Any: str, or dict[str, str] for "c"; read like untrusted JSON
     props: dict[str, str] = {}
     dropped = 0
     for pair in qs.split(b"&"):

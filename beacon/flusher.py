@@ -34,6 +34,7 @@ import redis
 from beacon import failpoints, metrics, rcluster
 from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
+from beacon.rcluster import StreamEntry, SyncRedis
 from beacon.store import Store
 
 log = logging.getLogger("beacon.flusher")
@@ -43,7 +44,7 @@ DATA_ERRORS = {6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349
 _CODE = re.compile(r"Code: (\d+)")
 
 
-def ensure_group(r: Any, stream: str) -> None:
+def ensure_group(r: SyncRedis, stream: str) -> None:
     try:
         r.xgroup_create(stream, GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
@@ -51,12 +52,12 @@ def ensure_group(r: Any, stream: str) -> None:
             raise
 
 
-def stream_lag(r: Any, stream: str) -> tuple[int, float]:
+def stream_lag(r: SyncRedis, stream: str) -> tuple[int, float]:
     """(entries not yet acked, age in seconds of the oldest). Acked entries are deleted."""
     return lag_from(r.xlen(stream), r.xrange(stream, "-", "+", count=1))
 
 
-def lag_from(entries: int, oldest: list[Any]) -> tuple[int, float]:
+def lag_from(entries: int, oldest: list[Any] | None) -> tuple[int, float]:  # Any: redis-py XRANGE entry union
     age = 0.0
     if oldest:
         first = oldest[0][0]
@@ -80,7 +81,7 @@ class Batch:
         self.started = 0.0
         self.token = ""
 
-    def add(self, entry_id: Any, fields: dict[Any, Any]) -> None:
+    def add(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> None:
         if not self.ids:
             self.started = time.monotonic()
         self.ids.append(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
@@ -96,7 +97,7 @@ class Batch:
 class Flusher:
     def __init__(
         self,
-        r: Any,
+        r: SyncRedis,
         store: Store,
         stream: str,
         consumer: str,
@@ -108,7 +109,7 @@ class Flusher:
         lease: float = 0.0,
         wait_ms: int = 0,
     ) -> None:
-        self.r = r
+        self.r: Any = r  # Any: redis-py types XREADGROUP, XCLAIM, XAUTOCLAIM replies as loose unions
         # wait_ms > 0 (Redis Cluster): a manifest is on a replica before its insert (beacon/rcluster.py)
         self.wait_ms = wait_ms
         # lease > 0: a heartbeat key (beacon/lease.py); a dead flusher's batches are taken
@@ -263,9 +264,9 @@ class Flusher:
             total += self.flush(batch)
         return total
 
-    def _claim_from(self, consumers: set[str], min_idle_ms: int) -> list[Any]:
+    def _claim_from(self, consumers: set[str], min_idle_ms: int) -> list[StreamEntry]:
         """XCLAIM the pending entries of these consumers; the min idle time makes one taker win."""
-        out: list[Any] = []
+        out: list[StreamEntry] = []
         for name in sorted(consumers):
             start = "-"
             while not self._stop.is_set():

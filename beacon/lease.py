@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any
 
 from beacon.keys import lease_key
-from beacon.rcluster import REDIS_ERRORS
+from beacon.rcluster import REDIS_ERRORS, SyncRedis
 
 log = logging.getLogger("beacon.lease")
 
 
 class Lease:
-    def __init__(self, r: Any, stream: str, consumer: str, ttl: float) -> None:
+    def __init__(self, r: SyncRedis, stream: str, consumer: str, ttl: float) -> None:
         self.r = r
         self.key = lease_key(stream, consumer)
         self.ttl_ms = max(1, int(ttl * 1000))
@@ -61,7 +60,7 @@ class Lease:
             pass
 
 
-def dead_consumers(r: Any, stream: str, group: str, me: str) -> list[str]:
+def dead_consumers(r: SyncRedis, stream: str, group: str, me: str) -> list[str]:
     """Consumers of the group, other than `me`, that hold pending entries and no lease."""
     out = []
     for c in r.xinfo_consumers(stream, group):

@@ -19,8 +19,8 @@ manifest use the same wait.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -30,6 +30,23 @@ from redis.exceptions import RedisClusterException
 
 from beacon.config import Settings
 from beacon.keys import COMMIT_LUA
+
+SyncRedis = redis.Redis | cluster.RedisCluster
+AsyncRedis = aioredis.Redis | aiocluster.RedisCluster
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+CommitArg = str | int | bytes
+
+
+class SyncCommit(Protocol):
+    """The commit script (redis-py's Script) or sync_commit's function: `commit(keys=, args=)`."""
+
+    def __call__(self, keys: Sequence[str], args: Sequence[CommitArg]) -> int: ...
+
+
+class AsyncCommit(Protocol):
+    """The registered commit script (AsyncScript) or a ClusterCommit: `await commit(keys=, args=)`."""
+
+    def __call__(self, keys: Sequence[str], args: Sequence[CommitArg]) -> Awaitable[int]: ...
 
 
 class Unreachable(RuntimeError):
@@ -57,7 +74,7 @@ def wait_ms(s: Settings) -> int:
     return max(1, int(s.redis_timeout * 500))
 
 
-def sync_client(s: Settings, **kwargs: Any) -> Any:  # Any: redis.Redis or RedisCluster, same commands
+def sync_client(s: Settings, **kwargs: Any) -> SyncRedis:  # Any: redis-py connection kwargs
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return redis.Redis.from_url(urls[0] if urls else "", **kwargs)
@@ -69,7 +86,7 @@ def sync_client(s: Settings, **kwargs: Any) -> Any:  # Any: redis.Redis or Redis
         raise Unreachable(f"Redis Cluster: no seed node of BEACON_REDIS_URL ({seeds}) answers: {exc}") from None
 
 
-def async_client(s: Settings, **kwargs: Any) -> Any:  # Any: aioredis.Redis or its RedisCluster
+def async_client(s: Settings, **kwargs: Any) -> AsyncRedis:  # Any: redis-py connection kwargs
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return aioredis.Redis.from_url(urls[0] if urls else "", **kwargs)
@@ -82,7 +99,7 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
-def _node_url(seed: str, host: str, port: int) -> str:
+def _node_url(seed: str, host: str, port: str | int) -> str:
     """The seed URL (scheme, credentials, query) pointed at another node."""
     parts = urllib.parse.urlsplit(seed)
     auth = parts.netloc.rpartition("@")[0]
@@ -99,8 +116,8 @@ class ClusterCommit:
     """The group commit of one shard on Redis Cluster: the commit script, then WAIT 1, on one
     connection to the master that owns the shard's slot. Called like the registered script."""
 
-    def __init__(self, rc: Any, s: Settings, stream: str) -> None:
-        self.rc = rc
+    def __init__(self, rc: AsyncRedis, s: Settings, stream: str) -> None:
+        self.rc = cast(aiocluster.RedisCluster, rc)  # made only when BEACON_REDIS_CLUSTER is set
         self.stream = stream
         self.seed = seed_urls(s.redis_url.reveal())[0]
         self.wait_ms = wait_ms(s)
@@ -112,7 +129,7 @@ class ClusterCommit:
         # A keyed call through the cluster client first: it follows a moved slot (a failover)
         # and refreshes its map of the cluster, which then names the shard's master.
         await self.rc.exists(self.stream)
-        node = self.rc.get_node_from_key(self.stream)
+        node = cast(aiocluster.ClusterNode, self.rc.get_node_from_key(self.stream))  # the key's master: never None
         client = self._clients.get(node.name)
         if client is None:
             client = self._clients[node.name] = aioredis.Redis.from_url(
@@ -120,7 +137,7 @@ class ClusterCommit:
             )
         return client
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> int:
+    async def __call__(self, keys: Sequence[str], args: Sequence[CommitArg]) -> int:
         try:
             node = self._node or await self._master()
             pipe = node.pipeline(transaction=False)
@@ -140,15 +157,16 @@ class ClusterCommit:
         self._clients.clear()
 
 
-def _sync_master(rc: Any, key: str) -> Any:
+def _sync_master(r: SyncRedis, key: str) -> redis.Redis:
+    rc = cast(cluster.RedisCluster, r)  # called only when BEACON_REDIS_CLUSTER is set
     rc.exists(key)  # follows a moved slot, as in ClusterCommit._master
-    return rc.get_redis_connection(rc.get_node_from_key(key))
+    return rc.get_redis_connection(rc.get_node_from_key(key))  # type: ignore[no-untyped-call]
 
 
-def sync_commit(rc: Any, ms: int) -> Any:
+def sync_commit(rc: SyncRedis, ms: int) -> SyncCommit:
     """The spool replay's commit on Redis Cluster: the script and WAIT 1, like ClusterCommit."""
 
-    def commit(keys: Sequence[str], args: Sequence[Any]) -> int:
+    def commit(keys: Sequence[str], args: Sequence[CommitArg]) -> int:
         pipe = _sync_master(rc, keys[0]).pipeline(transaction=False)
         pipe.eval(COMMIT_LUA, len(keys), *keys, *args)
         pipe.wait(1, ms)
@@ -159,7 +177,7 @@ def sync_commit(rc: Any, ms: int) -> Any:
     return commit
 
 
-def hset_replicated(rc: Any, key: str, field: str, value: str, ms: int) -> None:
+def hset_replicated(rc: SyncRedis, key: str, field: str, value: str, ms: int) -> None:
     """HSET, then WAIT 1 on the same connection: the flusher's manifest (and, since replication
     is one ordered stream, the deliveries before it) survive a failover before the insert."""
     pipe = _sync_master(rc, key).pipeline(transaction=False)
@@ -169,5 +187,5 @@ def hset_replicated(rc: Any, key: str, field: str, value: str, ms: int) -> None:
     _replicated(replicas, f"manifest in {key}", ms)
 
 
-def is_cluster(r: Any) -> bool:
+def is_cluster(r: SyncRedis | AsyncRedis) -> bool:
     return isinstance(r, cluster.RedisCluster | aiocluster.RedisCluster)

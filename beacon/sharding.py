@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
 
 from beacon import rcluster
 from beacon.buffer import DirectWrite, GroupCommit
 from beacon.config import Settings
 from beacon.flusher import Flusher, lag_from
 from beacon.keys import dead_letter_key, shard_streams, spool_subdir, stream_of_subdir
+from beacon.rcluster import AsyncRedis, SyncRedis
 from beacon.sink import Buffer
 from beacon.spool import Spool
 from beacon.store import Store
@@ -80,7 +80,7 @@ class ShardedBuffer:
             await c.aclose()
 
 
-def buffer(s: Settings, redis: Any, spool_by_stream: dict[str, Spool]) -> Buffer:
+def buffer(s: Settings, redis: AsyncRedis, spool_by_stream: dict[str, Spool]) -> Buffer:
     """The web process's buffer: a GroupCommit per shard (waiting for a replica on a cluster)."""
     parts: list[Buffer] = []
     commits: list[rcluster.ClusterCommit] = []
@@ -94,7 +94,7 @@ def buffer(s: Settings, redis: Any, spool_by_stream: dict[str, Spool]) -> Buffer
     return ShardedBuffer(parts, commits) if sharded(s) else parts[0]
 
 
-def replay(s: Settings, r: Any, spool_by_stream: dict[str, Spool]) -> None:
+def replay(s: Settings, r: SyncRedis, spool_by_stream: dict[str, Spool]) -> None:
     """Replay every spool that has records into its shard (sync client); a shard whose master
     does not answer keeps its files for the next round, the others go on."""
     commit = rcluster.sync_commit(r, rcluster.wait_ms(s)) if s.redis_cluster else None
@@ -110,7 +110,7 @@ def replay(s: Settings, r: Any, spool_by_stream: dict[str, Spool]) -> None:
         raise OSError("; ".join(failed))
 
 
-async def backlog(redis: Any, stream_keys: list[str]) -> tuple[int, float, int]:
+async def backlog(redis: AsyncRedis, stream_keys: list[str]) -> tuple[int, float, int]:
     """(entries not yet flushed, age of the oldest in seconds, dead letters) over every shard."""
     entries, age, dead = 0, 0.0, 0
     for stream in stream_keys:

@@ -26,10 +26,10 @@ import threading
 import uuid
 import zlib
 from pathlib import Path
-from typing import Any
 
 from beacon import metrics
 from beacon.keys import COMMIT_LUA, marker_key
+from beacon.rcluster import SyncCommit, SyncRedis
 
 log = logging.getLogger("beacon.spool")
 
@@ -113,7 +113,7 @@ class Spool:
     def pending(self) -> bool:
         return self.degraded or (self.dir.exists() and any(self.dir.glob("spool-*.log")))
 
-    def replay(self, r: Any, stream: str, commit: Any = None) -> int:
+    def replay(self, r: SyncRedis, stream: str, commit: SyncCommit | None = None) -> int:
         """Move every spooled record into Redis (sync client), in order; return events moved.
 
         `commit(keys=, args=)` is the live path's commit: the Lua script, or on Redis Cluster
@@ -159,7 +159,7 @@ class Spool:
                     self._sealed.pop(0)
 
     @staticmethod
-    def _replay_file(commit: Any, keys: list[str], path: Path) -> int:
+    def _replay_file(commit: SyncCommit, keys: list[str], path: Path) -> int:
         moved = 0
         for n, proc, seq, payload in read_records(path):
             if commit(keys=keys, args=[proc.decode(), seq, payload, n]):

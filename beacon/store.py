@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.summary import QuerySummary
+
+# A query parameter's value: str, int, datetime, list[str], ... bound by the client.
+Param = object
+Params = dict[str, Param]
+# A result row: each column's Python type follows the SQL, which the client does not type.
+Row = Sequence[Any]  # Any: a column's value, typed by the SELECT
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "UUID"),
@@ -61,7 +70,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 # Every insert's settings. insert_distributed_sync (alias distributed_foreground_insert) makes
 # an insert into a Distributed table return only once every shard holds its rows, each
 # shard's part carrying the token (docs/cluster.md); a MergeTree target ignores it.
-INSERT_SETTINGS: dict[str, Any] = {
+INSERT_SETTINGS: dict[str, str | int] = {
     "insert_deduplicate": 1,
     "insert_distributed_sync": 1,
     "input_format_skip_unknown_fields": 0,
@@ -106,10 +115,10 @@ class Store:
         self.retention_days = retention_days
         self.dedup_window = dedup_window
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client: Client | None = None
 
     @property
-    def client(self) -> Any:
+    def client(self) -> Client:
         if self._client is None:
             if self.dsn.startswith("chdb://"):
                 self._client = clickhouse_connect.get_client(dsn=self.dsn)
@@ -123,13 +132,13 @@ class Store:
                 self._client.close()
                 self._client = None
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+    def command(self, sql: str, parameters: Params | None = None) -> str | int | Sequence[str] | QuerySummary:
         with self._lock:
             return self.client.command(sql, parameters=parameters)
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, parameters: Params | None = None) -> Sequence[Row]:
         with self._lock:
-            rows: list[tuple[Any, ...]] = self.client.query(sql, parameters=parameters).result_rows
+            rows: Sequence[Row] = self.client.query(sql, parameters=parameters).result_rows
             return rows
 
     def ping(self) -> bool:
@@ -172,7 +181,7 @@ class Store:
 
     def stats(
         self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10, include_bots: bool = False
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # Any: a JSON document for the API
         bucket = {"hour": "toStartOfHour", "day": "toStartOfDay"}[interval]
         in_range = "scope = {scope:String} AND received_at >= {start:DateTime64(3)} AND received_at < {end:DateTime64(3)}"
         where = in_range if include_bots else in_range + " AND is_bot = 0"
@@ -217,11 +226,11 @@ class Store:
 
     def events(
         self, scope: str, limit: int, before: tuple[int, str] | None = None, visitor: str | None = None, visitors: list[str] | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, Any]]:  # Any: JSON rows for the API
         """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
         cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
-        params: dict[str, Any] = {"scope": scope}
+        params: Params = {"scope": scope}
         cursor = ""
         if visitor is not None:
             params["visitor"] = visitor
@@ -248,7 +257,7 @@ class Store:
 
     def forget(self, scope: str, visitor: str) -> int:
         """Lightweight DELETE of one visitor's rows in one scope; return how many there were."""
-        params = {"scope": scope, "visitor": visitor}
+        params: Params = {"scope": scope, "visitor": visitor}
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
