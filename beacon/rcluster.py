@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster as cluster
 from redis.exceptions import RedisClusterException
+from redis.typing import StreamIdT
 
 from beacon.config import Settings
 from beacon.keys import COMMIT_LUA
@@ -63,6 +64,80 @@ REDIS_OR_DISK_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 class NotReplicated(redis.RedisError):
     """The master took the write but no replica confirmed it within the wait."""
+
+
+class UnexpectedReply(TypeError):
+    """A reply not of the shape Beacon's clients get (bytes ids and fields, RESP2): a client made
+    with decode_responses or RESP3 would otherwise lose the events' bytes without a word."""
+
+    def __init__(self, command: str, reply: object) -> None:
+        super().__init__(f"{command}: unexpected reply {reply!r:.200}")
+
+
+def entries(reply: object, command: str) -> list[StreamEntry]:
+    """The entries of an XRANGE or XCLAIM reply, [(id, fields)], less those deleted since (no fields).
+
+    redis-py types these replies as unions over every client mode; this checks the one shape
+    Beacon's clients return instead of casting it."""
+    if reply is None:
+        return []
+    if not isinstance(reply, list):
+        raise UnexpectedReply(command, reply)
+    out: list[StreamEntry] = []
+    for entry in reply:
+        if not entry:
+            continue
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise UnexpectedReply(command, entry)
+        entry_id, fields = entry
+        if not fields:  # deleted after it was delivered
+            continue
+        if not isinstance(entry_id, bytes) or not isinstance(fields, dict):
+            raise UnexpectedReply(command, entry)
+        out.append((entry_id, fields))
+    return out
+
+
+def read_group_entries(reply: object) -> list[StreamEntry]:
+    """The entries of an XREADGROUP of one stream: [[stream, entries]], or nothing."""
+    if not reply:
+        return []
+    if not isinstance(reply, list) or not isinstance(reply[0], list | tuple) or len(reply[0]) != 2:
+        raise UnexpectedReply("XREADGROUP", reply)
+    return entries(reply[0][1], "XREADGROUP")
+
+
+def autoclaim_reply(reply: object) -> tuple[bytes, list[StreamEntry]]:
+    """XAUTOCLAIM: (the id to start the next call at, b"0-0" when done; the entries claimed)."""
+    if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[0], bytes):
+        raise UnexpectedReply("XAUTOCLAIM", reply)
+    return reply[0], entries(reply[1], "XAUTOCLAIM")
+
+
+def pending_ids(reply: object) -> list[bytes]:
+    """The entry ids of an XPENDING range reply (a dict per entry)."""
+    if not isinstance(reply, list):
+        raise UnexpectedReply("XPENDING", reply)
+    ids = []
+    for p in reply:
+        entry_id = p.get("message_id") if isinstance(p, dict) else None
+        if not isinstance(entry_id, bytes):
+            raise UnexpectedReply("XPENDING", p)
+        ids.append(entry_id)
+    return ids
+
+
+def claim(r: SyncRedis, stream: str, group: str, consumer: str, min_idle_ms: int, ids: Sequence[bytes | str]) -> list[StreamEntry]:
+    """XCLAIM these entries for `consumer`; those deleted since (or not idle long enough) are not returned."""
+    message_ids: list[StreamIdT] = [*ids]
+    return entries(r.xclaim(stream, group, consumer, min_idle_ms, message_ids), "XCLAIM")
+
+
+def bytes_hash(reply: object, command: str) -> dict[bytes, bytes]:
+    """An HGETALL reply, its fields and values bytes."""
+    if not isinstance(reply, dict) or not all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in reply.items()):
+        raise UnexpectedReply(command, reply)
+    return reply
 
 
 def seed_urls(url: str) -> list[str]:
