@@ -304,7 +304,7 @@ def _cast(option: Option, raw: object) -> object:
 def load(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < environment < overrides (CLI flags, tests)."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}  # Any: each setting has its own type, checked by _cast
+    values: dict[str, Any] = {}  # Any: each setting its own type, made by _cast (a dict cannot pair keys with types)
     for option in OPTIONS:
         if option.env in environ:
             values[option.name] = _cast(option, environ[option.env])

@@ -26,8 +26,8 @@ import hmac
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import ada_url
@@ -110,7 +110,7 @@ def _check_allow(entry: str) -> str:
     return entry
 
 
-def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked here
+def _partner(raw: Mapping[str, object]) -> Partner:  # TOML values, each checked here
     known = {f.name for f in dataclasses.fields(Partner)}
     unknown = set(raw) - known
     if unknown:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol, cast
+from typing import Protocol, TypedDict, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -149,7 +149,23 @@ def wait_ms(s: Settings) -> int:
     return max(1, int(s.redis_timeout * 500))
 
 
-def sync_client(s: Settings, **kwargs: Any) -> SyncRedis:  # Any: redis-py connection kwargs
+class Timeouts(TypedDict, total=False):
+    socket_timeout: float
+    socket_connect_timeout: float
+
+
+def _timeouts(socket_timeout: float | None, socket_connect_timeout: float | None) -> Timeouts:
+    """The timeouts given, as redis-py keywords: one not given keeps redis-py's default (not None)."""
+    out: Timeouts = {}
+    if socket_timeout is not None:
+        out["socket_timeout"] = socket_timeout
+    if socket_connect_timeout is not None:
+        out["socket_connect_timeout"] = socket_connect_timeout
+    return out
+
+
+def sync_client(s: Settings, socket_timeout: float | None = None, socket_connect_timeout: float | None = None) -> SyncRedis:
+    kwargs = _timeouts(socket_timeout, socket_connect_timeout)
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return redis.Redis.from_url(urls[0] if urls else "", **kwargs)
@@ -161,7 +177,8 @@ def sync_client(s: Settings, **kwargs: Any) -> SyncRedis:  # Any: redis-py conne
         raise Unreachable(f"Redis Cluster: no seed node of BEACON_REDIS_URL ({seeds}) answers: {exc}") from None
 
 
-def async_client(s: Settings, **kwargs: Any) -> AsyncRedis:  # Any: redis-py connection kwargs
+def async_client(s: Settings, socket_timeout: float | None = None, socket_connect_timeout: float | None = None) -> AsyncRedis:
+    kwargs = _timeouts(socket_timeout, socket_connect_timeout)
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return aioredis.Redis.from_url(urls[0] if urls else "", **kwargs)
