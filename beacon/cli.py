@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from beacon import __version__, config, snippet
 from beacon.config import Settings
 
-if TYPE_CHECKING:  # imported where used: `beacon --help` and the light commands load no driver
+# The commands import the library where they use it (start-up time, not cycles): `beacon --help`
+# and the light commands load no driver (uvicorn, redis-py, clickhouse-connect, chDB).
+if TYPE_CHECKING:
     import uvicorn
 
     from beacon.flusher import Flusher

@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -427,9 +428,6 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":  # rewrite the settings table in README.md
-    import re
-    import sys
-
     readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     text = readme.read_text()
     text = re.sub(

@@ -15,6 +15,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.summary import QuerySummary
 
+# The visits rollup's tables live beside the events table: migrated and forgotten with it.
+# (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
+from beacon.query import rollup
+
 # A query parameter's value: str, int, datetime, list[str], ... bound by the client.
 Param = object
 Params = dict[str, Param]
@@ -193,9 +197,7 @@ class Store:
             self.command(sql)
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
         self.command(accounts_ddl(self.accounts_table, self.retention_days))
-        from beacon.query import rollup  # the visits rollup and the day sums that keep it fresh
-
-        rollup.migrate(self)
+        rollup.migrate(self)  # the visits rollup and the day sums that keep it fresh
 
     # -- writes ---------------------------------------------------------------
 
@@ -295,9 +297,7 @@ class Store:
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
-            from beacon.query import rollup  # the visitor's visits and day sums go first
-
-            rollup.forget(self, scope, visitor)
+            rollup.forget(self, scope, visitor)  # the visitor's visits and day sums go first
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)
         return int_of(rows)
