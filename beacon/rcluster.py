@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Sequence
-from typing import Protocol, TypedDict, cast
+from typing import Protocol, TypedDict
 
 import redis
 import redis.asyncio as aioredis
@@ -209,7 +209,9 @@ class ClusterCommit:
     connection to the master that owns the shard's slot. Called like the registered script."""
 
     def __init__(self, rc: AsyncRedis, s: Settings, stream: str) -> None:
-        self.rc = cast(aiocluster.RedisCluster, rc)  # made only when BEACON_REDIS_CLUSTER is set
+        if not isinstance(rc, aiocluster.RedisCluster):  # made only when BEACON_REDIS_CLUSTER is set
+            raise TypeError(f"ClusterCommit needs a Redis Cluster client, not {type(rc).__name__}")
+        self.rc = rc
         self.stream = stream
         self.seed = seed_urls(s.redis_url.reveal())[0]
         self.wait_ms = wait_ms(s)
@@ -221,7 +223,9 @@ class ClusterCommit:
         # A keyed call through the cluster client first: it follows a moved slot (a failover)
         # and refreshes its map of the cluster, which then names the shard's master.
         await self.rc.exists(self.stream)
-        node = cast(aiocluster.ClusterNode, self.rc.get_node_from_key(self.stream))  # the key's master: never None
+        node = self.rc.get_node_from_key(self.stream)  # the key's master
+        if node is None:
+            raise RedisClusterException(f"no master serves the slot of {self.stream}")
         client = self._clients.get(node.name)
         if client is None:
             client = self._clients[node.name] = aioredis.Redis.from_url(
@@ -250,9 +254,10 @@ class ClusterCommit:
 
 
 def _sync_master(r: SyncRedis, key: str) -> redis.Redis:
-    rc = cast(cluster.RedisCluster, r)  # called only when BEACON_REDIS_CLUSTER is set
-    rc.exists(key)  # follows a moved slot, as in ClusterCommit._master
-    return rc.get_redis_connection(rc.get_node_from_key(key))  # type: ignore[no-untyped-call]
+    if not isinstance(r, cluster.RedisCluster):  # called only when BEACON_REDIS_CLUSTER is set
+        raise TypeError(f"a write that waits for a replica needs a Redis Cluster client, not {type(r).__name__}")
+    r.exists(key)  # follows a moved slot, as in ClusterCommit._master
+    return r.get_redis_connection(r.get_node_from_key(key))  # type: ignore[no-untyped-call]
 
 
 def sync_commit(rc: SyncRedis, ms: int) -> SyncCommit:
