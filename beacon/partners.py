@@ -184,8 +184,13 @@ def parse(text: str, source: str, mall_cookie: str = "", mall_hosts: tuple[str, 
     partners: list[Partner] = []
     seen_hosts: dict[str, str] = {h.lower(): MALL for h in mall_hosts}
     seen_cookies = {mall_cookie: MALL} if mall_cookie else {}
-    for i, raw in enumerate(doc.get("partner", [])):
+    tables = doc.get("partner", [])
+    if not isinstance(tables, list):
+        raise RegistryError(f"{source}: partner must be [[partner]] tables, not a {type(tables).__name__}")
+    for i, raw in enumerate(tables):
         where = f"{source} line {lines[i] if i < len(lines) else '?'} (partner #{i + 1})"
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{where}: a partner is a [[partner]] table, not a {type(raw).__name__}")
         try:
             p = _partner(raw)
         except ValueError as exc:
