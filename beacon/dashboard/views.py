@@ -326,20 +326,24 @@ class Dashboard:
             raise Unavailable("the query failed; the server log says why") from None
 
     async def panel_data(self, request: Request, name: str, limit: int = 10) -> Table | Headline:
-        """The panel's answer: `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""
+        """The panel's answer: the cards, `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""
         sc = self.scope_of(request)
         state = panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+        if name == "headline":
+            return await self.headline(sc.id, state)
+        return await self.table(sc.id, state, name, limit)
+
+    async def table(self, scope: str, state: panels.State, name: str, limit: int) -> Table:
+        """Every panel but the cards; KeyError for a name that is no panel."""
         try:
-            if name == "headline":
-                return await self.headline(sc.id, state)
             if name == "series":
-                answer = await self.ask(sc.id, panels.series_body(state))
+                answer = await self.ask(scope, panels.series_body(state))
                 return {"columns": ["time", "visitors", "pageviews"], "rows": rows_of(answer)}
             if name == "realtime":
-                answer = await self.ask(sc.id, panels.realtime_body(state))
+                answer = await self.ask(scope, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
             if name == "funnel":
-                steps = await self.ask_funnel(sc.id, panels.funnel_body(state))
+                steps = await self.ask_funnel(scope, panels.funnel_body(state))
                 rows: list[list[Cell]] = [
                     [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in steps.get("steps", [])
                 ]
@@ -350,7 +354,7 @@ class Dashboard:
                 raise KeyError(name)
             if panel.name == "props" and not state.prop:
                 return {"hint": "Type a property name (say, plan) to break events down by it."}
-            answer = await self.ask(sc.id, panels.list_body(panel, state, limit))
+            answer = await self.ask(scope, panels.list_body(panel, state, limit))
             dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
             return {"columns": [dimension, *panel.metrics], "dimension": dimension, "rows": rows_of(answer)}
         except Unavailable as exc:
@@ -391,19 +395,25 @@ class Dashboard:
         if not self.session(request)[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         name = request.path_params["name"]
+        sc = self.scope_of(request)
         try:
-            data = await self.panel_data(request, name, limit=10_000)
+            state = panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+            if name == "headline":
+                data = cards_table(await self.headline(sc.id, state))
+            else:
+                data = await self.table(sc.id, state, name, limit=10_000)
         except panels.StateError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except KeyError:
             return JSONResponse({"error": f"no panel named {name[:40]!r}"}, status_code=404)
-        if "unavailable" in data:  # (the headline always has the key: its CSV answers 409)
+        if "unavailable" in data:
             return JSONResponse({"error": data["unavailable"]}, status_code=409)
+        if "hint" in data:  # the properties panel without a property name
+            return JSONResponse({"error": data["hint"]}, status_code=400)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(data["columns"])
         writer.writerows([plain(v) for v in row] for row in data["rows"])
-        sc = self.scope_of(request)
         filename = f"{sc.id}-{name}.csv"
         return Response(
             out.getvalue(), media_type="text/csv; charset=utf-8", headers={"content-disposition": f'attachment; filename="{filename}"'}
@@ -427,6 +437,14 @@ async def form_key(request: Request, limit: int = 4096) -> str:
 def reveal(value: Secret | str | None) -> str:
     """The plain text of a setting that is a `config.Secret` (masked in `str`)."""
     return value.reveal() if isinstance(value, Secret) else str(value or "")
+
+
+def cards_table(cards: Headline) -> Table:
+    """The cards as a table (their CSV): metric, current, previous; unavailable when none answered."""
+    if not cards["current"] and cards["unavailable"]:
+        return {"unavailable": "Not available: " + next(iter(cards["unavailable"].values()))}
+    rows = [[metric, value, cards["previous"].get(metric, "")] for metric, value in cards["current"].items()]
+    return {"columns": ["metric", "current", "previous"], "rows": rows}
 
 
 def first_metrics(answer: Answer) -> list[Metric]:
