@@ -14,6 +14,7 @@ import orjson
 from beacon import commerce, consent, metrics
 from beacon.checked import CheckedEvent
 from beacon.enums import Reason
+from beacon.cycle import prepared
 from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
     check_event_name,
@@ -39,12 +40,15 @@ GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;"
 )
-GIF_HEADERS = [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(GIF)).encode()),
-    (b"cache-control", b"no-store"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-]
+# Checked once here as uvicorn would check them (beacon/cycle.py), not on every response.
+GIF_HEADERS = prepared(
+    [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(GIF)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"cross-origin-resource-policy", b"cross-origin"),
+    ]
+)
 GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADERS}
 GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
