@@ -27,9 +27,10 @@ Everything else is uvicorn's own code path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import uvicorn
@@ -37,9 +38,8 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from beacon.cycle import Cycle
-
 from beacon.config import Settings
+from beacon.cycle import Cycle
 from beacon.types import ASGIScope, Receive, Send
 
 # httptools.parse_url stores offsets in 16 bits; stay well below.
@@ -242,7 +242,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._serve(self.app)
             return
         status, reason = refusal
-        self._serve(lambda scope, receive, send: _refuse_app(status, reason, scope, receive, send))
+        self._serve(cast(ASGI3Application, functools.partial(_refuse_app, status, reason)))  # Beacon's ASGI types, not uvicorn's
 
     def _serve(self, app: ASGI3Application) -> None:
         """uvicorn's `on_headers_complete` (0.54), with Beacon's `Cycle` (beacon/cycle.py)."""

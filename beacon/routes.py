@@ -13,8 +13,8 @@ import orjson
 
 from beacon import commerce, consent, metrics
 from beacon.checked import CheckedEvent
-from beacon.enums import Reason
 from beacon.cycle import prepared
+from beacon.enums import Reason
 from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
     check_event_name,
