@@ -111,7 +111,17 @@ def protocol(row: str) -> tuple[asyncio.Protocol, NextTurn | None]:
         app = create_app(s)
         buffer = app.core.buffer = NextTurn()
     cls = HttpToolsProtocol if row == "floor" else LimitedHttpToolsProtocol
-    cfg = uvicorn.Config(app, http=cls, lifespan="off", access_log=False, log_level="warning", server_header=False, date_header=False)
+    # proxy_headers as each runs in the bench: uvicorn.run's default for floor.py, off in `beacon serve`
+    cfg = uvicorn.Config(
+        app,
+        http=cls,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        proxy_headers=row in ("floor", "limited"),
+    )
     cfg.load()
     if row != "floor":
         configure(cfg, config.load({"redis_url": "redis://127.0.0.1:1", "secret_keys": KEY}, environ={}))
