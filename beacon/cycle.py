@@ -10,7 +10,7 @@ with a system call each. The pixel answers the same four headers millions of tim
   made then; a response that adds per-request headers to prepared ones (the pixel's
   Set-Cookie) has the prepared pairs from those bytes and only the others checked, each
   as uvicorn checks it. Anything else (no content-length, a `connection` or
-  `transfer-encoding` header, the access log or default headers on) goes through
+  `transfer-encoding` header, default headers such as Date or Server) goes through
   uvicorn's own `send`, unchanged.
 - A head made this way is written together with the body message that follows it: one
   write, one TCP segment, the same bytes. If the application fails in between, the head
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 Header = tuple[bytes, bytes]
 _SPECIAL = (b"content-length", b"transfer-encoding", b"connection")
@@ -30,6 +31,11 @@ _SPECIAL = (b"content-length", b"transfer-encoding", b"connection")
 _LINES: dict[Header, tuple[bytes, int]] = {}
 # id(prepared tuple) -> (the tuple, its lines, its content-length); the tuple is kept alive here.
 _BLOCKS: dict[int, tuple[tuple[Header, ...], bytes, int]] = {}
+_BLOCKS_BY_FIRST: dict[int, tuple[tuple[Header, ...], bytes, int]] = {}  # by id() of its first pair
+# Header names already checked (not the three uvicorn acts on) -> lower-cased; a few hundred at most.
+_NAMES: dict[bytes, bytes] = {}
+# What uvicorn's HEADER_VALUE_RE refuses: control characters but the tab.
+_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
 
 
 def prepared(headers: list[Header] | tuple[Header, ...]) -> tuple[Header, ...]:
@@ -51,8 +57,30 @@ def prepared(headers: list[Header] | tuple[Header, ...]) -> tuple[Header, ...]:
         lines.append(line)
     if length < 0:
         raise ValueError("a prepared head needs a content-length")
-    _BLOCKS[id(block)] = (block, b"".join(lines), length)
+    _BLOCKS[id(block)] = _BLOCKS_BY_FIRST[id(block[0])] = (block, b"".join(lines), length)
     return block
+
+
+def _checked_line(pair: object) -> bytes | None:
+    """A per-request header's line, checked as uvicorn checks it; None for anything uvicorn
+    should see itself (an error it raises, or content-length, transfer-encoding, connection)."""
+    if type(pair) is not tuple or len(pair) != 2:
+        return None
+    name, value = pair
+    if type(name) is not bytes or type(value) is not bytes:
+        return None
+    low = _NAMES.get(name)
+    if low is None:
+        if HEADER_RE.search(name):
+            return None
+        low = name.lower()
+        if low in _SPECIAL:
+            return None
+        if len(_NAMES) < 256:
+            _NAMES[name] = low
+    if len(value.translate(None, _CONTROLS)) != len(value):  # HEADER_VALUE_RE, as a C scan
+        return None
+    return low + b": " + value + b"\r\n"
 
 
 class Cycle(RequestResponseCycle):
@@ -64,38 +92,48 @@ class Cycle(RequestResponseCycle):
         """The head uvicorn would write for this start message, or None to let uvicorn do it."""
         headers = message.get("headers", ())
         status = message["status"]  # type: ignore[typeddict-item]
-        if self.default_headers or self.access_log or status not in STATUS_LINE:
+        if self.default_headers or status not in STATUS_LINE:
             return None
         block = _BLOCKS.get(id(headers))
         if block is not None and block[0] is headers:
             lines, length = block[1], block[2]
-        else:
-            if type(headers) is not list and type(headers) is not tuple:
-                return None
-            parts = []
-            length = -1
-            for pair in headers:
+        elif type(headers) is list or type(headers) is tuple:
+            # A prepared block and what the request adds after it (the pixel's Set-Cookie)?
+            block = _BLOCKS_BY_FIRST.get(id(headers[0])) if headers else None
+            if block is not None and headers[0] is block[0][0] and tuple(headers[: len(block[0])]) == block[0]:
+                lines, length = block[1], block[2]
+                rest = headers[len(block[0]) :]
+            else:
+                lines, length = b"", -1
+                rest = headers
+            parts = [lines]
+            for pair in rest:
                 hit = _LINES.get(pair) if type(pair) is tuple else None
-                if hit is not None:
-                    line, n = hit
-                    if n >= 0 and length < 0:
-                        length = n
-                else:  # a per-request header: checked as uvicorn checks it
-                    if type(pair) is not tuple or len(pair) != 2:
+                if hit is None:
+                    line = _checked_line(pair)
+                    if line is None:
                         return None
-                    name, value = pair
-                    if type(name) is not bytes or type(value) is not bytes or HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-                        return None  # uvicorn raises its own error
-                    name = name.lower()
-                    if name in _SPECIAL:
-                        return None
-                    line = name + b": " + value + b"\r\n"
-                parts.append(line)
+                    parts.append(line)
+                else:
+                    parts.append(hit[0])
+                    if hit[1] >= 0 and length < 0:
+                        length = hit[1]
             if length < 0:
                 return None
             lines = b"".join(parts)
+        else:
+            return None
         self.response_started = True
         self.waiting_for_100_continue = False
+        if self.access_log:  # as uvicorn logs it
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status,
+            )
         self.expected_content_length = length
         self.chunked_encoding = False
         if self.keep_alive:

@@ -54,6 +54,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         start["headers"] = [*HEADERS, (b"connection", b"close")]
     elif path == "/bad-value":
         start["headers"] = [*HEADERS, (b"x-bad", b"a\r\nb")]
+    elif path == "/value":  # one byte in a per-request header's value
+        start["headers"] = [*HEADERS, (b"set-cookie", b"a=" + bytes([int(scope["query_string"])]) + b"b")]
+    elif path == "/name":  # one byte in a per-request header's name
+        start["headers"] = [*HEADERS, (b"x-" + bytes([int(scope["query_string"])]), b"1")]
     elif path == "/pieces":
         await send(start)
         await send({"type": "http.response.body", "body": GIF[:10], "more_body": True})
@@ -84,10 +88,9 @@ class Running:
             http=http,
             lifespan="off",
             access_log=False,
-            log_level="critical",
+            **{"log_level": "critical", **options},
             server_header=False,
             date_header=False,
-            **options,
         )
         config.beacon_header_timeout = 2.0  # type: ignore[attr-defined]
         self.server = uvicorn.Server(config)
@@ -142,6 +145,14 @@ def test_every_response_is_byte_for_byte_uvicorns(servers, path, method):
     ours = exchange(beacon, request)
     assert ours == exchange(plain, request)
     assert ours.startswith(b"HTTP/1.1 ") or path == "/bad-value"  # uvicorn closes without a word there
+
+
+@pytest.mark.parametrize("byte", [*range(0, 0x30), *range(0x3A, 0x41), *range(0x5B, 0x61), *range(0x7B, 0x80), 0x80, 0xFF])
+def test_per_request_headers_are_refused_exactly_when_uvicorn_refuses_them(servers, byte):
+    plain, beacon = servers
+    for path in ("/value", "/name"):
+        request = get(f"{path}?{byte}")
+        assert exchange(beacon, request) == exchange(plain, request), path
 
 
 def test_a_head_uvicorn_would_refuse_cannot_be_prepared():
