@@ -103,12 +103,14 @@ class Cycle(RequestResponseCycle):
             if block is not None and headers[0] is block[0][0] and tuple(headers[: len(block[0])]) == block[0]:
                 lines, length = block[1], block[2]
                 rest = headers[len(block[0]) :]
+                known: dict[Header, tuple[bytes, int]] = {}  # what follows a block is the request's own
             else:
                 lines, length = b"", -1
                 rest = headers
+                known = _LINES
             parts = [lines]
             for pair in rest:
-                hit = _LINES.get(pair) if type(pair) is tuple else None
+                hit = known.get(pair) if type(pair) is tuple else None
                 if hit is None:
                     line = _checked_line(pair)
                     if line is None:

@@ -62,6 +62,7 @@ class _Signer(TimestampSigner):
         return derived
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _RANDOM: list[bytes] = []  # 16-byte pieces of one os.urandom read, each handed out once
 
 
@@ -83,11 +84,9 @@ os.register_at_fork(after_in_child=_RANDOM.clear)
 def new_visitor_id() -> str:
     """128 random bits from the OS as a UUIDv4 string (the version and variant bits overwrite
     six of them), formatted without building a uuid.UUID."""
-    b = bytearray(_random16())
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = _random16().hex()
+    # version 4 in place of byte 6's high nibble; variant 10 in the top bits of byte 8
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")  # itsdangerous' base64_encode, without its layers
