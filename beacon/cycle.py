@@ -26,7 +26,6 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 Header = tuple[bytes, bytes]
-_SPECIAL = (b"content-length", b"transfer-encoding", b"connection")
 # A prepared pair -> (its line as uvicorn writes it, its content-length or -1).
 _LINES: dict[Header, tuple[bytes, int]] = {}
 # id(prepared tuple) -> (the tuple, its lines, its content-length); the tuple is kept alive here.
@@ -61,9 +60,10 @@ def prepared(headers: list[Header] | tuple[Header, ...]) -> tuple[Header, ...]:
     return block
 
 
-def _checked_line(pair: object) -> bytes | None:
-    """A per-request header's line, checked as uvicorn checks it; None for anything uvicorn
-    should see itself (an error it raises, or content-length, transfer-encoding, connection)."""
+def _checked_line(pair: object) -> tuple[bytes, int] | None:
+    """A per-request header's line and its content-length (or -1), checked as uvicorn checks
+    them; None for anything uvicorn should see itself (an error it raises, a content-length
+    it would not take as a length, transfer-encoding, connection)."""
     if type(pair) is not tuple or len(pair) != 2:
         return None
     name, value = pair
@@ -74,13 +74,21 @@ def _checked_line(pair: object) -> bytes | None:
         if HEADER_RE.search(name):
             return None
         low = name.lower()
-        if low in _SPECIAL:
+        if low in (b"transfer-encoding", b"connection"):
             return None
         if len(_NAMES) < 256:
             _NAMES[name] = low
     if len(value.translate(None, _CONTROLS)) != len(value):  # HEADER_VALUE_RE, as a C scan
         return None
-    return low + b": " + value + b"\r\n"
+    n = -1
+    if low == b"content-length":
+        try:
+            n = int(value.decode())  # as uvicorn reads it
+        except ValueError:
+            return None
+        if n < 0:
+            return None
+    return low + b": " + value + b"\r\n", n
 
 
 class Cycle(RequestResponseCycle):
@@ -112,14 +120,12 @@ class Cycle(RequestResponseCycle):
             for pair in rest:
                 hit = known.get(pair) if type(pair) is tuple else None
                 if hit is None:
-                    line = _checked_line(pair)
-                    if line is None:
+                    hit = _checked_line(pair)
+                    if hit is None:
                         return None
-                    parts.append(line)
-                else:
-                    parts.append(hit[0])
-                    if hit[1] >= 0 and length < 0:
-                        length = hit[1]
+                parts.append(hit[0])
+                if hit[1] >= 0 and length < 0:
+                    length = hit[1]  # uvicorn reads the first content-length
             if length < 0:
                 return None
             lines = b"".join(parts)

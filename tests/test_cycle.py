@@ -54,6 +54,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         start["headers"] = [*HEADERS, (b"connection", b"close")]
     elif path == "/bad-value":
         start["headers"] = [*HEADERS, (b"x-bad", b"a\r\nb")]
+    elif path == "/length":  # a content-length of the request's own, as the app wrote it
+        body["body"] = b"hi"
+        start["headers"] = [(b"Content-Type", b"text/plain"), (b"Content-Length", scope["query_string"].replace(b"_", b" "))]
     elif path == "/value":  # one byte in a per-request header's value
         start["headers"] = [*HEADERS, (b"set-cookie", b"a=" + bytes([int(scope["query_string"])]) + b"b")]
     elif path == "/name":  # one byte in a per-request header's name
@@ -145,6 +148,14 @@ def test_every_response_is_byte_for_byte_uvicorns(servers, path, method):
     ours = exchange(beacon, request)
     assert ours == exchange(plain, request)
     assert ours.startswith(b"HTTP/1.1 ") or path == "/bad-value"  # uvicorn closes without a word there
+
+
+@pytest.mark.parametrize("length", ["2", "_2_", "+2", "02", "3", "1", "-1", "x", "2_", "", "0x2"])
+def test_a_content_length_of_the_apps_own_is_taken_as_uvicorn_takes_it(servers, length):
+    plain, beacon = servers
+    for method in ("GET", "HEAD"):
+        request = get(f"/length?{length}", method)
+        assert exchange(beacon, request) == exchange(plain, request)
 
 
 @pytest.mark.parametrize("byte", [*range(0, 0x30), *range(0x3A, 0x41), *range(0x5B, 0x61), *range(0x7B, 0x80), 0x80, 0xFF])
