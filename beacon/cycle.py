@@ -118,7 +118,10 @@ class Cycle(RequestResponseCycle):
                 known = _LINES
             parts = [lines]
             for pair in rest:
-                hit = known.get(pair) if type(pair) is tuple else None
+                try:
+                    hit = known.get(pair) if type(pair) is tuple else None
+                except TypeError:  # an unhashable name or value (a bytearray): uvicorn's path
+                    return None
                 if hit is None:
                     hit = _checked_line(pair)
                     if hit is None:

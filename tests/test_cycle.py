@@ -57,6 +57,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/length":  # a content-length of the request's own, as the app wrote it
         body["body"] = b"hi"
         start["headers"] = [(b"Content-Type", b"text/plain"), (b"Content-Length", scope["query_string"].replace(b"_", b" "))]
+    elif path == "/bytearray":
+        start["headers"] = [*HEADERS, (b"x-a", bytearray(b"b"))]
     elif path == "/value":  # one byte in a per-request header's value
         start["headers"] = [*HEADERS, (b"set-cookie", b"a=" + bytes([int(scope["query_string"])]) + b"b")]
     elif path == "/name":  # one byte in a per-request header's name
@@ -137,7 +139,7 @@ def get(path: str, method: str = "GET", version: str = "1.1", close: bool = True
 
 
 PATHS = ["/", "/cookie", "/teapot", "/plain", "/chunked", "/close", "/bad-value"]
-PATHS += ["/pieces", "/fails-after-start", "/no-body", "/short", "/long"]
+PATHS += ["/bytearray", "/pieces", "/fails-after-start", "/no-body", "/short", "/long"]
 
 
 @pytest.mark.parametrize("path", PATHS)
