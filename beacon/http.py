@@ -27,13 +27,20 @@ Everything else is uvicorn's own code path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+import urllib.parse
+from typing import cast
 
+import httptools
 import uvicorn
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from beacon.config import Settings
+from beacon.cycle import Cycle
 from beacon.types import ASGIScope, Receive, Send
 
 # httptools.parse_url stores offsets in 16 bits; stay well below.
@@ -60,7 +67,14 @@ async def _refuse_app(status: int, reason: bytes, scope: ASGIScope, receive: Rec
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """Reads `beacon_header_timeout` and `beacon_max_header_bytes` from the uvicorn Config."""
+    """Reads `beacon_header_timeout` and `beacon_max_header_bytes` from the uvicorn Config.
+
+    Its three waits (the next request's head, a body's next read, uvicorn's keep-alive)
+    are deadlines checked by one timer per connection: arming or clearing one is an
+    attribute write, and the timer, when it fires early for a deadline that moved on, is
+    set again for the nearest one. A busy keep-alive connection sets a timer once every
+    few seconds instead of arming and cancelling three per request.
+    """
 
     def __init__(
         self,
@@ -72,26 +86,53 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_timeout: float = getattr(config, "beacon_header_timeout", 15.0)
         self.max_header_bytes: int = getattr(config, "beacon_max_header_bytes", 32768)
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._head_at: float | None = None  # the current head must be complete by then (408)
+        self._body_at: float | None = None  # the body's next part must come by then (408)
+        self._idle_at: float | None = None  # uvicorn's keep-alive: closed by then if nothing came
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._header_bytes = 0  # bytes received while reading the current request's head
         self._target_bytes = 0  # of which were its request target
         self._discarding = False  # answered and closing: input is dropped
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._good_host: bytes | None = None  # the last Host value that passed HOST_VALUE
         self.url = b""
+
+    # -- the deadlines -------------------------------------------------------
+
+    def _schedule(self, at: float) -> None:
+        if self._timer is None or at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        if self._body_at is not None and self._body_at <= now:
+            self._body_at = None
+            self._body_timed_out()
+        if self._idle_at is not None and self._idle_at <= now:
+            self._idle_at = None
+            self.timeout_keep_alive_handler()
+        if self._head_at is not None and self._head_at <= now:
+            self._head_at = None
+            self._header_timed_out()
+        pending = [at for at in (self._head_at, self._body_at, self._idle_at) if at is not None]
+        if pending and not self.transport.is_closing():
+            self._schedule(min(pending))
 
     # -- the header-read timeout ---------------------------------------------
 
     def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+        if self._head_at is None:
+            self._head_at = self.loop.time() + self.header_timeout
+            self._schedule(self._head_at)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._head_at = None
 
     def _header_timed_out(self) -> None:
-        self._header_timer = None
         if self.cycle is not None and not self.cycle.response_complete:
             self._arm()  # a response is in progress: a pipelined head gets its time after it
             return
@@ -129,20 +170,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()  # the next request's head must come in time too
+        """uvicorn's, with its keep-alive timer as a deadline; then the next head's deadline."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_at = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_at = self.loop.time() + self.timeout_keep_alive
+            self._schedule(self._idle_at)
+        self._arm()  # the next request's head must come in time too
 
     # -- the header size limit -----------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
-        reading_head = self._header_timer is not None
+        self._idle_at = None  # uvicorn's keep-alive wait ends with any data
+        reading_head = self._head_at is not None
         if reading_head:
             self._header_bytes += len(data)
         super().data_received(data)
-        if reading_head and self._header_timer is not None and self._header_bytes - self._target_bytes > self.max_header_bytes:
+        if reading_head and self._head_at is not None and self._header_bytes - self._target_bytes > self.max_header_bytes:
             self._close_with(431, b"request header fields too large")
 
     def on_message_begin(self) -> None:
@@ -159,11 +211,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- the body-read timeout (nginx: client_body_timeout, between two reads) ---
 
     def _arm_body(self) -> None:
-        self._disarm_body()
-        self._body_timer = self.loop.call_later(self.header_timeout, self._body_timed_out)
+        self._body_at = self.loop.time() + self.header_timeout
+        self._schedule(self._body_at)
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
         cycle = self.cycle
         if cycle is not None and cycle.response_complete:
             self.transport.close()  # answered without its body (a 401, say), which never came
@@ -171,13 +222,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._close_with(408, b"request body not received in time")
 
     def _disarm_body(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_at = None
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        if self._body_timer is not None:
+        if self._body_at is not None:
             self._arm_body()  # the next part gets its own time
 
     def on_message_complete(self) -> None:
@@ -185,8 +234,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_body()
-        self._disarm()
+        self._head_at = self._body_at = self._idle_at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
@@ -195,15 +246,51 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         refusal = self._check_head()
         if refusal is None:
             self._arm_body()  # disarmed at once by a request without a body
-            super().on_headers_complete()
+            self._serve(self.app)
             return
         status, reason = refusal
-        app = self.app
-        self.app = lambda scope, receive, send: _refuse_app(status, reason, scope, receive, send)
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        self._serve(cast(ASGI3Application, functools.partial(_refuse_app, status, reason)))  # Beacon's ASGI types, not uvicorn's
+
+    def _serve(self, app: ASGI3Application) -> None:
+        """uvicorn's `on_headers_complete` (0.54), with Beacon's `Cycle` (beacon/cycle.py)."""
+        http_version = self.parser.get_http_version()
+        self.scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        self.scope["path"] = self.root_path + path
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing_cycle = self.cycle
+        self.cycle = Cycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:  # pipelined: queued behind the response in progress
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def _check_head(self) -> tuple[int, bytes] | None:
         """A refusal (status, reason) for a head we must not serve; fixes up the target otherwise."""
@@ -221,8 +308,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return 400, b"more than one Host header"
         if hosts == 0 and self.parser.get_http_version() == "1.1":
             return 400, b"HTTP/1.1 request without a Host header"
-        if not HOST_VALUE.fullmatch(host):
-            return 400, b"invalid Host header"
+        if host != self._good_host:  # a keep-alive connection repeats its Host
+            if not HOST_VALUE.fullmatch(host):
+                return 400, b"invalid Host header"
+            self._good_host = host
         url = self.url
         if url[:1] != b"/" and url != b"*":
             scheme, sep, rest = url.partition(b"://")

@@ -14,6 +14,7 @@ import orjson
 
 from beacon import commerce, consent, metrics
 from beacon.checked import CheckedEvent
+from beacon.cycle import prepared
 from beacon.enums import Reason
 from beacon.errors import Invalid, NotDurable, TooManyEvents
 from beacon.event import (
@@ -40,18 +41,23 @@ GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x01\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x01\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x4c\x01\x00;"
 )
-GIF_HEADERS = [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(GIF)).encode()),
-    (b"cache-control", b"no-store"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-]
+# Checked once here as uvicorn would check them (beacon/cycle.py), not on every response.
+GIF_HEADERS = prepared(
+    [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(GIF)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"cross-origin-resource-policy", b"cross-origin"),
+    ]
+)
 GIF_START = {"type": "http.response.start", "status": 200, "headers": GIF_HEADERS}
 GIF_BODY = {"type": "http.response.body", "body": GIF}
 NO_CONTENT = {"type": "http.response.body", "body": b""}
 JSON_TYPES = (b"", b"text/plain", b"application/json")
 Checked = CheckedEvent
 CLIENT_CACHE = 16384  # (peer, X-Forwarded-For, User-Agent, precise) -> derived client fields
+QUERY_CACHE = 4096  # (pixel query, Referer) -> the checked event, or why it was refused
+QUERY_CACHE_BYTES = 1024  # longer pairs are checked every time, not remembered
 
 
 async def send_json(send: Send, status: int, body: Mapping[str, object], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -80,6 +86,7 @@ class BeaconRoutes:
         # A visitor's requests repeat their peer, X-Forwarded-For and User-Agent: everything
         # derived from them is looked up once per visitor, not once per request.
         self._client = functools.lru_cache(maxsize=CLIENT_CACHE)(self._client_fields)
+        self._queries: dict[tuple[bytes, bytes], tuple[list[Checked], int, Reason | None]] = {}
 
     def _server_fields(self, asgi: ASGIScope, req: Request, mode: str) -> tuple[str, str, bool, bytes]:
         """(truncated ip, user agent, is_bot, encoded geo and agent columns)."""
@@ -131,15 +138,36 @@ class BeaconRoutes:
         metrics.PIXEL_OK_COUNT.n += 1
 
     def _pixel_fields(self, asgi: ASGIScope, req: Request) -> list[Checked]:
-        """The pixel's one event, validated; [] when it cannot be recorded (counted)."""
-        core = self.core
+        """The pixel's one event, validated; [] when it cannot be recorded (counted).
+
+        The outcome is a function of the query and the Referer alone, and a site's pixels
+        repeat them across visitors: it is remembered per exact (query, Referer) pair, and
+        its counts are made again on every request. Pairs over `QUERY_CACHE_BYTES` are not
+        remembered; the cache is emptied when full."""
         qs = asgi["query_string"]
         if len(qs) > self.s.max_query_bytes or "beacon.truncated" in asgi:  # see beacon/http.py
             metrics.EVENTS_REJECTED.labels(Reason.QUERY_TOO_LONG).inc()
             return []
-        fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
+        key = (qs, req.referer)
+        known = self._queries.get(key)
+        if known is None:
+            known = self._check_query(qs, req)
+            if len(qs) + len(req.referer) <= QUERY_CACHE_BYTES:
+                if len(self._queries) >= QUERY_CACHE:
+                    self._queries.clear()
+                self._queries[key] = known
+        checked, dropped, rejected = known
         if dropped:
             metrics.FIELDS_DROPPED.inc(dropped)
+        if rejected is not None:
+            metrics.EVENTS_REJECTED.labels(rejected).inc()
+            return []
+        return checked
+
+    def _check_query(self, qs: bytes, req: Request) -> tuple[list[Checked], int, Reason | None]:
+        """(the event, parameters dropped, why it is refused or None)."""
+        core = self.core
+        fields, dropped = parse_pixel_query(qs, core.limits) if qs else ({}, 0)
         try:
             name = check_event_name(fields.get("e", "pageview"), core.limits)
             shop = None
@@ -147,21 +175,18 @@ class BeaconRoutes:
                 try:
                     shop = commerce.check(name, commerce.from_pixel(fields.get("c", {})))
                 except Invalid:
-                    metrics.EVENTS_REJECTED.labels(Reason.INVALID_COMMERCE).inc()
-                    return []
+                    return [], dropped, Reason.INVALID_COMMERCE
             props = check_props(fields.get("p"), core.limits)
-            return [
-                CheckedEvent(
-                    name,
-                    check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
-                    check_url(fields.get("r"), core.limits, "r"),
-                    props if shop is None else commerce.without_fields(props),
-                    shop,
-                )
-            ]
+            event = CheckedEvent(
+                name,
+                check_url(fields.get("u") or req.referer.decode("latin-1"), core.limits, "u"),
+                check_url(fields.get("r"), core.limits, "r"),
+                props if shop is None else commerce.without_fields(props),
+                shop,
+            )
+            return [event], dropped, None
         except Invalid:
-            metrics.EVENTS_REJECTED.labels(Reason.INVALID).inc()
-            return []
+            return [], dropped, Reason.INVALID
 
     async def _encode(
         self,
