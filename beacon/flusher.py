@@ -93,6 +93,13 @@ class Batch:
     def body(self) -> bytes:
         return b"\n".join(self.chunks)
 
+    def parts(self) -> list[bytes]:
+        """The body as pieces (the entries' chunks with a newline between), for an insert
+        that writes them out one by one instead of joining a copy of the whole batch."""
+        out = [b"\n"] * (2 * len(self.chunks) - 1)
+        out[::2] = self.chunks
+        return out
+
 
 class Flusher:
     def __init__(
@@ -126,6 +133,7 @@ class Flusher:
         self._stop = threading.Event()
         self._last_recover = 0.0
         self._group_ready = False
+        self._rows_per_entry = 0  # of the last read; 0: unknown yet, read one entry to learn it
         self.manifests = manifests_key(stream)
         self.dead = dead_letter_key(stream)
 
@@ -189,13 +197,23 @@ class Flusher:
                 wait_ms = max(1, int(min(left, 0.2) * 1000))
             else:
                 wait_ms = 200
-            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count, block=wait_ms if block else None)
+            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self._count(batch), block=wait_ms if block else None)
             entries = reply[0][1] if reply else []
+            before = batch.rows
             for entry_id, fields in entries:
                 batch.add(entry_id, fields)
+            if entries:
+                self._rows_per_entry = max(1, (batch.rows - before) // len(entries))
             if not entries and (not block or not batch.ids):
                 break
         return batch
+
+    def _count(self, batch: Batch) -> int:
+        """Entries to ask for: about what fills the batch to `batch_rows`, by the size of the
+        entries last read, so a batch holds batch_rows rows, not read_count group commits of them."""
+        if not self._rows_per_entry:
+            return 1
+        return max(1, min(self.read_count, -(-(self.batch_rows - batch.rows) // self._rows_per_entry)))
 
     def recover(self, min_idle_ms: int | None = None) -> int:
         """Re-insert batches with open manifests, then take back idle pending entries; return rows."""
@@ -298,7 +316,7 @@ class Flusher:
                 self.r.hset(self.manifests, batch.token, manifest)
         failpoints.hit("before_insert")
         dead: list[tuple[bytes, str]] = []
-        inserted = self._insert(batch.body(), batch.token, dead, reused) if batch.chunks else 0
+        inserted = self._insert(batch.parts(), batch.token, dead, reused, batch.rows) if batch.chunks else 0
         failpoints.hit("after_insert")
         if inserted < 0:
             return 0  # stopping during an outage: the manifest and the pending entries stay
@@ -316,9 +334,11 @@ class Flusher:
             log.warning("batch %s: %d rows moved to %s", batch.token, len(dead), self.dead)
         return inserted
 
-    def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]], reused: bool = False) -> int:
+    def _insert(self, body: bytes | list[bytes], token: str, dead: list[tuple[bytes, str]], reused: bool = False, rows: int = -1) -> int:
         """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped.
 
+        `body`: the bytes, or pieces of them (Batch.parts), joined only on the rare paths
+        that split or check lines. `rows`: its line count when known (the entries' `n`).
         `reused`: the token may have been sent before, so an accepted insert may have been
         dropped as a repeat; the rows are then checked (see the module docstring)."""
         backoff = 0.1
@@ -326,11 +346,11 @@ class Flusher:
             try:
                 self.store.insert_lines(body, token)
                 if not reused:
-                    return body.count(b"\n") + 1
-                absent = absent_lines(self.store, body.split(b"\n"))
+                    return rows if rows >= 0 else _joined(body).count(b"\n") + 1
+                absent = absent_lines(self.store, _joined(body).split(b"\n"))
             except Exception as exc:  # noqa: BLE001 - classified below
                 if is_data_error(exc):
-                    return self._split(body, token, exc, dead, reused)
+                    return self._split(_joined(body), token, exc, dead, reused)
                 metrics.FLUSH_ERRORS.inc()
                 log.warning("insert %s failed (%s); retrying in %.1fs", token, str(exc).splitlines()[0], backoff)
                 reused = True  # the failed attempt may have recorded the token
@@ -338,7 +358,7 @@ class Flusher:
                     return -1
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            return self._repair(body, token, absent, dead)
+            return self._repair(_joined(body), token, absent, dead)
 
     def _repair(self, body: bytes, token: str, absent: list[bytes], dead: list[tuple[bytes, str]]) -> int:
         """After an insert under a used token: insert the lines still absent under `<token>.r`.
@@ -372,6 +392,10 @@ class Flusher:
                 return -1
             total += got
         return total
+
+
+def _joined(body: bytes | list[bytes]) -> bytes:
+    return body if isinstance(body, bytes) else b"".join(body)
 
 
 def absent_lines(store: Store, lines: list[bytes], chunk: int = 5000) -> list[bytes]:

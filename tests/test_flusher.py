@@ -135,6 +135,38 @@ def test_a_batch_whose_token_clickhouse_knows_but_whose_rows_it_lacks_still_land
     assert r.xlen(STREAM) == 0 and r.hlen(manifests_key(STREAM)) == 0
 
 
+def test_a_batch_holds_about_batch_rows_rows_not_read_count_group_commits(r, store):
+    """A batch's memory follows batch_rows: with group commits of 10 rows and batch_rows 25, the
+    flusher reads one entry to learn their size, then as many as fill the batch."""
+    for entry in range(20):
+        lines = [
+            encode(
+                event_id=uuid7(time.time()),
+                received_at=time.time(),
+                scope="mall",
+                visitor_id="v",
+                mode="cookie",
+                event="pageview",
+                url="",
+                referrer="",
+                props={"n": str(entry * 10 + i)},
+                ip="",
+                user_agent="",
+                transport="pixel",
+            )
+            for i in range(10)
+        ]
+        r.xadd(STREAM, {"d": b"\n".join(lines), "n": 10})
+    flusher = Flusher(r, store, STREAM, "f", batch_rows=25, batch_age=5, claim_idle=0)
+    batch = flusher.gather(block=False)
+    assert (batch.rows, len(batch.ids)) == (30, 3)
+    assert r.xpending(STREAM, GROUP)["pending"] == 3  # the other 17 entries were not read
+    assert flusher.flush(batch) == 30
+    assert flusher.drain() == 170
+    assert count(store) == (200, 200)
+    assert r.xlen(STREAM) == 0
+
+
 def table_dir(store) -> Path:
     root = Path(store.dsn.removeprefix("chdb://"))
     meta = (root / "metadata" / store.database / f"{store.table}.sql").read_text()
