@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -133,6 +134,7 @@ class Flusher:
         self._stop = threading.Event()
         self._last_recover = 0.0
         self._group_ready = False
+        self._reader: ThreadPoolExecutor | None = None  # reads the next batch during an insert
         self._rows_per_entry = 0  # of the last read; 0: unknown yet, read one entry to learn it
         self.manifests = manifests_key(stream)
         self.dead = dead_letter_key(stream)
@@ -155,17 +157,20 @@ class Flusher:
         try:
             self._loop(every, backoff)
         finally:
+            self._close_reader()
             if self.lease:
                 self.lease.stop()
 
     def _loop(self, every: float, backoff: float) -> None:
-        while not self._stop.is_set():
+        ahead = Batch()  # read while the previous batch was inserted; flushed even after stop()
+        while not self._stop.is_set() or ahead.ids:
             try:
-                if time.monotonic() - self._last_recover > every:
-                    self.recover()
-                batch = self.gather()
+                if not ahead.ids and time.monotonic() - self._last_recover > every:
+                    self.recover()  # never with a batch in hand: it would read its entries again
+                batch, ahead = (ahead, Batch()) if ahead.ids else (self.gather(), ahead)
                 if batch.ids:
-                    self.flush(batch)
+                    due = time.monotonic() - self._last_recover > every
+                    _, ahead = self._flush_reading_ahead(batch, block=True, read_ahead=not due and not self._stop.is_set())
                 backoff = 0.1
             except rcluster.REDIS_ERRORS as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
@@ -176,11 +181,39 @@ class Flusher:
     def drain(self) -> int:
         """Flush until the stream holds nothing for us; return rows inserted (tests, CLI)."""
         total = self.recover(min_idle_ms=0)
+        ahead = Batch()
         while True:
-            batch = self.gather(block=False)
+            batch = ahead if ahead.ids else self.gather(block=False)
             if not batch.ids:
+                self._close_reader()
                 return total
-            total += self.flush(batch)
+            rows, ahead = self._flush_reading_ahead(batch, block=False)
+            total += rows
+
+    def _flush_reading_ahead(self, batch: Batch, block: bool, read_ahead: bool = True) -> tuple[int, Batch]:
+        """Flush `batch`; if it was full (a backlog), read the next one meanwhile, on a thread.
+
+        The insert releases the GIL and Redis builds its reply on its own core, so the
+        read then costs the flusher's core only its own copying, not a wait. Returns the
+        rows inserted and the batch read ahead (empty if none). If the flush fails, that
+        batch is dropped once its read is over: its entries stay pending with no manifest,
+        and recover() reads them again, as after a crash during gather()."""
+        if not read_ahead or batch.rows < self.batch_rows:
+            return self.flush(batch), Batch()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="flusher-read")
+        future = self._reader.submit(self.gather, block)
+        try:
+            rows = self.flush(batch)
+        except BaseException:
+            future.exception()  # wait for the read: nothing may run on behind an error
+            raise
+        return rows, future.result()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown()
+            self._reader = None
 
     # -- reading ---------------------------------------------------------------
 
