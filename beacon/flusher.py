@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import redis
@@ -93,6 +94,13 @@ class Batch:
     def body(self) -> bytes:
         return b"\n".join(self.chunks)
 
+    def parts(self) -> list[bytes]:
+        """The body as pieces (the entries' chunks with a newline between), for an insert
+        that writes them out one by one instead of joining a copy of the whole batch."""
+        out = [b"\n"] * (2 * len(self.chunks) - 1)
+        out[::2] = self.chunks
+        return out
+
 
 class Flusher:
     def __init__(
@@ -126,6 +134,8 @@ class Flusher:
         self._stop = threading.Event()
         self._last_recover = 0.0
         self._group_ready = False
+        self._reader: ThreadPoolExecutor | None = None  # reads the next batch during an insert
+        self._rows_per_entry = 0  # of the last read; 0: unknown yet, read one entry to learn it
         self.manifests = manifests_key(stream)
         self.dead = dead_letter_key(stream)
 
@@ -147,17 +157,20 @@ class Flusher:
         try:
             self._loop(every, backoff)
         finally:
+            self._close_reader()
             if self.lease:
                 self.lease.stop()
 
     def _loop(self, every: float, backoff: float) -> None:
-        while not self._stop.is_set():
+        ahead = Batch()  # read while the previous batch was inserted; flushed even after stop()
+        while not self._stop.is_set() or ahead.ids:
             try:
-                if time.monotonic() - self._last_recover > every:
-                    self.recover()
-                batch = self.gather()
+                if not ahead.ids and time.monotonic() - self._last_recover > every:
+                    self.recover()  # never with a batch in hand: it would read its entries again
+                batch, ahead = (ahead, Batch()) if ahead.ids else (self.gather(), ahead)
                 if batch.ids:
-                    self.flush(batch)
+                    due = time.monotonic() - self._last_recover > every
+                    _, ahead = self._flush_reading_ahead(batch, block=True, read_ahead=not due and not self._stop.is_set())
                 backoff = 0.1
             except rcluster.REDIS_ERRORS as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
@@ -168,11 +181,39 @@ class Flusher:
     def drain(self) -> int:
         """Flush until the stream holds nothing for us; return rows inserted (tests, CLI)."""
         total = self.recover(min_idle_ms=0)
+        ahead = Batch()
         while True:
-            batch = self.gather(block=False)
+            batch = ahead if ahead.ids else self.gather(block=False)
             if not batch.ids:
+                self._close_reader()
                 return total
-            total += self.flush(batch)
+            rows, ahead = self._flush_reading_ahead(batch, block=False)
+            total += rows
+
+    def _flush_reading_ahead(self, batch: Batch, block: bool, read_ahead: bool = True) -> tuple[int, Batch]:
+        """Flush `batch`; if it was full (a backlog), read the next one meanwhile, on a thread.
+
+        The insert releases the GIL and Redis builds its reply on its own core, so the
+        read then costs the flusher's core only its own copying, not a wait. Returns the
+        rows inserted and the batch read ahead (empty if none). If the flush fails, that
+        batch is dropped once its read is over: its entries stay pending with no manifest,
+        and recover() reads them again, as after a crash during gather()."""
+        if not read_ahead or batch.rows < self.batch_rows:
+            return self.flush(batch), Batch()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="flusher-read")
+        future = self._reader.submit(self.gather, block)
+        try:
+            rows = self.flush(batch)
+        except BaseException:
+            future.exception()  # wait for the read: nothing may run on behind an error
+            raise
+        return rows, future.result()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown()
+            self._reader = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -189,13 +230,23 @@ class Flusher:
                 wait_ms = max(1, int(min(left, 0.2) * 1000))
             else:
                 wait_ms = 200
-            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count, block=wait_ms if block else None)
+            reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self._count(batch), block=wait_ms if block else None)
             entries = rcluster.read_group_entries(reply)
+            before = batch.rows
             for entry_id, fields in entries:
                 batch.add(entry_id, fields)
+            if entries:
+                self._rows_per_entry = max(1, (batch.rows - before) // len(entries))
             if not entries and (not block or not batch.ids):
                 break
         return batch
+
+    def _count(self, batch: Batch) -> int:
+        """Entries to ask for: about what fills the batch to `batch_rows`, by the size of the
+        entries last read, so a batch holds batch_rows rows, not read_count group commits of them."""
+        if not self._rows_per_entry:
+            return 1
+        return max(1, min(self.read_count, -(-(self.batch_rows - batch.rows) // self._rows_per_entry)))
 
     def recover(self, min_idle_ms: int | None = None) -> int:
         """Re-insert batches with open manifests, then take back idle pending entries; return rows."""
@@ -295,7 +346,7 @@ class Flusher:
                 self.r.hset(self.manifests, batch.token, manifest)
         failpoints.hit("before_insert")
         dead: list[tuple[bytes, str]] = []
-        inserted = self._insert(batch.body(), batch.token, dead, reused) if batch.chunks else 0
+        inserted = self._insert(batch.parts(), batch.token, dead, reused, batch.rows) if batch.chunks else 0
         failpoints.hit("after_insert")
         if inserted < 0:
             return 0  # stopping during an outage: the manifest and the pending entries stay
@@ -313,9 +364,11 @@ class Flusher:
             log.warning("batch %s: %d rows moved to %s", batch.token, len(dead), self.dead)
         return inserted
 
-    def _insert(self, body: bytes, token: str, dead: list[tuple[bytes, str]], reused: bool = False) -> int:
+    def _insert(self, body: bytes | list[bytes], token: str, dead: list[tuple[bytes, str]], reused: bool = False, rows: int = -1) -> int:
         """Insert until ClickHouse accepts (backing off) or the rows prove bad; -1 if stopped.
 
+        `body`: the bytes, or pieces of them (Batch.parts), joined only on the rare paths
+        that split or check lines. `rows`: its line count when known (the entries' `n`).
         `reused`: the token may have been sent before, so an accepted insert may have been
         dropped as a repeat; the rows are then checked (see the module docstring)."""
         backoff = 0.1
@@ -323,11 +376,11 @@ class Flusher:
             try:
                 self.store.insert_lines(body, token)
                 if not reused:
-                    return body.count(b"\n") + 1
-                absent = absent_lines(self.store, body.split(b"\n"))
+                    return rows if rows >= 0 else _joined(body).count(b"\n") + 1
+                absent = absent_lines(self.store, _joined(body).split(b"\n"))
             except Exception as exc:  # noqa: BLE001 - classified below
                 if is_data_error(exc):
-                    return self._split(body, token, exc, dead, reused)
+                    return self._split(_joined(body), token, exc, dead, reused)
                 metrics.FLUSH_ERRORS.inc()
                 log.warning("insert %s failed (%s); retrying in %.1fs", token, str(exc).splitlines()[0], backoff)
                 reused = True  # the failed attempt may have recorded the token
@@ -335,7 +388,7 @@ class Flusher:
                     return -1
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            return self._repair(body, token, absent, dead)
+            return self._repair(_joined(body), token, absent, dead)
 
     def _repair(self, body: bytes, token: str, absent: list[bytes], dead: list[tuple[bytes, str]]) -> int:
         """After an insert under a used token: insert the lines still absent under `<token>.r`.
@@ -369,6 +422,10 @@ class Flusher:
                 return -1
             total += got
         return total
+
+
+def _joined(body: bytes | list[bytes]) -> bytes:
+    return body if isinstance(body, bytes) else b"".join(body)
 
 
 def absent_lines(store: Store, lines: list[bytes], chunk: int = 5000) -> list[bytes]:

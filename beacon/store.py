@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -201,15 +201,25 @@ class Store:
 
     # -- writes ---------------------------------------------------------------
 
-    def insert_lines(self, body: bytes, token: str) -> None:
+    def insert_lines(self, body: bytes | Sequence[bytes], token: str) -> None:
         """Insert JSONEachRow bytes as they are; a retry with the same token is a no-op.
 
         Parsed serially into one block, so a malformed row fails the whole insert before
         anything is written (no partial insert that a split retry would duplicate).
+        `body` may come in pieces (the flusher's batch): chDB's client writes them to its
+        input file one by one, with no joined copy; over HTTP they are joined, so the client
+        keeps its bytes body (which it may resend on a closed connection).
         """
+        data: bytes | Iterator[bytes]
+        if isinstance(body, bytes):
+            data = body
+        elif self.dsn.startswith("chdb://"):
+            data = (piece for piece in body)
+        else:
+            data = b"".join(body)
         with self._lock:
             self.client.raw_insert(
-                self.full_table, None, body, fmt="JSONEachRow", settings={**INSERT_SETTINGS, "insert_deduplication_token": token}
+                self.full_table, None, data, fmt="JSONEachRow", settings={**INSERT_SETTINGS, "insert_deduplication_token": token}
             )
 
     # -- reports --------------------------------------------------------------

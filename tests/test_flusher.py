@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from beacon import metrics
 from beacon.event import encode, uuid7
@@ -132,6 +133,96 @@ def test_a_batch_whose_token_clickhouse_knows_but_whose_rows_it_lacks_still_land
     assert count(store) == (0, 0)  # the engine drops a retry under a token it knows
     assert flush() == 20  # recovery re-inserts, finds the rows absent, inserts them under a derived token
     assert count(store) == (20, 20)
+    assert r.xlen(STREAM) == 0 and r.hlen(manifests_key(STREAM)) == 0
+
+
+def test_a_batch_holds_about_batch_rows_rows_not_read_count_group_commits(r, store):
+    """A batch's memory follows batch_rows: with group commits of 10 rows and batch_rows 25, the
+    flusher reads one entry to learn their size, then as many as fill the batch."""
+    for entry in range(20):
+        lines = [
+            encode(
+                event_id=uuid7(time.time()),
+                received_at=time.time(),
+                scope="mall",
+                visitor_id="v",
+                mode="cookie",
+                event="pageview",
+                url="",
+                referrer="",
+                props={"n": str(entry * 10 + i)},
+                ip="",
+                user_agent="",
+                transport="pixel",
+            )
+            for i in range(10)
+        ]
+        r.xadd(STREAM, {"d": b"\n".join(lines), "n": 10})
+    flusher = Flusher(r, store, STREAM, "f", batch_rows=25, batch_age=5, claim_idle=0)
+    batch = flusher.gather(block=False)
+    assert (batch.rows, len(batch.ids)) == (30, 3)
+    assert r.xpending(STREAM, GROUP)["pending"] == 3  # the other 17 entries were not read
+    assert flusher.flush(batch) == 30
+    assert flusher.drain() == 170
+    assert count(store) == (200, 200)
+    assert r.xlen(STREAM) == 0
+
+
+def lines_of(entry: int, rows: int = 10) -> bytes:
+    return b"\n".join(
+        encode(
+            event_id=uuid7(time.time()),
+            received_at=time.time(),
+            scope="mall",
+            visitor_id="v",
+            mode="cookie",
+            event="pageview",
+            url="",
+            referrer="",
+            props={"n": str(entry * rows + i)},
+            ip="",
+            user_agent="",
+            transport="pixel",
+        )
+        for i in range(rows)
+    )
+
+
+def test_a_batch_read_ahead_during_a_flush_that_fails_lands_once(r, store, redis_server):
+    """With a backlog the flusher reads the next batch while it inserts one. Here that flush
+    fails at its ack (Redis is gone by then): the batch read ahead is dropped, its entries
+    stay pending, and recovery lands both batches and the rest, every row once."""
+    for entry in range(50):
+        r.xadd(STREAM, {"d": lines_of(entry), "n": 10})
+    store.command(f"DETACH TABLE {store.full_table}")  # the first insert fails and is retried
+    flusher = Flusher(r, store, STREAM, "f", batch_rows=100, batch_age=5, claim_idle=0, max_backoff=0.2)
+    thread = threading.Thread(target=flusher.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while r.xpending(STREAM, GROUP)["pending"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert r.xpending(STREAM, GROUP)["pending"] == 20  # the batch being inserted and the one read ahead
+        redis_server.stop()
+        store.command(f"ATTACH TABLE {store.full_table}")  # the insert lands; its ack finds no Redis
+        time.sleep(0.5)
+        redis_server.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if r.xlen(STREAM) == 0:
+                    break
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.05)
+    finally:
+        flusher.stop()
+        thread.join(10)
+        if redis_server.proc is None:
+            redis_server.start()
+        if not store.query(f"EXISTS TABLE {store.full_table}")[0][0]:
+            store.command(f"ATTACH TABLE {store.full_table}")
+    assert count(store) == (500, 500)
     assert r.xlen(STREAM) == 0 and r.hlen(manifests_key(STREAM)) == 0
 
 
