@@ -132,8 +132,8 @@ def series_body(state: State) -> dict[str, Any]:
 def funnel_body(state: State) -> dict[str, Any]:
     """The purchase funnel (issue 12's default steps: product_view, add_to_cart, begin_checkout, purchase).
 
-    Funnels take no filters: the panel says so when the page is filtered."""
-    return {"date_range": state.date_range()}
+    The page's filters pick the visits, as they do for the other panels."""
+    return {"date_range": state.date_range(), "filters": state.v2_filters()}
 
 
 def realtime_body(state: State) -> dict[str, Any]:

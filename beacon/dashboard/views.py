@@ -306,8 +306,7 @@ class Dashboard:
                 rows = [
                     [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in answer.get("steps", [])
                 ]
-                note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
-                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows, "note": note}
+                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows}
             panel = panels.LISTS.get(name)
             if panel is None:
                 raise KeyError(name)
