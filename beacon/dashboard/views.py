@@ -31,6 +31,7 @@ from beacon import query
 from beacon.dashboard import panels
 from beacon.dashboard.ops import Ops
 from beacon.dashboard.session import Sessions, fingerprint
+from beacon.dashboard.throttle import SigninLimit
 from beacon.query import funnel
 from beacon.scope import MALL, Scope
 from beacon.types import Receive, Send
@@ -60,6 +61,9 @@ class Dashboard:
         s = core.settings
         self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
         self.ops = Ops(core)
+        self.limit = SigninLimit(
+            lambda: core.redis, s.dashboard_signin_limit, s.dashboard_signin_scope_limit, s.dashboard_signin_window, core.clock
+        )
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
         self.static = StaticFiles(directory=HERE / "static")
         self.app = Starlette(
@@ -225,11 +229,33 @@ class Dashboard:
         sc = self.scope_of(request)
         if not self.same_origin(request):
             return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        refused = await self.too_many(request)
+        if refused is not None:
+            return refused
         key = await form_key(request)
         if not self.key_ok(sc, key):
+            await self.limit.failed(sc.id, self.address(request))
             return self.signin(request, "That key does not open this dashboard.", status=401)
         response = RedirectResponse(self.base(sc), status_code=303)
         self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
+        return response
+
+    def address(self, request: Request) -> str:
+        """The client's address, through the trusted proxies as the event path reads it."""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.get("x-forwarded-for")
+        return str(self.core.anonymiser.client(peer, forwarded.encode("latin-1") if forwarded is not None else None))
+
+    async def too_many(self, request: Request, ops: bool = False) -> Response | None:
+        """429 with Retry-After while this address or this scope has used up its failed sign-ins;
+        a right key is refused too until the window ends (else the limit would only slow guessing)."""
+        wait = await self.limit.wait(self.scope_of(request).id, self.address(request))
+        if not wait:
+            return None
+        minutes = (wait + 59) // 60
+        message = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        response = self.signin(request, message, status=429, ops=ops)
+        response.headers["retry-after"] = str(wait)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -257,6 +283,9 @@ class Dashboard:
             return JSONResponse({"error": "not found"}, status_code=404)
         if not self.same_origin(request):
             return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        refused = await self.too_many(request, ops=True)
+        if refused is not None:
+            return refused
         key = await form_key(request)
         response = RedirectResponse(self.base(sc) + "/ops", status_code=303)
         metrics_key = self.metrics_key()
@@ -265,6 +294,7 @@ class Dashboard:
         elif self.key_ok(sc, key):
             self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
         else:
+            await self.limit.failed(sc.id, self.address(request))
             return self.signin(request, "That key does not open the operators' page.", status=401, ops=True)
         return response
 
