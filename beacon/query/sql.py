@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from beacon.query import commerce
@@ -85,6 +86,9 @@ class Builder:
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
+        # only visit:* and event:page: the visits rollup answers from each visit's pages (beacon/query/rollup.py)
+        event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
+        self.paged = self.event_plan and not self.commerce and event_dims <= {"event:page"}
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
         self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
@@ -243,6 +247,12 @@ class Builder:
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
+            for d in self.visit_dims:
+                self.cols[d] = column(d, "a_") + "_1"
+            irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
+            rolled = self.rolled(irregular)
+            return f"{rolled} UNION ALL {self.glued(irregular)}" if self.rollup.irregular else rolled
         if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS and not self.commerce:
             return self.events_only()
         for d in self.visit_dims:
@@ -307,12 +317,15 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
+        pages = "pages AS pg_pages, page_pageviews AS pg_pvs, page_events AS pg_evs, " if self.paged else ""
         rows = (
-            f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
+            f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
             f"AND vkey NOT IN (SELECT arrayJoin({irregular}))"
         )
+        if self.paged:
+            return self.paged_rows(rows, lambda d: self.cols[d])
+        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
         return (
             f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
             f"WHERE {self.where(lambda d: self.cols[d])}"
@@ -340,6 +353,7 @@ class Builder:
             "entry_page",
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
+        names += ["pages", "page_pageviews", "page_events"] if self.paged else []
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -362,6 +376,8 @@ class Builder:
                 "v_dur",
             ),
         ]
+        if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
+            per_visit.append(("arrayReduceInRanges('sumMap', ranges, g_pages, g_page_pageviews, g_page_events)", "v_pagemap"))
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
             "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
@@ -379,11 +395,42 @@ class Builder:
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        if self.paged:
+            attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
+            rows = (
+                f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
+                f"v_pagemap_j.1 AS pg_pages, v_pagemap_j.2 AS pg_pvs, v_pagemap_j.3 AS pg_evs FROM ({visits}) ARRAY JOIN {joined}"
+            )
+            return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         where = self.where(lambda d: rename[self.cols[d]])
         dim_cols = "".join(f"{rename[self.cols[d]]} AS {column(d)}, " for d in self.q.dimensions)
         return (
             f"SELECT {dim_cols}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, "
             f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
+        )
+
+    def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
+        """Rows of the event plan's shape from visits with their pages (`pg_pages`, `pg_pvs`, `pg_evs`).
+
+        An event's filter depends only on its page and its visit, so the events of one page of a
+        visit all match or all fail: with event:page as a dimension, one row per (page, visit)
+        that matches; without, one row per visit with a matching page, counting its matching
+        pages' pageviews and events (as the event plan counts the matching events)."""
+
+        def expr(d: str) -> str:
+            return "x_page" if d == "event:page" else attr(d)
+
+        if "event:page" in self.q.dimensions:
+            dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+            return (
+                f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"ARRAY JOIN pg_pages AS x_page, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {self.where(expr)}"
+            )
+        dims = "".join(f"{attr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        return (
+            f"SELECT {dims}vkey, has_id, arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_evs) AS m_events, "
+            f"arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
+            f"FROM ({rows}) WHERE arrayExists(x_page -> {self.where(expr)}, pg_pages)"
         )
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
