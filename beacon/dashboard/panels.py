@@ -14,7 +14,7 @@ from typing import Any
 
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
-COMMERCE = ("conversions", "total_revenue")  # asked with HEADLINE, in one query
+COMMERCE = ("conversions", "total_revenue")  # a query of their own: it reads only the purchases
 PROP = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_DAYS = 3700
 

@@ -244,6 +244,32 @@ class Builder:
             f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) WHERE {self.where(self.event_expr)}"
         )
 
+    def events_shop(self) -> str:
+        """Commerce without visits (no visit metric, dimension or filter): one row per (dimensions, visitor).
+
+        Conversions, revenue and orders are sums over events and `converted` a distinct count of
+        visitors, so they need no visit; only `visits` would, and it is not asked here. Without a
+        dimension, a query of conversions and revenue alone reads only the purchases."""
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        only = set(self.q.metrics) <= {"conversions", "total_revenue", "average_revenue"} and not self.q.dimensions
+        purchases = " AND event = 'purchase'" if only and "event:goal" not in self.filter_dims else ""
+        rows = (
+            f"SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
+            f"toUInt8(visitor_id != '') AS has_id, {PAGE} AS page{self.shop(scope)} "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
+        )
+        dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
+        group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey"])
+        return (
+            f"SELECT {''.join(d + ', ' for d in dims)}vkey, any(has_id) AS has_id, count() AS m_events, "
+            f"countIf({PAGEVIEW}) AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration{shop} "
+            f"FROM ({rows}) WHERE {self.where(self.event_expr)} GROUP BY {group}"
+        )
+
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
@@ -253,8 +279,8 @@ class Builder:
             irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
             rolled = self.rolled(irregular)
             return f"{rolled} UNION ALL {self.glued(irregular)}" if self.rollup.irregular else rolled
-        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS and not self.commerce:
-            return self.events_only()
+        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS:
+            return self.events_shop() if self.commerce else self.events_only()
         for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
         if not self.event_plan:
