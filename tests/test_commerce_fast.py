@@ -49,3 +49,25 @@ def test_the_commerce_cards_read_only_purchases(day):  # noqa: F811
     assert "event = 'purchase'" in built and "arrayCumSum" not in built  # no visit is computed
     [row] = query.run(day, "mall", {"metrics": SHOP, "date_range": [DAY, DAY]}, now=NOW)["results"]
     assert row["metrics"] == [4, {"EUR": "59.95", "JPY": "1500", "USD": "10.00"}]
+
+
+@pytest.mark.parametrize("scope", ["mall", "a"])
+@pytest.mark.parametrize(
+    "filters, conversions",
+    [
+        ([["is", "visit:entry_page", ["/p"]]], {"mall": 1, "a": 0}),  # only V1's visit starts with a pageview and buys
+        ([["is_not", "visit:country", ["FR"]], ["is", "event:page", ["/p"]]], {"mall": 4, "a": 1}),
+        ([["is", "visit:exit_page", ["/nowhere"]]], {"mall": 0, "a": 0}),
+    ],
+)
+def test_commerce_with_visit_filters_computes_only_the_purchasers_visits(day, filters, conversions, scope, monkeypatch):  # noqa: F811
+    body = {"metrics": ["conversions", "total_revenue", "average_revenue"], "date_range": [DAY, DAY], "filters": filters}
+    q = query.parse(body, NOW)
+    built, _ = sql.Builder(q, scope, day.full_table, 30).build(10, 0, False)
+    assert "AND (event = 'purchase'))" in built  # the visitors with a purchase
+    restricted = query.run(day, scope, body, now=NOW)["results"]
+    with monkeypatch.context() as m:
+        m.setattr(sql.Builder, "purchases_only", lambda self: False)
+        everyone = query.run(day, scope, body, now=NOW)["results"]
+    assert restricted == everyone
+    assert restricted[0]["metrics"][0] == conversions[scope]

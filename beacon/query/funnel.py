@@ -77,6 +77,8 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
     shop = [d for d in b.filter_dims if d in COMMERCE_DIMENSIONS]
     if shop:
         raise QueryError(f"funnels take no {shop[0]} filter; filter on the visit, the page, the event name or a property")
+    kind, value = steps[0]  # a visitor without step 1 in the range reaches no step: its visits are not computed
+    b.only_with = f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}"
     events = _events(b)
     conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
     if window is None:  # per visit: the visits with a matching event

@@ -93,6 +93,7 @@ class Builder:
         self.visit_dims: list[str] = []
         self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
+        self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
 
     # -- expressions ----------------------------------------------------------
 
@@ -188,6 +189,7 @@ class Builder:
                 expr = f"f_{FIRST_EVENT_COLUMNS[d]}"
             visit_attrs += f", {expr} AS {self.cols[d]}"
             per_visit.append(self.cols[d])
+        restrict = self.restrict(scope, start, end, bots)
         return (
             "SELECT vkey, max(visitor_id != '') AS has_id, "
             "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
@@ -211,9 +213,20 @@ class Builder:
             "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
             f"AS v_duration{visit_attrs} "
             f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
-            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{restrict}) "
             "GROUP BY vkey"
         ), per_visit
+
+    def restrict(self, scope: str, start: str, end: str, bots: str) -> str:
+        """With `only_with`: only the visitors with a matching event in the range (all their events, so their
+        visits are whole); used where no other visitor can change the answer (purchases, a funnel's first step)."""
+        if not self.only_with:
+            return ""
+        return (
+            " AND if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) IN (SELECT if(visitor_id = '', "
+            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {self.table} WHERE scope = {scope} AND received_at >= {start} "
+            f"AND received_at < {end}{bots} AND ({self.only_with}))"
+        )
 
     def shop(self, scope: str) -> str:
         """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
@@ -244,6 +257,11 @@ class Builder:
             f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) WHERE {self.where(self.event_expr)}"
         )
 
+    def purchases_only(self) -> bool:
+        """Only conversions and revenue of purchases, no dimension: rows without a purchase add nothing."""
+        only = set(self.q.metrics) <= {"conversions", "total_revenue", "average_revenue"}
+        return only and not self.q.dimensions and "event:goal" not in self.filter_dims
+
     def events_shop(self) -> str:
         """Commerce without visits (no visit metric, dimension or filter): one row per (dimensions, visitor).
 
@@ -254,8 +272,7 @@ class Builder:
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-        only = set(self.q.metrics) <= {"conversions", "total_revenue", "average_revenue"} and not self.q.dimensions
-        purchases = " AND event = 'purchase'" if only and "event:goal" not in self.filter_dims else ""
+        purchases = " AND event = 'purchase'" if self.purchases_only() else ""
         rows = (
             f"SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
             f"toUInt8(visitor_id != '') AS has_id, {PAGE} AS page{self.shop(scope)} "
@@ -311,6 +328,8 @@ class Builder:
         if self.commerce:
             event_cols += sorted(commerce.columns(self.customers))
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
+        if self.commerce and self.purchases_only():  # no other visitor has a conversion or revenue to count
+            self.only_with = "event = 'purchase'"
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
         spread = ", ".join(
