@@ -154,6 +154,32 @@ QUERIES = [
         "dimensions": ["visit:utm_campaign"],
         "filters": [["not", ["is", "event:page", ["/b"]]], ["is", "visit:device", ["desktop"]]],
     },
+    # the dashboard's series with its filters: each day's pieces of the visits (glued ones too)
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["time:day"],
+        "filters": [["is", "visit:source", ["Google"]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day"],
+        "filters": [["is", "event:page", ["/c"]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:page"],
+        "filters": [["is", "visit:utm_campaign", ["spring"]]],
+    },
+    {
+        "metrics": ["visitors", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "visit:device"],
+        "filters": [["is_not", "visit:source", ["Bing"]]],
+        "include": {"bots": True},
+    },
 ]
 
 
@@ -181,7 +207,7 @@ def test_page_queries_read_the_rollup_not_the_events(data: Any) -> None:
     from beacon.query.model import parse
     from beacon.query.sql import Builder
 
-    for body in QUERIES[-8:]:
+    for body in QUERIES[-12:]:
         q = parse(body, NOW)
         b = Builder(q, "mall", data.full_table, 30)
         assert rollup.usable(q, b), body

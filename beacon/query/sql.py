@@ -89,6 +89,10 @@ class Builder:
         # only visit:* and event:page: the visits rollup answers from each visit's pages (beacon/query/rollup.py)
         event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
         self.paged = self.event_plan and not self.commerce and event_dims <= {"event:page"}
+        # time:day without visit metrics: each day's pieces of the visits (segments; a glued visit's, with its values)
+        self.daily = self.event_plan and not self.commerce and "time:day" in q.dimensions and not set(q.metrics) & VISIT_METRICS
+        self.daily = self.daily and event_dims <= {"event:page", "time:day"} and bool(q.filters)  # unfiltered: `events_only`
+        self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
         self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
@@ -362,7 +366,7 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        pages = "pages AS pg_pages, page_pageviews AS pg_pvs, page_events AS pg_evs, " if self.paged else ""
+        pages = "day AS pg_day, pages AS pg_pages, page_pageviews AS pg_pvs, page_events AS pg_evs, " if self.paged else ""
         rows = (
             f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
@@ -440,11 +444,25 @@ class Builder:
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
+            spread = "".join(
+                f", arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {self.cols[d]}, ranges)) AS {self.cols[d]}_s"
+                for d in self.visit_dims
+            )
+            segments = "".join(f"{self.cols[d]}_s AS {rename[self.cols[d]]}, " for d in self.visit_dims)
+            attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
+            rows = (
+                f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, pg_pages, pg_pvs, pg_evs "
+                f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, g_pages AS pg_pages, "
+                "g_page_pageviews AS pg_pvs, g_page_events AS pg_evs"
+            )
+            return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         if self.paged:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
-                f"v_pagemap_j.1 AS pg_pages, v_pagemap_j.2 AS pg_pvs, v_pagemap_j.3 AS pg_evs FROM ({visits}) ARRAY JOIN {joined}"
+                "v_pagemap_j.1 AS pg_pages, v_pagemap_j.2 AS pg_pvs, v_pagemap_j.3 AS pg_evs "
+                f"FROM ({visits}) ARRAY JOIN {joined}"
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         where = self.where(lambda d: rename[self.cols[d]])
@@ -455,7 +473,7 @@ class Builder:
         )
 
     def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
-        """Rows of the event plan's shape from visits with their pages (`pg_pages`, `pg_pvs`, `pg_evs`).
+        """Rows of the event plan's shape from visits with their day and pages (`pg_day`, `pg_pages`, ...).
 
         An event's filter depends only on its page and its visit, so the events of one page of a
         visit all match or all fail: with event:page as a dimension, one row per (page, visit)
@@ -463,7 +481,7 @@ class Builder:
         pages' pageviews and events (as the event plan counts the matching events)."""
 
         def expr(d: str) -> str:
-            return "x_page" if d == "event:page" else attr(d)
+            return "x_page" if d == "event:page" else "toString(pg_day)" if d == "time:day" else attr(d)
 
         if "event:page" in self.q.dimensions:
             dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
@@ -471,7 +489,7 @@ class Builder:
                 f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
                 f"ARRAY JOIN pg_pages AS x_page, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {self.where(expr)}"
             )
-        dims = "".join(f"{attr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
         return (
             f"SELECT {dims}vkey, has_id, arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_evs) AS m_events, "
             f"arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
