@@ -180,6 +180,16 @@ QUERIES = [
         "filters": [["is_not", "visit:source", ["Bing"]]],
         "include": {"bots": True},
     },
+    # event:name from each visit's event names: the custom events panel with its filters
+    {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:name"]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:name"], "filters": [["is", "visit:source", ["Google"]]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:device"], "filters": [["is", "event:name", ["click"]]]},
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:name"],
+        "filters": [["is_not", "visit:utm_campaign", ["spring"]]],
+    },
 ]
 
 
@@ -207,7 +217,7 @@ def test_page_queries_read_the_rollup_not_the_events(data: Any) -> None:
     from beacon.query.model import parse
     from beacon.query.sql import Builder
 
-    for body in QUERIES[-12:]:
+    for body in QUERIES[-16:]:
         q = parse(body, NOW)
         b = Builder(q, "mall", data.full_table, 30)
         assert rollup.usable(q, b), body

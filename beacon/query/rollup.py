@@ -39,10 +39,13 @@ from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
 DAY = dt.timedelta(days=1)
 ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
-# per visit: its pages (paths, sorted) with their pageviews and events, so page filters and the
-# event:page breakdown read visits too (added by issue 13; VERSION changes every day's signature)
-PAGE_COLUMNS = "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32)"
-VERSION = 2
+# per visit: its pages (paths, sorted) with their pageviews and events, and its event names with
+# their events, so page or name filters and breakdowns read visits too (added by issue 13; VERSION
+# changes every day's signature)
+PAGE_COLUMNS = (
+    "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32), names Array(String), name_events Array(UInt32)"
+)
+VERSION = 3
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
@@ -130,8 +133,8 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, no commerce, and only visit:* and event:page dimensions and filters
-    (each visit's pages are in the rollup), or (counting events, each segment's events being of one
+    """A range of whole UTC days, no commerce, and only visit:* with event:page or event:name dimensions
+    and filters (each visit's pages and event names are in the rollup), or (counting events, each segment's events being of one
     day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
@@ -222,8 +225,8 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
     b.visit_dims = sorted(VISIT_DIMENSIONS)
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
-    visitors, arrays = b.visitors([])
-    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap"]
+    visitors, arrays = b.visitors(["event"])
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -240,7 +243,9 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
         "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp, "
         # (pages, pageviews, events) of each visit; sumMap sorts the pages and keeps each with an event
         "arrayReduceInRanges('sumMap', ranges, arrayMap(p -> [p], s_page), arrayMap(v -> [toUInt32(v)], is_pv), "
-        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pagemap "
+        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pagemap, "
+        "arrayReduceInRanges('sumMap', ranges, arrayMap(e -> [toString(e)], s_event), arrayMap(v -> [toUInt32(1)], is_pv)) "
+        "AS v_namemap "
         f"FROM ({visitors})"
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
@@ -250,7 +255,7 @@ def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: 
         f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
         f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
-        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3 "
+        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
     token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"

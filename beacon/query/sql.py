@@ -86,12 +86,13 @@ class Builder:
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
-        # only visit:* and event:page: the visits rollup answers from each visit's pages (beacon/query/rollup.py)
+        # only visit:* and event:page (or event:name): the visits rollup answers from each visit's pages or names
         event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
-        self.paged = self.event_plan and not self.commerce and event_dims <= {"event:page"}
+        self.key = "event:name" if "event:name" in event_dims else "event:page"  # the visits' pages, or their event names
+        self.paged = self.event_plan and not self.commerce and (event_dims <= {"event:page"} or event_dims <= {"event:name"})
         # time:day without visit metrics: each day's pieces of the visits (segments; a glued visit's, with its values)
         self.daily = self.event_plan and not self.commerce and "time:day" in q.dimensions and not set(q.metrics) & VISIT_METRICS
-        self.daily = self.daily and event_dims <= {"event:page", "time:day"} and bool(q.filters)  # unfiltered: `events_only`
+        self.daily = self.daily and event_dims - {"time:day"} <= {self.key} and bool(q.filters)  # unfiltered: `events_only`
         self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
@@ -366,7 +367,7 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        pages = "day AS pg_day, pages AS pg_pages, page_pageviews AS pg_pvs, page_events AS pg_evs, " if self.paged else ""
+        pages = f"day AS pg_day, {self.keyed('pages', 'page_pageviews', 'page_events', 'names', 'name_events')}, " if self.paged else ""
         rows = (
             f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
@@ -402,7 +403,9 @@ class Builder:
             "entry_page",
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
-        names += ["pages", "page_pageviews", "page_events"] if self.paged else []
+        names += (
+            (["pages", "page_pageviews", "page_events"] if self.key == "event:page" else ["names", "name_events"]) if self.paged else []
+        )
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -426,7 +429,8 @@ class Builder:
             ),
         ]
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
-            per_visit.append(("arrayReduceInRanges('sumMap', ranges, g_pages, g_page_pageviews, g_page_events)", "v_pagemap"))
+            maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
+            per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
             "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
@@ -452,16 +456,17 @@ class Builder:
             segments = "".join(f"{self.cols[d]}_s AS {rename[self.cols[d]]}, " for d in self.visit_dims)
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
-                f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, pg_pages, pg_pvs, pg_evs "
-                f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, g_pages AS pg_pages, "
-                "g_page_pageviews AS pg_pvs, g_page_events AS pg_evs"
+                f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, "
+                f"{self.keyed('g_pages', 'g_page_pageviews', 'g_page_events', 'g_names', 'g_name_events')} "
+                f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, "
+                + ("g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events")
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         if self.paged:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
-                "v_pagemap_j.1 AS pg_pages, v_pagemap_j.2 AS pg_pvs, v_pagemap_j.3 AS pg_evs "
+                f"{self.keyed('v_pagemap_j.1', 'v_pagemap_j.2', 'v_pagemap_j.3', 'v_pagemap_j.1', 'v_pagemap_j.2')} "
                 f"FROM ({visits}) ARRAY JOIN {joined}"
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
@@ -472,6 +477,14 @@ class Builder:
             f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
         )
 
+    def keyed(self, pages: str, pvs: str, evs: str, names: str, name_evs: str) -> str:
+        """`pg_pages`, `pg_pvs`, `pg_evs` of a visit: its pages, or (for event:name) its event names, with their
+        pageviews and events (an event name's pageviews are its events when it is `pageview`)."""
+        if self.key == "event:page":
+            return f"{pages} AS pg_pages, {pvs} AS pg_pvs, {evs} AS pg_evs"
+        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {name_evs})"
+        return f"{names} AS pg_pages, {pvs_of_names} AS pg_pvs, {name_evs} AS pg_evs"
+
     def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
         """Rows of the event plan's shape from visits with their day and pages (`pg_day`, `pg_pages`, ...).
 
@@ -481,9 +494,9 @@ class Builder:
         pages' pageviews and events (as the event plan counts the matching events)."""
 
         def expr(d: str) -> str:
-            return "x_page" if d == "event:page" else "toString(pg_day)" if d == "time:day" else attr(d)
+            return "x_page" if d == self.key else "toString(pg_day)" if d == "time:day" else attr(d)
 
-        if "event:page" in self.q.dimensions:
+        if self.key in self.q.dimensions:
             dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
             return (
                 f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
