@@ -7,9 +7,9 @@ import hashlib
 import itertools
 import logging
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -41,8 +41,9 @@ log = logging.getLogger("beacon.api")
 QUERY_MAX_BYTES = 65536
 
 
-async def read_query(request: Request) -> Any:  # Any: a JSON value, checked by query.parse
-    """The JSON body of a v2 query, at most QUERY_MAX_BYTES; BadRequest names what is wrong."""
+async def read_query(request: Request, what: str = "query") -> Mapping[str, object]:
+    """The JSON object of a v2 query (or funnel), at most QUERY_MAX_BYTES; BadRequest names what is wrong.
+    Its members are checked by query.parse (funnel.run)."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "application/json":
         raise BadRequest("content type must be application/json")
@@ -55,9 +56,12 @@ async def read_query(request: Request) -> Any:  # Any: a JSON value, checked by 
         if len(data) > QUERY_MAX_BYTES:
             raise BadRequest(f"body larger than {QUERY_MAX_BYTES} bytes")
     try:
-        return orjson.loads(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"the {what} must be a JSON object")
+    return doc
 
 
 def guarded(rows: Iterator[bytes]) -> Iterator[bytes]:
@@ -85,8 +89,7 @@ async def lag(core: Core) -> tuple[int, float]:
         raise ConnectionError("Redis is not connected yet")
     entries, age = 0, 0.0
     for stream in core.streams:
-        # redis-py types a reply for every client mode at once; this client returns bytes entries
-        oldest = cast("list[tuple[bytes, dict[bytes, bytes]]]", await core.redis.xrange(stream, "-", "+", count=1))
+        oldest = await core.redis.xrange(stream, "-", "+", count=1)  # its shape is checked by lag_from
         n, a = lag_from(await core.redis.xlen(stream), oldest)
         entries, age = entries + n, max(age, a)
     return entries, age
@@ -214,7 +217,7 @@ def routes(core: Core) -> list[Route]:
         if owner is None and not bearer_ok(request, core.settings.mall_api_key):
             raise Unauthorized()
         try:
-            body = await read_query(request)
+            body = await read_query(request, "funnel")
             answer = await asyncio.to_thread(
                 funnel.run, core.store, owner.id if owner else MALL, body, visit_timeout=core.settings.visit_timeout
             )

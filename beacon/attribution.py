@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 from beacon.partners import Partner
 from beacon.scope import MALL
-from beacon.store import Store
+from beacon.store import Store, int_of, str_of
+
+
+class Day(TypedDict):
+    date: str
+    conversions: int
 
 
 def conversions(
     store: Store, partners: Sequence[Partner], partner: Partner, start: dt.datetime, end: dt.datetime
-) -> dict[str, Any]:  # Any: a JSON answer
+) -> dict[str, object]:  # the JSON answer
     """{"days": [{"date", "conversions"}], "total"} for `partner`, counts under its minimum left out.
 
     The range is widened to whole UTC days, so narrowing it cannot isolate one purchase, and the
@@ -65,5 +70,5 @@ def conversions(
     )
     rows = store.query(sql, params)
     k = int(partner.attribution_min_count)
-    days = [{"date": day, "conversions": int(n)} for day, n in rows if n >= k]
+    days: list[Day] = [{"date": str_of(day), "conversions": int_of(n)} for day, n in rows if int_of(n) >= k]
     return {"from": start.isoformat(), "to": end.isoformat(), "days": days, "total": sum(d["conversions"] for d in days)}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from beacon.commerce import Fields
 
 
 class CheckedEvent(NamedTuple):
@@ -10,4 +12,4 @@ class CheckedEvent(NamedTuple):
     url: str
     referrer: str
     props: dict[str, str]
-    shop: dict[str, Any] | None  # commerce fields (None unless a commerce event); Any: JSON values (amounts, items)
+    shop: Fields | None  # commerce fields (None unless a commerce event)

@@ -12,12 +12,14 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
-from beacon import config, snippet
+from beacon import __version__, config, snippet
 from beacon.config import Settings
 
-if TYPE_CHECKING:  # imported where used: `beacon --help` and the light commands load no driver
+# The commands import the library where they use it (start-up time, not cycles): `beacon --help`
+# and the light commands load no driver (uvicorn, redis-py, clickhouse-connect, chDB).
+if TYPE_CHECKING:
     import uvicorn
 
     from beacon.flusher import Flusher
@@ -81,7 +83,7 @@ def _flusher(s: Settings, store: Store) -> Flusher | ShardedFlusher:
     return sharding.flusher(s, store, s.consumer or f"{socket.gethostname()}-{os.getpid()}")
 
 
-def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Config:  # Any: uvicorn's own options
+def _uvicorn_config(s: Settings, app: ASGIApp | str, factory: bool = False, workers: int | None = None) -> uvicorn.Config:
     import uvicorn
 
     from beacon.http import LimitedHttpToolsProtocol, configure
@@ -100,7 +102,8 @@ def _uvicorn_config(s: Settings, app: ASGIApp | str, **extra: Any) -> uvicorn.Co
             server_header=False,
             date_header=False,
             proxy_headers=False,
-            **extra,
+            factory=factory,
+            workers=workers,
         ),
         s,
     )
@@ -127,18 +130,16 @@ def cmd_up(s: Settings) -> int:
     # is started, generated or printed before the port is.
     lock = DataDirLock(data)
     lock.acquire()
-    overrides: dict[str, Any] = {}  # Any: values of differently typed settings
     embedded = None
     try:
         sock = _bind(s.host, s.port)
         if not s.redis_url:
             embedded = EmbeddedRedis(data, s.redis_server)
-            overrides["redis_url"] = config.Secret(embedded.start())
+            s = dataclasses.replace(s, redis_url=config.Secret(embedded.start()))
         if not s.secret_keys:
-            overrides["secret_keys"] = (config.Secret(_secret(data / "secret_key")),)
+            s = dataclasses.replace(s, secret_keys=(config.Secret(_secret(data / "secret_key")),))
         if not s.mall_api_key:
-            overrides["mall_api_key"] = config.Secret(_secret(data / "mall_api_key", 24))
-        s = dataclasses.replace(s, **overrides)
+            s = dataclasses.replace(s, mall_api_key=config.Secret(_secret(data / "mall_api_key", 24)))
         store = _store(s, migrate=True)
         app = create_app(s, store)  # a bad partners file or GeoIP database stops us here, before "up"
         flusher = _flusher(s, store)
@@ -295,12 +296,7 @@ def cmd_dead_letter(s: Settings, args: argparse.Namespace) -> int:
     streams = sharding.streams(s)
     keys = [dead_letter_key(stream) for stream in streams]
     # Every shard's dead letters; a replayed row goes back into its own shard (same slot: one MULTI).
-    # redis-py types a reply for every client mode at once; this client returns bytes entries
-    entries = [
-        (stream, key, e)
-        for stream, key in zip(streams, keys, strict=True)
-        for e in cast("list[tuple[bytes, dict[bytes, bytes]]]", r.xrange(key))
-    ]
+    entries = [(stream, key, e) for stream, key in zip(streams, keys, strict=True) for e in rcluster.entries(r.xrange(key), "XRANGE")]
     if args.id:
         entries = [e for e in entries if e[2][0].decode() in args.id]
     if args.action == "list":
@@ -373,8 +369,6 @@ def _flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from beacon import __version__
-
     parser = argparse.ArgumentParser(prog="beacon", description="Web beacon server: pixel, cookies, events.")
     parser.add_argument("--version", action="version", version=f"beacon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

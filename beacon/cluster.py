@@ -17,12 +17,9 @@ shard's Replicated table recognises as seen (docs/cluster.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from beacon.partners import Partner, row_policy_sql
 from beacon.store import Store, alter_table_sql, create_table_sql
-
-if TYPE_CHECKING:  # beacon.partners is imported where used
-    from beacon.partners import Partner
 
 SHARDING_KEY = "cityHash64(event_id)"
 
@@ -50,8 +47,6 @@ def statements(
     `engine` and `on_cluster=False` are for tests only: they run the statements on one
     chDB engine, which has no Keeper for ReplicatedMergeTree or distributed DDL.
     """
-    from beacon.partners import row_policy_sql
-
     on = f" ON CLUSTER {cluster}" if on_cluster else ""
     local = f"{database}.{local_table(table)}"
     dist = f"{database}.{table}"

@@ -10,8 +10,9 @@ stored as `Decimal(18, 4)`; no binary float ever holds money.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any  # Any: the JSON values of commerce fields, checked here
+from typing import TypedDict
 
 import orjson
 from iso4217 import Currency
@@ -31,6 +32,26 @@ MAX_TEXT = 256
 MINOR_UNITS: dict[str, int] = {c.code: c.exponent for c in Currency if c.exponent is not None and c.code != "XTS"}
 _AMOUNT = re.compile(r"(\d{1,14})(?:\.(\d{1,4}))?")
 _PIXEL_ITEM = re.compile(r"i\.(\d{1,2})\.(sku|name|category|quantity|price)")
+
+
+class Item(TypedDict):
+    """One line of an order, checked: amounts are exact decimal strings."""
+
+    sku: str
+    name: str
+    category: str
+    quantity: int
+    price: str
+
+
+class Fields(TypedDict, total=False):
+    """The commerce columns of one event, as `check` returns them (a field left out is stored empty)."""
+
+    order_id: str
+    revenue: str
+    currency: str
+    coupon: str
+    items: list[Item]
 
 
 def _text(value: object, field: str, limit: int, required: bool = False) -> str:
@@ -73,15 +94,16 @@ def amount(value: object, field: str, currency: str) -> str:
     return str(Decimal(text).quantize(Decimal(1).scaleb(-digits))) if digits else str(Decimal(text).to_integral_value())
 
 
-def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:  # Any: untrusted JSON in, JSON columns out
+def check(name: str, raw: Mapping[str, object]) -> Fields:
     """The typed fields of commerce event `name` from `raw` (JSON or pixel), checked; Invalid otherwise.
 
     In POST /e they sit at the event's top level or in its "c" object (what beacon.js sends)."""
     if "c" in raw:
-        raw = raw["c"]
-        if not isinstance(raw, dict):
+        c = raw["c"]
+        if not isinstance(c, dict):
             raise Invalid("c (the commerce fields) must be an object")
-    out: dict[str, Any] = {}  # Any: JSON columns (str, list of item objects)
+        raw = c
+    out: Fields = {}
     order_id = _text(raw.get("order_id"), "order_id", MAX_ID, required=name in NEEDS_ORDER)
     if order_id:
         out["order_id"] = order_id
@@ -110,7 +132,7 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:  # Any: untrusted J
         raise Invalid("items must be a list of objects")
     if len(items_raw) > MAX_ITEMS:
         raise Invalid(f"too many items: {len(items_raw)} > {MAX_ITEMS}")
-    items = []
+    items: list[Item] = []
     for i, item in enumerate(items_raw):
         if not isinstance(item, dict):
             raise Invalid(f"items[{i}] must be an object")
@@ -137,9 +159,9 @@ def check(name: str, raw: dict[str, Any]) -> dict[str, Any]:  # Any: untrusted J
     return out
 
 
-def from_pixel(params: dict[str, str]) -> dict[str, Any]:  # Any: the JSON body's shape, for check
+def from_pixel(params: dict[str, str]) -> dict[str, object]:
     """Pixel parameters (order_id, revenue, currency, coupon, i.<n>.<field>) -> the raw fields `check` takes."""
-    raw: dict[str, Any] = {k: v for k, v in params.items() if k in FIELDS}  # Any: str, or the list of items
+    raw: dict[str, object] = {k: v for k, v in params.items() if k in FIELDS}  # str, or the list of items
     items: dict[int, dict[str, str]] = {}
     for key, value in params.items():
         m = _PIXEL_ITEM.fullmatch(key)
@@ -152,7 +174,7 @@ def from_pixel(params: dict[str, str]) -> dict[str, Any]:  # Any: the JSON body'
     return raw
 
 
-def splice(line: bytes, fields: dict[str, Any] | None) -> bytes:  # Any: JSON columns from check
+def splice(line: bytes, fields: Fields | None) -> bytes:
     """The encoded event line with the commerce columns added (two JSON objects joined); as it is without any."""
     if not fields:
         return line

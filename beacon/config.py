@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -307,7 +308,7 @@ def _cast(option: Option, raw: object) -> object:
 def load(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < environment < overrides (CLI flags, tests)."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}  # Any: each setting has its own type, checked by _cast
+    values: dict[str, Any] = {}  # Any: each setting its own type, made by _cast (a dict cannot pair keys with types)
     for option in OPTIONS:
         if option.env in environ:
             values[option.name] = _cast(option, environ[option.env])
@@ -430,9 +431,6 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":  # rewrite the settings table in README.md
-    import re
-    import sys
-
     readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     text = readme.read_text()
     text = re.sub(

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import Request
@@ -33,7 +33,7 @@ from beacon.audit import audit_id
 from beacon.errors import BadRequest, BodyTooLarge, Unauthorized
 from beacon.params import bearer_ok, next_cursor, parse_page, parse_range
 from beacon.scope import MALL
-from beacon.store import Store
+from beacon.store import Store, int_of, str_of
 
 if TYPE_CHECKING:  # app.py builds these routes from its Core (through api.py): a real cycle
     from beacon.app import Core
@@ -46,18 +46,8 @@ MAX_BODY = 4096
 
 
 def table(store: Store) -> str:
-    return f"{store.full_table}_accounts"
-
-
-def ddl(store: Store) -> str:
-    """ReplacingMergeTree: identifying the same pair again keeps one row (read with DISTINCT until merged)."""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table(store)} (\n"
-        "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
-        "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
-        "ORDER BY (scope, visitor_id, account)\n"
-        f"TTL toDateTime(linked_at) + INTERVAL {int(store.retention_days)} DAY"
-    )
+    """The links table; made by `Store.migrate` (its DDL is `store.accounts_ddl`)."""
+    return store.accounts_table
 
 
 def account_key(hash_key: str, account: str) -> str:
@@ -85,7 +75,7 @@ def link(store: Store, scope: str, visitor: str, account: str) -> None:
 
 def accounts_of(store: Store, scope: str, visitor: str) -> list[str]:
     return [
-        a
+        str_of(a)
         for (a,) in store.query(
             f"SELECT DISTINCT account FROM {table(store)} WHERE scope = {{scope:String}} "
             "AND visitor_id = {visitor:String} ORDER BY account",
@@ -96,7 +86,7 @@ def accounts_of(store: Store, scope: str, visitor: str) -> list[str]:
 
 def visitors_of(store: Store, scope: str, account: str) -> list[str]:
     return [
-        v
+        str_of(v)
         for (v,) in store.query(
             f"SELECT DISTINCT visitor_id FROM {table(store)} WHERE scope = {{scope:String}} "
             "AND account = {account:String} ORDER BY visitor_id",
@@ -114,7 +104,7 @@ def count(store: Store, scope: str, start: dt.datetime, end: dt.datetime) -> dic
         "AND visitor_id != '')",
         {"scope": scope, "start": start, "end": end},
     )[0]
-    return {"customers": int(row[0]), "visitors": int(row[1])}
+    return {"customers": int_of(row[0]), "visitors": int_of(row[1])}
 
 
 def forget_account(store: Store, secret: str, scope: str, account: str, via: str) -> tuple[int, int]:
@@ -194,7 +184,7 @@ def routes(core: Core) -> list[Route]:
 
 def customer_rows(
     store: Store, scope: str, account: str, limit: int, before: tuple[int, str] | None
-) -> list[dict[str, Any]]:  # Any: a row's JSON values
+) -> list[dict[str, object]]:  # JSON rows, keyed by column
     visitors = visitors_of(store, scope, account)
     if not visitors:
         return []

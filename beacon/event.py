@@ -11,7 +11,7 @@ import ipaddress
 import os
 import random
 import re
-from typing import Any
+from typing import TypedDict
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -105,9 +105,9 @@ def clean_text(value: str, limit: int) -> str:
     return value[:limit]
 
 
-def check_event_name(name: Any, limits: Limits) -> str:  # Any: untrusted JSON (== "pageview" does not narrow object)
+def check_event_name(name: object, limits: Limits) -> str:
     if name == "pageview":  # the default and most common name: valid under any limit >= 8
-        return name if limits.event >= 8 else _check_name(name, limits)
+        return "pageview" if limits.event >= 8 else _check_name(name, limits)
     return _check_name(name, limits)
 
 
@@ -161,13 +161,23 @@ def _unquote(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
-def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]:  # Any: the JSON body's shape, checked by check_*
+class PixelFields(TypedDict, total=False):
+    """The client fields of a pixel query, named as in a POST /e event; checked by check_*."""
+
+    e: str
+    u: str
+    r: str
+    p: dict[str, str]
+    c: dict[str, str]  # commerce parameters, for commerce.from_pixel
+
+
+def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[PixelFields, int]:
     """Pixel query -> client fields, and how many parameters were dropped as invalid.
 
     Parameters that are not valid percent-encoded UTF-8 are dropped one by one;
     unknown parameters are ignored.
     """
-    fields: dict[str, Any] = {}  # Any: str, or dict[str, str] for "c"; read like untrusted JSON
+    fields: PixelFields = {}
     props: dict[str, str] = {}
     dropped = 0
     for pair in qs.split(b"&"):
@@ -184,8 +194,12 @@ def parse_pixel_query(qs: bytes, limits: Limits) -> tuple[dict[str, Any], int]: 
         except UnicodeDecodeError:
             dropped += 1
             continue
-        if key in ("e", "u", "r"):
-            fields[key] = value
+        if key == "e":
+            fields["e"] = value
+        elif key == "u":
+            fields["u"] = value
+        elif key == "r":
+            fields["r"] = value
         elif key.startswith("p.") and len(props) < limits.props:
             props[key[2:]] = value
         elif key in COMMERCE_PARAMS or key.startswith("i."):

@@ -26,7 +26,6 @@ import re
 import threading
 import time
 import uuid
-from typing import Any
 
 import orjson
 import redis
@@ -35,7 +34,7 @@ from beacon import failpoints, metrics, rcluster
 from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
 from beacon.rcluster import StreamEntry, SyncRedis
-from beacon.store import Store
+from beacon.store import Store, str_of
 
 log = logging.getLogger("beacon.flusher")
 
@@ -57,11 +56,12 @@ def stream_lag(r: SyncRedis, stream: str) -> tuple[int, float]:
     return lag_from(r.xlen(stream), r.xrange(stream, "-", "+", count=1))
 
 
-def lag_from(entries: int, oldest: list[Any] | None) -> tuple[int, float]:  # Any: redis-py XRANGE entry union
+def lag_from(entries: int, oldest: object) -> tuple[int, float]:
+    """(entries, age of the oldest) from XLEN and an XRANGE of count 1 (sync or async client)."""
     age = 0.0
-    if oldest:
-        first = oldest[0][0]
-        ms = int((first.decode() if isinstance(first, bytes) else first).split("-")[0])
+    first = rcluster.entries(oldest, "XRANGE")
+    if first:
+        ms = int(first[0][0].split(b"-")[0])
         age = max(0.0, time.time() - ms / 1000)
     return entries, age
 
@@ -109,7 +109,7 @@ class Flusher:
         lease: float = 0.0,
         wait_ms: int = 0,
     ) -> None:
-        self.r: Any = r  # Any: redis-py types XREADGROUP, XCLAIM, XAUTOCLAIM replies as loose unions
+        self.r = r  # its stream replies are narrowed by rcluster's entries, read_group_entries, ...
         # wait_ms > 0 (Redis Cluster): a manifest is on a replica before its insert (beacon/rcluster.py)
         self.wait_ms = wait_ms
         # lease > 0: a heartbeat key (beacon/lease.py); a dead flusher's batches are taken
@@ -190,7 +190,7 @@ class Flusher:
             else:
                 wait_ms = 200
             reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.read_count, block=wait_ms if block else None)
-            entries = reply[0][1] if reply else []
+            entries = rcluster.read_group_entries(reply)
             for entry_id, fields in entries:
                 batch.add(entry_id, fields)
             if not entries and (not block or not batch.ids):
@@ -207,13 +207,12 @@ class Flusher:
         in_manifests: set[str] = set()
         dead = set(dead_consumers(self.r, self.stream, GROUP, self.consumer)) if self.lease else set()
         lease_ms = self.lease.ttl_ms if self.lease is not None else idle  # only read when someone is dead
-        for token, value in self.r.hgetall(self.manifests).items():
+        for token, value in rcluster.bytes_hash(self.r.hgetall(self.manifests), "HGETALL").items():
             owner, _, ids_csv = value.decode().partition("|")
             ids = ids_csv.split(",")
             in_manifests.update(ids)
             owner_idle = 0 if owner == self.consumer else min(idle, lease_ms) if owner in dead else idle
-            claimed = self.r.xclaim(self.stream, GROUP, self.consumer, owner_idle, ids)
-            claimed = [c for c in claimed if c and c[1] is not None]
+            claimed = rcluster.claim(self.r, self.stream, GROUP, self.consumer, owner_idle, ids)
             if len(claimed) != len(ids):
                 continue  # a live flusher still holds (part of) it
             batch = Batch()
@@ -228,33 +227,32 @@ class Flusher:
         # batched under a new token they could be inserted twice.
         batch = Batch()
         for own in (True, False):
-            start = "0-0"
+            start = b"0-0"
             while not self._stop.is_set():
                 if own:
                     reply = self.r.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=self.read_count)
-                    entries = reply[0][1] if reply else []
-                    entries = [e for e in entries if e[1]]
+                    entries = rcluster.read_group_entries(reply)  # less the entries deleted since
                     if not entries:
                         break
                     start = entries[-1][0]
                 else:
                     reply = self.r.xautoclaim(self.stream, GROUP, self.consumer, idle, start, count=self.read_count)
-                    start, entries = reply[0], [e for e in reply[1] if e and e[1]]
+                    start, entries = rcluster.autoclaim_reply(reply)
                 for entry_id, fields in entries:
-                    if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
+                    if entry_id.decode() in in_manifests:
                         continue
                     batch.add(entry_id, fields)
                     if batch.rows >= self.batch_rows:
                         total += self.flush(batch)
                         batch = Batch()
-                if not own and start in (b"0-0", "0-0"):
+                if not own and start == b"0-0":
                     break
         # A dead flusher's entries with no manifest: claimed now, not after claim_idle. After the
         # pass over our own pending entries, which would otherwise read them a second time.
         if dead:
             entries = self._claim_from(dead, min(idle, lease_ms))
             for entry_id, fields in entries:
-                if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) in in_manifests:
+                if entry_id.decode() in in_manifests:
                     continue
                 batch.add(entry_id, fields)
                 if batch.rows >= self.batch_rows:
@@ -270,16 +268,15 @@ class Flusher:
         for name in sorted(consumers):
             start = "-"
             while not self._stop.is_set():
-                pending = self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count, consumername=name)
-                if not pending:
+                ids = rcluster.pending_ids(
+                    self.r.xpending_range(self.stream, GROUP, min=start, max="+", count=self.read_count, consumername=name)
+                )
+                if not ids:
                     break
-                ids = [p["message_id"] for p in pending]
-                claimed = self.r.xclaim(self.stream, GROUP, self.consumer, min_idle_ms, ids)
-                out += [c for c in claimed if c and c[1]]
-                if len(pending) < self.read_count:
+                out += rcluster.claim(self.r, self.stream, GROUP, self.consumer, min_idle_ms, ids)
+                if len(ids) < self.read_count:
                     break
-                last = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
-                ms, seq = last.split("-")
+                ms, seq = ids[-1].decode().split("-")
                 start = f"{ms}-{int(seq) + 1}"
             log.info("took over %d pending entries of %s (no lease)", len(out), name)
         return out
@@ -400,5 +397,5 @@ def absent_lines(store: Store, lines: list[bytes], chunk: int = 5000) -> list[by
             f"AND received_at <= toDateTime64({{hi:Float64}}, 3) AND event_id IN ({in_list})",
             {"lo": min(times) - 1, "hi": max(times) + 1},
         )
-        present.update(row[0] for row in rows)
+        present.update(str_of(row[0]) for row in rows)
     return [line for eid, line in by_id.items() if eid not in present]

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from beacon.config import Settings
 from beacon.types import ASGIScope, Receive, Send
@@ -62,8 +62,14 @@ async def _refuse_app(status: int, reason: bytes, scope: ASGIScope, receive: Rec
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """Reads `beacon_header_timeout` and `beacon_max_header_bytes` from the uvicorn Config."""
 
-    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:  # Any: passed through to uvicorn
-        super().__init__(config, *args, **kwargs)
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, object],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
         self.header_timeout: float = getattr(config, "beacon_header_timeout", 15.0)
         self.max_header_bytes: int = getattr(config, "beacon_max_header_bytes", 32768)
         self._header_timer: asyncio.TimerHandle | None = None

@@ -10,7 +10,6 @@ import datetime as dt
 import hmac
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from starlette.requests import Request
 
@@ -66,7 +65,7 @@ def parse_page(get: Callable[[str], str | None]) -> tuple[int, tuple[int, str] |
     return limit, (int(m.group(1)), m.group(2))
 
 
-def next_cursor(rows: list[dict[str, Any]], limit: int) -> str | None:  # Any: a row's JSON values
+def next_cursor(rows: list[dict[str, object]], limit: int) -> str | None:
     """The cursor of the page after `rows` (None on the last page); drops the rows' `_ms`."""
     cursor = f"{rows[-1]['_ms']}_{rows[-1]['event_id']}" if len(rows) == limit else None
     for row in rows:

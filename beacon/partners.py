@@ -26,8 +26,8 @@ import hmac
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import ada_url
@@ -110,7 +110,7 @@ def _check_allow(entry: str) -> str:
     return entry
 
 
-def _partner(raw: dict[str, Any]) -> Partner:  # Any: TOML values, each checked here
+def _partner(raw: Mapping[str, object]) -> Partner:  # TOML values, each checked here
     known = {f.name for f in dataclasses.fields(Partner)}
     unknown = set(raw) - known
     if unknown:
@@ -184,8 +184,13 @@ def parse(text: str, source: str, mall_cookie: str = "", mall_hosts: tuple[str, 
     partners: list[Partner] = []
     seen_hosts: dict[str, str] = {h.lower(): MALL for h in mall_hosts}
     seen_cookies = {mall_cookie: MALL} if mall_cookie else {}
-    for i, raw in enumerate(doc.get("partner", [])):
+    tables = doc.get("partner", [])
+    if not isinstance(tables, list):
+        raise RegistryError(f"{source}: partner must be [[partner]] tables, not a {type(tables).__name__}")
+    for i, raw in enumerate(tables):
         where = f"{source} line {lines[i] if i < len(lines) else '?'} (partner #{i + 1})"
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{where}: a partner is a [[partner]] table, not a {type(raw).__name__}")
         try:
             p = _partner(raw)
         except ValueError as exc:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol, cast
+from typing import Protocol, TypedDict
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster as cluster
 from redis.exceptions import RedisClusterException
+from redis.typing import StreamIdT
 
 from beacon.config import Settings
 from beacon.keys import COMMIT_LUA
@@ -65,6 +66,80 @@ class NotReplicated(redis.RedisError):
     """The master took the write but no replica confirmed it within the wait."""
 
 
+class UnexpectedReply(TypeError):
+    """A reply not of the shape Beacon's clients get (bytes ids and fields, RESP2): a client made
+    with decode_responses or RESP3 would otherwise lose the events' bytes without a word."""
+
+    def __init__(self, command: str, reply: object) -> None:
+        super().__init__(f"{command}: unexpected reply {reply!r:.200}")
+
+
+def entries(reply: object, command: str) -> list[StreamEntry]:
+    """The entries of an XRANGE or XCLAIM reply, [(id, fields)], less those deleted since (no fields).
+
+    redis-py types these replies as unions over every client mode; this checks the one shape
+    Beacon's clients return instead of casting it."""
+    if reply is None:
+        return []
+    if not isinstance(reply, list):
+        raise UnexpectedReply(command, reply)
+    out: list[StreamEntry] = []
+    for entry in reply:
+        if not entry:
+            continue
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise UnexpectedReply(command, entry)
+        entry_id, fields = entry
+        if not fields:  # deleted after it was delivered
+            continue
+        if not isinstance(entry_id, bytes) or not isinstance(fields, dict):
+            raise UnexpectedReply(command, entry)
+        out.append((entry_id, fields))
+    return out
+
+
+def read_group_entries(reply: object) -> list[StreamEntry]:
+    """The entries of an XREADGROUP of one stream: [[stream, entries]], or nothing."""
+    if not reply:
+        return []
+    if not isinstance(reply, list) or not isinstance(reply[0], list | tuple) or len(reply[0]) != 2:
+        raise UnexpectedReply("XREADGROUP", reply)
+    return entries(reply[0][1], "XREADGROUP")
+
+
+def autoclaim_reply(reply: object) -> tuple[bytes, list[StreamEntry]]:
+    """XAUTOCLAIM: (the id to start the next call at, b"0-0" when done; the entries claimed)."""
+    if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[0], bytes):
+        raise UnexpectedReply("XAUTOCLAIM", reply)
+    return reply[0], entries(reply[1], "XAUTOCLAIM")
+
+
+def pending_ids(reply: object) -> list[bytes]:
+    """The entry ids of an XPENDING range reply (a dict per entry)."""
+    if not isinstance(reply, list):
+        raise UnexpectedReply("XPENDING", reply)
+    ids = []
+    for p in reply:
+        entry_id = p.get("message_id") if isinstance(p, dict) else None
+        if not isinstance(entry_id, bytes):
+            raise UnexpectedReply("XPENDING", p)
+        ids.append(entry_id)
+    return ids
+
+
+def claim(r: SyncRedis, stream: str, group: str, consumer: str, min_idle_ms: int, ids: Sequence[bytes | str]) -> list[StreamEntry]:
+    """XCLAIM these entries for `consumer`; those deleted since (or not idle long enough) are not returned."""
+    message_ids: list[StreamIdT] = [*ids]
+    return entries(r.xclaim(stream, group, consumer, min_idle_ms, message_ids), "XCLAIM")
+
+
+def bytes_hash(reply: object, command: str) -> dict[bytes, bytes]:
+    """An HGETALL reply, its fields and values bytes."""
+    if not isinstance(reply, dict) or not all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in reply.items()):
+        raise UnexpectedReply(command, reply)
+    return reply
+
+
 def seed_urls(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
@@ -74,7 +149,23 @@ def wait_ms(s: Settings) -> int:
     return max(1, int(s.redis_timeout * 500))
 
 
-def sync_client(s: Settings, **kwargs: Any) -> SyncRedis:  # Any: redis-py connection kwargs
+class Timeouts(TypedDict, total=False):
+    socket_timeout: float
+    socket_connect_timeout: float
+
+
+def _timeouts(socket_timeout: float | None, socket_connect_timeout: float | None) -> Timeouts:
+    """The timeouts given, as redis-py keywords: one not given keeps redis-py's default (not None)."""
+    out: Timeouts = {}
+    if socket_timeout is not None:
+        out["socket_timeout"] = socket_timeout
+    if socket_connect_timeout is not None:
+        out["socket_connect_timeout"] = socket_connect_timeout
+    return out
+
+
+def sync_client(s: Settings, socket_timeout: float | None = None, socket_connect_timeout: float | None = None) -> SyncRedis:
+    kwargs = _timeouts(socket_timeout, socket_connect_timeout)
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return redis.Redis.from_url(urls[0] if urls else "", **kwargs)
@@ -86,7 +177,8 @@ def sync_client(s: Settings, **kwargs: Any) -> SyncRedis:  # Any: redis-py conne
         raise Unreachable(f"Redis Cluster: no seed node of BEACON_REDIS_URL ({seeds}) answers: {exc}") from None
 
 
-def async_client(s: Settings, **kwargs: Any) -> AsyncRedis:  # Any: redis-py connection kwargs
+def async_client(s: Settings, socket_timeout: float | None = None, socket_connect_timeout: float | None = None) -> AsyncRedis:
+    kwargs = _timeouts(socket_timeout, socket_connect_timeout)
     urls = seed_urls(s.redis_url.reveal())
     if not s.redis_cluster:
         return aioredis.Redis.from_url(urls[0] if urls else "", **kwargs)
@@ -117,7 +209,9 @@ class ClusterCommit:
     connection to the master that owns the shard's slot. Called like the registered script."""
 
     def __init__(self, rc: AsyncRedis, s: Settings, stream: str) -> None:
-        self.rc = cast(aiocluster.RedisCluster, rc)  # made only when BEACON_REDIS_CLUSTER is set
+        if not isinstance(rc, aiocluster.RedisCluster):  # made only when BEACON_REDIS_CLUSTER is set
+            raise TypeError(f"ClusterCommit needs a Redis Cluster client, not {type(rc).__name__}")
+        self.rc = rc
         self.stream = stream
         self.seed = seed_urls(s.redis_url.reveal())[0]
         self.wait_ms = wait_ms(s)
@@ -129,7 +223,9 @@ class ClusterCommit:
         # A keyed call through the cluster client first: it follows a moved slot (a failover)
         # and refreshes its map of the cluster, which then names the shard's master.
         await self.rc.exists(self.stream)
-        node = cast(aiocluster.ClusterNode, self.rc.get_node_from_key(self.stream))  # the key's master: never None
+        node = self.rc.get_node_from_key(self.stream)  # the key's master
+        if node is None:
+            raise RedisClusterException(f"no master serves the slot of {self.stream}")
         client = self._clients.get(node.name)
         if client is None:
             client = self._clients[node.name] = aioredis.Redis.from_url(
@@ -158,9 +254,10 @@ class ClusterCommit:
 
 
 def _sync_master(r: SyncRedis, key: str) -> redis.Redis:
-    rc = cast(cluster.RedisCluster, r)  # called only when BEACON_REDIS_CLUSTER is set
-    rc.exists(key)  # follows a moved slot, as in ClusterCommit._master
-    return rc.get_redis_connection(rc.get_node_from_key(key))  # type: ignore[no-untyped-call]
+    if not isinstance(r, cluster.RedisCluster):  # called only when BEACON_REDIS_CLUSTER is set
+        raise TypeError(f"a write that waits for a replica needs a Redis Cluster client, not {type(r).__name__}")
+    r.exists(key)  # follows a moved slot, as in ClusterCommit._master
+    return r.get_redis_connection(r.get_node_from_key(key))  # type: ignore[no-untyped-call]
 
 
 def sync_commit(rc: SyncRedis, ms: int) -> SyncCommit:

@@ -66,5 +66,5 @@ class Request:
                 self.gpc = value.strip() == b"1"
             else:
                 self.dnt = value.strip() == b"1"
-        # Anything a consent decision could turn on: GPC, DNT, or an opt-out cookie.
+        # Whatever a consent decision could turn on: GPC, DNT, or an opt-out cookie.
         self.signals = self.gpc or self.dnt or b"_optout=" in self.cookie

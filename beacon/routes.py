@@ -7,7 +7,8 @@ that can be computed once (GIF, header lists, Set-Cookie affixes) is.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -53,7 +54,7 @@ Checked = CheckedEvent
 CLIENT_CACHE = 16384  # (peer, X-Forwarded-For, User-Agent, precise) -> derived client fields
 
 
-async def send_json(send: Send, status: int, body: Any, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+async def send_json(send: Send, status: int, body: Mapping[str, object], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     data = orjson.dumps(body)
     await send(
         {
@@ -352,7 +353,7 @@ class BeaconRoutes:
         )
         await send(NO_CONTENT)
 
-    async def _refuse(self, send: Send, status: int, reason: str, extra: Any = None) -> None:
+    async def _refuse(self, send: Send, status: int, reason: str, extra: Sequence[tuple[bytes, bytes]] | None = None) -> None:
         metrics.request("collect", status)
         metrics.EVENTS_REJECTED.labels(Reason.for_status(status)).inc()
         await send_json(send, status, {"error": reason}, list(extra or ()))

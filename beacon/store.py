@@ -10,17 +10,43 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.summary import QuerySummary
 
+# The visits rollup's tables live beside the events table: migrated and forgotten with it.
+# (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
+from beacon.query import rollup
+
 # A query parameter's value: str, int, datetime, list[str], ... bound by the client.
 Param = object
 Params = dict[str, Param]
-# A result row: each column's Python type follows the SQL, which the client does not type.
-Row = Sequence[Any]  # Any: a column's value, typed by the SELECT
+# A result row: each column's Python type follows the SQL, which the client does not type;
+# a column is narrowed where it is used (int_of, str_of, datetime_of).
+Row = Sequence[object]
+
+
+def int_of(value: object) -> int:
+    """An integer column (count(), UInt*, Int*); TypeError naming what came instead."""
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"expected an integer column, got {type(value).__name__}: {value!r:.80}")
+
+
+def str_of(value: object) -> str:
+    """A String column."""
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a String column, got {type(value).__name__}: {value!r:.80}")
+
+
+def datetime_of(value: object) -> dt.datetime:
+    """A DateTime/DateTime64 column (naive, in UTC, as the client returns it)."""
+    if isinstance(value, dt.datetime):
+        return value
+    raise TypeError(f"expected a DateTime column, got {type(value).__name__}: {value!r:.80}")
+
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "UUID"),
@@ -105,6 +131,18 @@ def alter_table_sql(full_table: str, retention_days: int, on_cluster: str = "", 
     return out
 
 
+def accounts_ddl(accounts_table: str, retention_days: int) -> str:
+    """The account links of signed-in customers (beacon/customers.py), a table of their own.
+    ReplacingMergeTree: identifying the same pair again keeps one row (read with DISTINCT until merged)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {accounts_table} (\n"
+        "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
+        "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
+        "ORDER BY (scope, visitor_id, account)\n"
+        f"TTL toDateTime(linked_at) + INTERVAL {int(retention_days)} DAY"
+    )
+
+
 class Store:
     def __init__(self, dsn: str, database: str, table: str, retention_days: int, dedup_window: int, cluster: str = "") -> None:
         self.dsn = dsn
@@ -112,6 +150,7 @@ class Store:
         self.database = database
         self.table = table
         self.full_table = f"{database}.{table}"
+        self.accounts_table = f"{self.full_table}_accounts"  # signed-in customers' links (beacon/customers.py)
         self.retention_days = retention_days
         self.dedup_window = dedup_window
         self._lock = threading.Lock()
@@ -157,12 +196,8 @@ class Store:
         for sql in alter_table_sql(self.full_table, self.retention_days):
             self.command(sql)
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
-        from beacon import customers  # the account links of signed-in customers: a table of their own
-
-        self.command(customers.ddl(self))
-        from beacon.query import rollup  # the visits rollup and the day sums that keep it fresh
-
-        rollup.migrate(self)
+        self.command(accounts_ddl(self.accounts_table, self.retention_days))
+        rollup.migrate(self)  # the visits rollup and the day sums that keep it fresh
 
     # -- writes ---------------------------------------------------------------
 
@@ -181,7 +216,7 @@ class Store:
 
     def stats(
         self, scope: str, start: dt.datetime, end: dt.datetime, interval: str, top: int = 10, include_bots: bool = False
-    ) -> dict[str, Any]:  # Any: a JSON document for the API
+    ) -> dict[str, object]:  # the JSON document of /api/v1/stats
         bucket = {"hour": "toStartOfHour", "day": "toStartOfDay"}[interval]
         in_range = "scope = {scope:String} AND received_at >= {start:DateTime64(3)} AND received_at < {end:DateTime64(3)}"
         where = in_range if include_bots else in_range + " AND is_bot = 0"
@@ -216,7 +251,8 @@ class Store:
             "totals": {"events": totals[0], "pageviews": totals[1], "visitors": totals[2]},
             "bot_events": bots,
             "series": [
-                {"t": t.replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p, "visitors": v} for t, e, p, v in series
+                {"t": datetime_of(t).replace(tzinfo=dt.timezone.utc).isoformat(), "events": e, "pageviews": p, "visitors": v}
+                for t, e, p, v in series
             ],
             "top_pages": [{"url": u, "pageviews": c} for u, c in pages],
             "top_referrers": [{"referrer": r, "events": c} for r, c in refs],
@@ -226,7 +262,7 @@ class Store:
 
     def events(
         self, scope: str, limit: int, before: tuple[int, str] | None = None, visitor: str | None = None, visitors: list[str] | None = None
-    ) -> list[dict[str, Any]]:  # Any: JSON rows for the API
+    ) -> list[dict[str, object]]:  # JSON rows for the API, keyed by column
         """Rows of one scope (one visitor's, if given), newest first; `before` is the (ms, event_id)
         cursor of the last row seen."""
         cols = ", ".join(self.PARTNER_COLUMNS)
@@ -250,7 +286,7 @@ class Store:
         for row in result:
             item = dict(zip(self.PARTNER_COLUMNS, row[:-1]))
             item["event_id"] = str(item["event_id"])
-            item["received_at"] = item["received_at"].replace(tzinfo=dt.timezone.utc).isoformat()
+            item["received_at"] = datetime_of(item["received_at"]).replace(tzinfo=dt.timezone.utc).isoformat()
             item["_ms"] = row[-1]
             out.append(item)
         return out
@@ -261,9 +297,7 @@ class Store:
         where = "scope = {scope:String} AND visitor_id = {visitor:String}"
         rows = self.query(f"SELECT count() FROM {self.full_table} WHERE {where}", params)[0][0]
         if rows:
-            from beacon.query import rollup  # the visitor's visits and day sums go first
-
-            rollup.forget(self, scope, visitor)
+            rollup.forget(self, scope, visitor)  # the visitor's visits and day sums go first
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)
-        return int(rows)
+        return int_of(rows)

@@ -216,3 +216,27 @@ def test_the_metrics_key_opens_the_operators_page_and_nothing_else(make_client):
     assert client.get("/dashboard/ops/data").status_code == 200
     assert client.get("/dashboard/api/panel/headline").status_code == 401
     assert "signin" in client.get("/dashboard").text
+
+
+def test_the_headline_csv_lists_each_card_now_and_before(dash):
+    sign_in(dash)
+    res = dash.get("/dashboard/api/csv/headline?period=7d")
+    assert res.status_code == 200, res.text
+    assert res.headers["content-disposition"] == 'attachment; filename="mall-headline.csv"'
+    rows = res.text.splitlines()
+    assert rows[0] == "metric,current,previous"
+    assert [r.split(",")[0] for r in rows[1:]] == [
+        "visitors",
+        "visits",
+        "pageviews",
+        "bounce_rate",
+        "visit_duration",
+        "conversions",
+        "total_revenue",
+    ]
+
+
+def test_the_property_csv_without_a_property_name_is_a_400_with_the_hint(dash):
+    sign_in(dash)
+    res = dash.get("/dashboard/api/csv/props")
+    assert res.status_code == 400 and "property name" in res.json()["error"]

@@ -290,6 +290,8 @@ def test_gpc_or_opt_out_means_no_partner_cookie_and_no_partner_event(pclient, co
         ('[[partner]]\nid = "a"\nhosts = ["x.test"]\ncookie_name = "bcn"\n', "cookie_name 'bcn' already used by 'mall'"),
         ('[[partner]]\nid = "a"\nhosts = ["x.test"]\nsync_allow = ["javascript:x"]\n', "sync_allow entry"),
         ('[[partner]]\nid = "mall"\nhosts = ["x.test"]\n', "not 'mall'"),
+        ("partner = 1\n", "partner must be [[partner]] tables, not a int"),
+        ("partner = [1]\n", "(partner #1): a partner is a [[partner]] table, not a int"),
     ],
 )
 def test_an_invalid_registry_fails_at_start_up_naming_the_line(make_client, tmp_path, text, message):

@@ -8,13 +8,43 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+from prometheus_client.registry import Collector
 
 from beacon import metrics
 from beacon.sharding import backlog as stream_backlog
 
+if TYPE_CHECKING:  # app.py builds the dashboard from its Core: a real cycle
+    from beacon.app import Core
 
-def _samples(counter: Any, label: str) -> dict[str, float]:
+
+class Health(TypedDict, total=False):
+    ok: bool
+    ms: float  # how long the ping took
+    error: str  # why it failed
+
+
+class Backlog(TypedDict, total=False):  # empty when Redis does not answer
+    entries: int
+    oldest_age_seconds: float
+    dead_letters: int
+    shards: int
+
+
+class Snapshot(TypedDict):
+    """The operators' page's figures (`GET /dashboard/ops/data`)."""
+
+    redis: Health
+    clickhouse: Health
+    stream: Backlog
+    spool: dict[str, int | bool]  # bytes, degraded
+    flush: dict[str, float]  # rows_per_second, rows, batches, errors
+    ingest: dict[str, float]  # events accepted per scope
+    drops: dict[str, float]  # per reason, and lost, spool_full
+
+
+def _samples(counter: Collector, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in counter.collect():
         for sample in family.samples:
@@ -23,12 +53,12 @@ def _samples(counter: Any, label: str) -> dict[str, float]:
     return out
 
 
-def _total(counter: Any) -> float:
+def _total(counter: Collector) -> float:
     return sum(_samples(counter, "").values())
 
 
 class Ops:
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         self._last: tuple[float, float] | None = None  # (monotonic time, rows flushed) of the last snapshot
 
@@ -39,11 +69,13 @@ class Ops:
             return 0.0
         return max(0.0, (rows - last[1]) / (now - last[0]))
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> Snapshot:
         core = self.core
-        redis_health: dict[str, Any] = {"ok": False}
-        backlog: dict[str, Any] = {}
+        redis_health: Health = {"ok": False}
+        backlog: Backlog = {}
         try:
+            if core.redis is None:
+                raise ConnectionError("not connected: the app has not started")
             started = time.perf_counter()
             await core.redis.ping()
             redis_health = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -53,7 +85,7 @@ class Ops:
             redis_health = {"ok": False, "error": str(exc)[:200]}
         started = time.perf_counter()
         ch_ok = await asyncio.to_thread(core.store.ping)
-        clickhouse = {"ok": ch_ok, "ms": round((time.perf_counter() - started) * 1000, 2)}
+        clickhouse: Health = {"ok": ch_ok, "ms": round((time.perf_counter() - started) * 1000, 2)}
         spools = core.spools.values()
         return {
             "redis": redis_health,

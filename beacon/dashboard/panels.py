@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
@@ -66,11 +65,11 @@ class State:
     def date_range(self) -> list[str]:
         return [self.start.isoformat(), self.end.isoformat()]
 
-    def v2_filters(self) -> list[list[Any]]:
+    def v2_filters(self) -> list[list[str | list[str]]]:
         return [["is", dim, [value]] for dim, value in self.filters]
 
 
-def parse_state(params: Mapping[str, str] | Any, today: dt.date) -> State:
+def parse_state(params: Mapping[str, str], today: dt.date) -> State:
     """The page state from URL parameters: `period`, `from`, `to`, repeated `f=<dimension>=<value>`, `prop`."""
     get = params.get
     period = get("period") or "7d"
@@ -102,7 +101,7 @@ def parse_state(params: Mapping[str, str] | Any, today: dt.date) -> State:
     return State(period, start, end, tuple(filters), prop)
 
 
-def list_body(panel: Panel, state: State, limit: int = 10) -> dict[str, Any]:
+def list_body(panel: Panel, state: State, limit: int = 10) -> dict[str, object]:
     dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
     return {
         "metrics": list(panel.metrics),
@@ -114,11 +113,11 @@ def list_body(panel: Panel, state: State, limit: int = 10) -> dict[str, Any]:
     }
 
 
-def totals_body(state: State, metrics: Sequence[str] = HEADLINE) -> dict[str, Any]:
+def totals_body(state: State, metrics: Sequence[str] = HEADLINE) -> dict[str, object]:
     return {"metrics": list(metrics), "date_range": state.date_range(), "filters": state.v2_filters()}
 
 
-def series_body(state: State) -> dict[str, Any]:
+def series_body(state: State) -> dict[str, object]:
     dimension = "time:hour" if state.start == state.end else "time:day"
     return {
         "metrics": ["visitors", "pageviews"],
@@ -129,12 +128,12 @@ def series_body(state: State) -> dict[str, Any]:
     }
 
 
-def funnel_body(state: State) -> dict[str, Any]:
+def funnel_body(state: State) -> dict[str, object]:
     """The purchase funnel (issue 12's default steps: product_view, add_to_cart, begin_checkout, purchase).
 
     The page's filters pick the visits, as they do for the other panels."""
     return {"date_range": state.date_range(), "filters": state.v2_filters()}
 
 
-def realtime_body(state: State) -> dict[str, Any]:
+def realtime_body(state: State) -> dict[str, object]:
     return {"metrics": ["visitors"], "date_range": "realtime", "filters": state.v2_filters()}

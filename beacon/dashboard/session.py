@@ -7,7 +7,6 @@ session opens one scope only and ends when that key is rotated away.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
@@ -36,7 +35,7 @@ class Sessions:
         if not token:
             return False, ""
         try:
-            data: Any = self._serializer.loads(token, max_age=self.max_age)
+            data: object = self._serializer.loads(token, max_age=self.max_age)
         except SignatureExpired:
             return False, "Your session expired; sign in again."
         except BadSignature:

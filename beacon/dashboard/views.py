@@ -13,9 +13,9 @@ import datetime as dt
 import hmac
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import jinja2
@@ -28,16 +28,45 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from beacon import query
+from beacon.config import Secret
 from beacon.dashboard import panels
 from beacon.dashboard.ops import Ops
 from beacon.dashboard.session import Sessions, fingerprint
 from beacon.dashboard.throttle import SigninLimit
 from beacon.query import funnel
+from beacon.query.model import Answer, FunnelAnswer, Metric
 from beacon.scope import MALL, Scope
-from beacon.types import Receive, Send
+from beacon.types import ASGIScope, Message, Receive, Send
+
+if TYPE_CHECKING:  # app.py builds the dashboard from its Core: a real cycle
+    from beacon.app import Core
 
 log = logging.getLogger("beacon.dashboard")
-Runner = Callable[..., dict[str, Any]]  # query.run or funnel.run
+T = TypeVar("T")
+Resolve = Callable[[str, str], tuple[Scope | None, str]]  # Resolver.resolve: (host, path) -> (scope, path in it)
+Cell = str | Metric  # a dimension's value or a metric's
+
+
+class Table(TypedDict, total=False):
+    """A panel's answer: its columns and rows (a note, a hint), or why it is not available."""
+
+    columns: list[str]
+    dimension: str
+    rows: Sequence[Sequence[Cell]]
+    note: str
+    hint: str
+    unavailable: str
+
+
+class Headline(TypedDict):
+    """The cards: each metric now and in the period before, and the metrics the API cannot answer."""
+
+    current: dict[str, Metric]
+    previous: dict[str, Metric]
+    unavailable: dict[str, str]
+    range: dict[str, list[str]]
+
+
 HERE = Path(__file__).parent
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
@@ -56,7 +85,7 @@ class Unavailable(Exception):
 
 
 class Dashboard:
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         s = core.settings
         self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
@@ -82,7 +111,7 @@ class Dashboard:
             middleware=[Middleware(GZipMiddleware, minimum_size=800)],
         )
 
-    async def dispatch(self, scope: Any, receive: Receive, send: Send, resolve: Any) -> bool:
+    async def dispatch(self, scope: ASGIScope, receive: Receive, send: Send, resolve: Resolve) -> bool:
         """Serve the request when it is for a dashboard of a scope this host serves; else False."""
         host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
         sc, path = resolve(host, scope["path"])
@@ -94,12 +123,12 @@ class Dashboard:
         await self(scope, receive, send, sc, path)
         return True
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send, sc: Scope, path: str) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send, sc: Scope, path: str) -> None:
         inner = dict(scope)
         inner["path"] = path
         inner["beacon.scope"] = sc
 
-        async def send_secured(message: Any) -> None:
+        async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
@@ -156,7 +185,7 @@ class Dashboard:
         host = request.headers.get("host", "").lower()
         return bool(host) and urlsplit(origin).netloc.lower() == host
 
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status)
 
@@ -308,33 +337,45 @@ class Dashboard:
 
     # -- data ----------------------------------------------------------------------------------------------
 
-    async def ask(self, scope: str, body: dict[str, Any], runner: Runner = query.run) -> dict[str, Any]:
-        """A panel's query through the same code as `/api/v2/query` (or `/api/v2/funnel`), with the same settings."""
+    async def ask(self, scope: str, body: Mapping[str, object]) -> Answer:
+        """A panel's query through the same code as `/api/v2/query`, with the same settings."""
+        return await self.answer(lambda: query.run(self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout))
+
+    async def ask_funnel(self, scope: str, body: Mapping[str, object]) -> FunnelAnswer:
+        """The funnel panel's query through the same code as `/api/v2/funnel`."""
+        return await self.answer(lambda: funnel.run(self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout))
+
+    async def answer(self, call: Callable[[], T]) -> T:
+        """Run a query off the event loop; a QueryError or a failure becomes Unavailable (logged)."""
         try:
-            return await asyncio.to_thread(runner, self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout)
+            return await asyncio.to_thread(call)
         except query.QueryError as exc:
             raise Unavailable(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - one failing query costs its panel, not the page (no 500)
             log.error("dashboard query failed: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
             raise Unavailable("the query failed; the server log says why") from None
 
-    async def panel_data(self, request: Request, name: str, limit: int = 10) -> dict[str, Any]:
-        """The panel's answer: `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""
+    async def panel_data(self, request: Request, name: str, limit: int = 10) -> Table | Headline:
+        """The panel's answer: the cards, `{"columns": [...], "rows": [[...]]}` or `{"unavailable": reason}`."""
         sc = self.scope_of(request)
         state = panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+        if name == "headline":
+            return await self.headline(sc.id, state)
+        return await self.table(sc.id, state, name, limit)
+
+    async def table(self, scope: str, state: panels.State, name: str, limit: int) -> Table:
+        """Every panel but the cards; KeyError for a name that is no panel."""
         try:
-            if name == "headline":
-                return await self.headline(sc.id, state)
             if name == "series":
-                answer = await self.ask(sc.id, panels.series_body(state))
+                answer = await self.ask(scope, panels.series_body(state))
                 return {"columns": ["time", "visitors", "pageviews"], "rows": rows_of(answer)}
             if name == "realtime":
-                answer = await self.ask(sc.id, panels.realtime_body(state))
+                answer = await self.ask(scope, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
             if name == "funnel":
-                answer = await self.ask(sc.id, panels.funnel_body(state), funnel.run)
-                rows = [
-                    [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in answer.get("steps", [])
+                steps = await self.ask_funnel(scope, panels.funnel_body(state))
+                rows: list[list[Cell]] = [
+                    [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in steps.get("steps", [])
                 ]
                 return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows}
             panel = panels.LISTS.get(name)
@@ -342,28 +383,30 @@ class Dashboard:
                 raise KeyError(name)
             if panel.name == "props" and not state.prop:
                 return {"hint": "Type a property name (say, plan) to break events down by it."}
-            answer = await self.ask(sc.id, panels.list_body(panel, state, limit))
+            answer = await self.ask(scope, panels.list_body(panel, state, limit))
             dimension = panel.dimension + state.prop if panel.name == "props" else panel.dimension
             return {"columns": [dimension, *panel.metrics], "dimension": dimension, "rows": rows_of(answer)}
         except Unavailable as exc:
             return {"unavailable": f"Not available: {exc}"}
 
-    async def headline(self, scope: str, state: panels.State) -> dict[str, Any]:
+    async def headline(self, scope: str, state: panels.State) -> Headline:
         """The cards in two queries per period: the visit metrics (read from the visits rollup) and
         conversions and revenue (read from the purchases alone); one that fails marks its cards unavailable."""
-        out: dict[str, Any] = {"current": {}, "previous": {}, "unavailable": {}}
+        current: dict[str, Metric] = {}
+        previous: dict[str, Metric] = {}
+        unavailable: dict[str, str] = {}
         for metrics in (panels.HEADLINE, panels.COMMERCE):
             try:
                 now = await self.ask(scope, panels.totals_body(state, metrics))
                 before = await self.ask(scope, panels.totals_body(state.previous(), metrics))
             except Unavailable as exc:
                 for m in metrics:
-                    out["unavailable"][m] = str(exc)
+                    unavailable[m] = str(exc)
                 continue
-            out["current"].update(zip(metrics, first_metrics(now)))
-            out["previous"].update(zip(metrics, first_metrics(before)))
-        out["range"] = {"current": state.date_range(), "previous": state.previous().date_range()}
-        return out
+            current.update(zip(metrics, first_metrics(now)))
+            previous.update(zip(metrics, first_metrics(before)))
+        period = {"current": state.date_range(), "previous": state.previous().date_range()}
+        return {"current": current, "previous": previous, "unavailable": unavailable, "range": period}
 
     async def panel(self, request: Request) -> Response:
         if not self.session(request)[0]:
@@ -380,24 +423,25 @@ class Dashboard:
         if not self.session(request)[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         name = request.path_params["name"]
+        sc = self.scope_of(request)
         try:
-            data = await self.panel_data(request, name, limit=10_000)
+            state = panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+            if name == "headline":
+                data = cards_table(await self.headline(sc.id, state))
+            else:
+                data = await self.table(sc.id, state, name, limit=10_000)
         except panels.StateError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except KeyError:
             return JSONResponse({"error": f"no panel named {name[:40]!r}"}, status_code=404)
         if "unavailable" in data:
             return JSONResponse({"error": data["unavailable"]}, status_code=409)
+        if "hint" in data:  # the properties panel without a property name
+            return JSONResponse({"error": data["hint"]}, status_code=400)
         out = io.StringIO()
         writer = csv.writer(out)
-        if name == "headline":
-            writer.writerow(["metric", "current", "previous"])
-            for metric, value in data["current"].items():
-                writer.writerow([metric, plain(value), plain(data["previous"].get(metric))])
-        else:
-            writer.writerow(data["columns"])
-            writer.writerows([plain(v) for v in row] for row in data["rows"])
-        sc = self.scope_of(request)
+        writer.writerow(data["columns"])
+        writer.writerows([plain(v) for v in row] for row in data["rows"])
         filename = f"{sc.id}-{name}.csv"
         return Response(
             out.getvalue(), media_type="text/csv; charset=utf-8", headers={"content-disposition": f'attachment; filename="{filename}"'}
@@ -418,21 +462,29 @@ async def form_key(request: Request, limit: int = 4096) -> str:
     return values[0].strip() if values else ""
 
 
-def reveal(value: Any) -> str:
+def reveal(value: Secret | str | None) -> str:
     """The plain text of a setting that is a `config.Secret` (masked in `str`)."""
-    return value.reveal() if hasattr(value, "reveal") else str(value or "")
+    return value.reveal() if isinstance(value, Secret) else str(value or "")
 
 
-def first_metrics(answer: dict[str, Any]) -> list[Any]:
+def cards_table(cards: Headline) -> Table:
+    """The cards as a table (their CSV): metric, current, previous; unavailable when none answered."""
+    if not cards["current"] and cards["unavailable"]:
+        return {"unavailable": "Not available: " + next(iter(cards["unavailable"].values()))}
+    rows = [[metric, value, cards["previous"].get(metric, "")] for metric, value in cards["current"].items()]
+    return {"columns": ["metric", "current", "previous"], "rows": rows}
+
+
+def first_metrics(answer: Answer) -> list[Metric]:
     results = answer.get("results") or []
     return list(results[0]["metrics"]) if results else []
 
 
-def rows_of(answer: dict[str, Any]) -> list[list[Any]]:
+def rows_of(answer: Answer) -> list[list[Cell]]:
     return [[*r.get("dimensions", []), *r.get("metrics", [])] for r in answer.get("results", [])]
 
 
-def plain(value: Any) -> Any:
+def plain(value: object) -> object:
     """A CSV cell: revenue per currency (`{"EUR": "12.50"}`) becomes `EUR 12.50`."""
     if isinstance(value, dict):
         return "; ".join(f"{c} {v}" for c, v in value.items())

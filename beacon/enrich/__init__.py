@@ -12,10 +12,10 @@ left out of the line; ClickHouse stores '' for them.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import orjson
 
+from beacon.config import Settings
 from beacon.enrich.agent import Agents
 from beacon.enrich.campaign import campaign, maybe
 from beacon.enrich.geo import Geo, GeoError
@@ -30,7 +30,7 @@ def members(fields: dict[str, str]) -> bytes:
 
 
 class Enricher:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         hosts = [*settings.site_origins, *settings.mall_hosts, *settings.internal_hosts]
         self.sources = Sources()
         self.internal = Internal(hosts, settings.cookie_domain)

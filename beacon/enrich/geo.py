@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 
 import iptocc
 
 from beacon.config import ConfigError
+
+if TYPE_CHECKING:
+    from maxminddb import Reader
 
 FIELDS = ("country", "region", "city")
 
@@ -28,10 +31,10 @@ class GeoError(ConfigError):
 
 class Geo:
     def __init__(self, mmdb_path: str = "") -> None:
-        self.reader: Any = None
+        self.reader: Reader | None = None
         self.path = mmdb_path
         if mmdb_path:
-            import maxminddb
+            import maxminddb  # only with an operator's database (BEACON_GEOIP_DB)
 
             try:
                 self.reader = maxminddb.open_database(mmdb_path)
@@ -54,31 +57,36 @@ class Geo:
         if not ip.is_global:
             return {}
         if self.reader is not None:
-            out = self._mmdb(ip)
+            out = self._mmdb(self.reader, ip)
             if out.get("country"):
                 return out
         cc = iptocc.country_code(str(ip))
         return {"country": cc.upper()} if cc and len(cc) == 2 else {}
 
-    def _mmdb(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, str]:
+    def _mmdb(self, reader: Reader, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, str]:
         try:
-            rec = self.reader.get(ip)
+            rec = reader.get(ip)
         except ValueError:
             return {}
-        if not isinstance(rec, dict):
-            return {}
-        country = str((rec.get("country") or {}).get("iso_code") or "").upper()
+        country = str(_at(rec, "country", "iso_code") or "").upper()
         if len(country) != 2:
             return {}
         out = {"country": country}
-        subs = rec.get("subdivisions") or []
-        if subs:
-            sub = subs[0]
-            code = sub.get("iso_code")
-            region = f"{country}-{code}" if code else (sub.get("names") or {}).get("en", "")
-            if region:
-                out["region"] = str(region)
-        city = ((rec.get("city") or {}).get("names") or {}).get("en")
+        code = _at(rec, "subdivisions", 0, "iso_code")
+        region = f"{country}-{code}" if code else _at(rec, "subdivisions", 0, "names", "en")
+        if region:
+            out["region"] = str(region)
+        city = _at(rec, "city", "names", "en")
         if city:
             out["city"] = str(city)
         return out
+
+
+def _at(rec: object, *path: str | int) -> object:
+    """The member at `path` of a database record; None where it has none (or another shape)."""
+    for key in path:
+        if isinstance(key, int):
+            rec = rec[key] if isinstance(rec, list) and len(rec) > key else None
+        else:
+            rec = rec.get(key) if isinstance(rec, dict) else None
+    return rec

@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 DATA = Path(__file__).parent / "data" / "referrers.json"
 
@@ -75,21 +74,31 @@ def _lossy(host: str) -> str:
 
 
 @functools.cache
-def _load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))  # Any: the vendored JSON lists
-    return data
+def _load(path: Path) -> tuple[dict[str, tuple[str, str]], str]:
+    """The vendored lists, host -> (source name, category), and the upstream ref they were taken at.
+    Checked once at start: a hand-edited file names its bad entry instead of failing on a request."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    hosts = doc.get("hosts") if isinstance(doc, dict) else None
+    if not isinstance(hosts, dict):
+        raise ValueError(f"{path}: no hosts table")
+    table: dict[str, tuple[str, str]] = {}
+    for host, entry in hosts.items():
+        if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[0], str) or not isinstance(entry[1], str):
+            raise ValueError(f"{path}: hosts[{host!r}] must be [source name, category], not {entry!r:.80}")
+        table[host] = (entry[0], entry[1])
+    ref = doc.get("ref", "")
+    return table, ref if isinstance(ref, str) else ""
 
 
 class Sources:
     """The referrer lists: host -> (source name, category) with category search, social or ai."""
 
     def __init__(self, path: Path = DATA) -> None:
-        doc = _load(path)
-        self.hosts: dict[str, tuple[str, str]] = {h: (v[0], v[1]) for h, v in doc["hosts"].items()}
+        table, self.ref = _load(path)
+        self.hosts: dict[str, tuple[str, str]] = dict(table)
         self.names: dict[str, tuple[str, str]] = {}
         for name, cat in self.hosts.values():
             self.names.setdefault(name.lower(), (name, cat))
-        self.ref = doc.get("ref", "")
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - one instance per process; hosts repeat
     def lookup(self, host: str) -> tuple[str, str] | None:

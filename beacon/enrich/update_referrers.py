@@ -17,7 +17,6 @@ import json
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = "matomo-org/searchengine-and-social-list"
 RAW = "https://raw.githubusercontent.com/" + REPO + "/{ref}/{name}"
@@ -35,10 +34,19 @@ def _read(source: str | None, ref: str, name: str) -> str:
         return text
 
 
-def _hosts(category: str, entry: Any) -> list[str]:
-    if category == "search":  # a list of configurations, each with its urls
-        return [u for conf in entry for u in conf.get("urls", [])]
-    return list(entry)
+def _hosts(category: str, entry: object) -> list[str]:
+    """The host patterns of one source: a list of them, or (search) of configurations, each with its urls."""
+    if not isinstance(entry, list):
+        raise ValueError(f"{category}: expected a list, not {entry!r:.80}")
+    if category != "search":
+        return [str(u) for u in entry]
+    urls = []
+    for conf in entry:
+        listed = conf.get("urls", []) if isinstance(conf, dict) else None
+        if not isinstance(listed, list):
+            raise ValueError(f"{category}: expected a configuration with a list of urls, not {conf!r:.80}")
+        urls += [str(u) for u in listed]
+    return urls
 
 
 def build(texts: dict[str, str]) -> dict[str, list[str]]:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from beacon.query import commerce, rollup
-from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Query, QueryError, parse
+from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Answer, Meta, Metric, Query, QueryError, Result, integer, parse
 from beacon.query.sql import Builder
 
-__all__ = ["QueryError", "run", "export", "parse", "EXPORT_TYPES"]
+if TYPE_CHECKING:  # annotations only: store.py reads the rollup (beacon.query.rollup)
+    from beacon.store import Store
+
+__all__ = ["QueryError", "run", "export", "parse", "EXPORT_TYPES", "Answer"]
 
 EXPORT_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson"}
 EXPORT_PAGE = 10_000
@@ -54,8 +57,8 @@ def _metric(
 
 
 def _rows(
-    store: Any, scope: str, q: Query, visit_timeout: int, limit: int, offset: int, total_rows: bool
-) -> tuple[list[dict[str, Any]], int | None]:
+    store: Store, scope: str, q: Query, visit_timeout: int, limit: int, offset: int, total_rows: bool
+) -> tuple[list[Result], int | None]:
     commerce.check(q, scope)
     denominator: dict[tuple[str, ...], int] = {}
     if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
@@ -66,40 +69,34 @@ def _rows(
         b.rollup = rollup.prepare(store, scope, q, visit_timeout)
     sql, params = b.build(limit, offset, total_rows)
     n = len(q.dimensions)
-    results: list[dict[str, Any]] = []
+    shop = bool(denominator) or any(m in COMMERCE_METRICS for m in q.metrics)
+    results: list[Result] = []
     total: int | None = 0
     for row in store.query(sql, params):
-        counts = row[n : n + 7]
-        base = [None if m in COMMERCE_METRICS else _metric(m, *counts) for m in q.metrics]
+        counts = [integer(v) for v in row[n : n + 7]]
+        base: list[Metric] = [_metric(m, *counts) for m in q.metrics if m not in COMMERCE_METRICS]
         results.append(
-            {
-                "dimensions": [str(v) for v in row[:n]],
-                "metrics": commerce.values(q, row, n, base, denominator)
-                if denominator or any(m in COMMERCE_METRICS for m in q.metrics)
-                else base,
-            }
+            {"dimensions": [str(v) for v in row[:n]], "metrics": commerce.values(q, row, n, base, denominator) if shop else base}
         )
         if total_rows:
-            total = int(row[-1])
+            total = integer(row[-1])
     if total_rows and not results and offset:  # past the last page: count the groups on their own
         _, total = _rows(store, scope, q, visit_timeout, 1, 0, True)
     return results, (total if total_rows else None)
 
 
-def run(
-    store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
-) -> dict[str, Any]:
-    """Answer `body` over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}."""
+def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> Answer:
+    """Answer `body` (untrusted JSON, checked by `parse`) over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}."""
     q = parse(body, now)
     results, total = _rows(store, scope, q, visit_timeout, q.limit, q.offset, q.total_rows)
-    meta: dict[str, Any] = {"scope": scope, "visit_timeout_minutes": visit_timeout}
+    meta: Meta = {"scope": scope, "visit_timeout_minutes": visit_timeout}
     if total is not None:
         meta["total_rows"] = total
     return {"results": results, "meta": meta, "query": q.echo()}
 
 
 def export(
-    store: Any, scope: str, body: Mapping[str, Any], fmt: str, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
+    store: Store, scope: str, body: object, fmt: str, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
 ) -> Iterator[bytes]:
     """The query's rows as CSV (a header row first) or NDJSON objects, page by page.
 
@@ -112,7 +109,7 @@ def export(
     q = parse(body, now)
     commerce.check(q, scope)
     names = [*q.dimensions, *q.metrics]
-    paged = "pagination" in body
+    paged = isinstance(body, Mapping) and "pagination" in body  # (parse has checked it is an object)
     end = q.offset + q.limit if paged else None
 
     def chunks() -> Iterator[bytes]:
@@ -133,7 +130,7 @@ def export(
     return chunks()
 
 
-def _csv_line(values: list[Any]) -> bytes:
+def _csv_line(values: Sequence[str | Metric]) -> bytes:
     out = io.StringIO()
     # a revenue cell ({currency: amount}) as JSON, not Python's repr of a dict
     csv.writer(out, lineterminator="\r\n").writerow(orjson.dumps(v).decode() if isinstance(v, dict) else v for v in values)

@@ -20,9 +20,9 @@ Definitions (README, Commerce):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from typing import Any
 
 from beacon.commerce import MINOR_UNITS
 from beacon.query.model import (
@@ -32,8 +32,12 @@ from beacon.query.model import (
     Combination,
     Condition,
     Filter,
+    Metric,
     Query,
     QueryError,
+    Result,
+    Row,
+    integer,
 )
 
 GOAL = "event:goal"
@@ -111,26 +115,38 @@ def top() -> str:
     )
 
 
-def _money(value: Any, currency: str) -> str:
+def amounts(value: object) -> dict[str, Decimal | int]:
+    """A Map(String, Decimal) or Map(String, UInt64) column: amount or count per currency."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a Map column, got {type(value).__name__}: {value!r:.80}")
+    out: dict[str, Decimal | int] = {}
+    for currency, amount in value.items():
+        if not isinstance(currency, str) or not isinstance(amount, Decimal | int):
+            raise TypeError(f"expected currency -> number, got {currency!r:.20}: {amount!r:.40}")
+        out[currency] = amount
+    return out
+
+
+def _money(value: Decimal | int, currency: str) -> str:
     places = MINOR_UNITS.get(currency, 2)
     return str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
-def metric(name: str, extra: tuple[Any, ...], denominator: int | None) -> Any:
+def metric(name: str, extra: Row, denominator: int | None) -> Metric:
     conversions, converted, revenue, orders, customers = extra
     if name == "conversions":
-        return int(conversions)
+        return integer(conversions)
     if name == "customers":
-        return int(customers)
+        return integer(customers)
     if name == "conversion_rate":
         if not denominator:
             return 0.0
-        rate = Fraction(100 * int(converted), denominator)
+        rate = Fraction(100 * integer(converted), denominator)
         return round(float(rate), 2)
     if name == "total_revenue":
-        return {c: _money(revenue.get(c, 0), c) for c in sorted(orders)}
+        return {c: _money(amounts(revenue).get(c, 0), c) for c in sorted(amounts(orders))}
     if name == "average_revenue":
-        return {c: _money(Decimal(revenue.get(c, 0)) / n, c) for c, n in sorted(orders.items()) if n}
+        return {c: _money(Decimal(amounts(revenue).get(c, 0)) / n, c) for c, n in sorted(amounts(orders).items()) if n}
     raise AssertionError(name)
 
 
@@ -143,13 +159,14 @@ def without_goal(q: Query) -> Query:
     )
 
 
-def denominators(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], int]:
+def denominators(rows: list[Result]) -> dict[tuple[str, ...], int]:
     """Visitors per dimension values (without the goal) from the rows of `without_goal(q)`."""
-    return {tuple(r["dimensions"]): r["metrics"][0] for r in rows}
+    return {tuple(r["dimensions"]): integer(r["metrics"][0]) for r in rows}
 
 
-def values(q: Query, row: tuple[Any, ...], n: int, base: list[Any], denominator: dict[tuple[str, ...], int]) -> list[Any]:
-    """The row's metrics in the query's order: issue 11's from `base`, issue 12's from columns n+7..n+11."""
+def values(q: Query, row: Row, n: int, base: Sequence[Metric], denominator: dict[tuple[str, ...], int]) -> list[Metric]:
+    """The row's metrics in the query's order: issue 11's from `base` (in order), issue 12's from columns n+7..n+11."""
     extra = row[n + 7 : n + 12]
     keep = tuple(str(v) for d, v in zip(q.dimensions, row[:n]) if d != GOAL)
-    return [metric(m, extra, denominator.get(keep)) if m in COMMERCE_METRICS else b for m, b in zip(q.metrics, base)]
+    rest = iter(base)
+    return [metric(m, extra, denominator.get(keep)) if m in COMMERCE_METRICS else next(rest) for m in q.metrics]

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from beacon.event import EVENT_NAME
 from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
 from beacon.query.sql import Builder, column
+
+if TYPE_CHECKING:  # annotations only (store.py reads the rollup, beacon.query)
+    from beacon.query.model import FunnelAnswer, FunnelStep
+    from beacon.store import Store
 
 DEFAULT_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 KEYS = ("steps", "date_range", "window", "filters", "include", "site_id")
@@ -32,7 +36,7 @@ MAX_WINDOW = 90 * 86400
 WHOLE_VISIT_MS = 10 * 365 * 86400 * 1000  # a window no visit outlasts: the visit bounds the funnel
 
 
-def _steps(raw: Any) -> list[tuple[str, str]]:
+def _steps(raw: object) -> list[tuple[str, str]]:
     if raw is None:
         return [("event", s) for s in DEFAULT_STEPS]
     if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_STEPS:
@@ -54,7 +58,7 @@ def _steps(raw: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _window(raw: Any) -> int | None:
+def _window(raw: object) -> int | None:
     """None for "within a visit", else milliseconds."""
     if raw is None or raw == "visit":
         return None
@@ -63,7 +67,7 @@ def _window(raw: Any) -> int | None:
     return raw * 1000
 
 
-def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | None = None, visit_timeout: int = 30) -> dict[str, Any]:
+def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = None, visit_timeout: int = 30) -> FunnelAnswer:
     if not isinstance(body, Mapping):
         raise QueryError("the funnel must be a JSON object")
     unknown = [k for k in body if k not in KEYS]
@@ -91,9 +95,13 @@ def run(store: Any, scope: str, body: Mapping[str, Any], *, now: dt.datetime | N
             hits = f"SELECT *, max(hit) OVER (PARTITION BY vkey, visit_no) AS visit_hit FROM ({events})"
             events = f"SELECT * FROM ({hits}) WHERE visit_hit = 1"
         per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
-    levels = dict(store.query(f"SELECT level, count() FROM ({per}) GROUP BY level", b.p.values))
+    levels = {
+        lv: c
+        for lv, c in store.query(f"SELECT level, count() FROM ({per}) GROUP BY level", b.p.values)
+        if isinstance(lv, int) and isinstance(c, int)
+    }
     reached = [sum(c for lv, c in levels.items() if lv >= k) for k in range(1, len(steps) + 1)]
-    out = []
+    out: list[FunnelStep] = []
     for k, ((kind, value), n) in enumerate(zip(steps, reached)):
         prev = reached[k - 1] if k else n
         out.append(

@@ -1,5 +1,8 @@
 """The v2 query body, checked and typed: every mistake is a QueryError naming the bad part.
 
+`parse` turns the untrusted JSON into a `Query`; `Answer` and `FunnelAnswer` are the JSON
+answers of `POST /api/v2/query` and `/api/v2/funnel`.
+
 The shape is Plausible's Stats API v2, so its users feel at home; what Beacon does not
 have (sites, imports, goals before issue 12) is refused by name rather than ignored.
 """
@@ -9,12 +12,120 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import NotRequired, TypedDict, Union
 
 
 class QueryError(ValueError):
     """A query Beacon cannot answer; the message names the bad part (answered 400)."""
+
+
+# A result row from clickhouse-connect: each column's type follows the SELECT, which the
+# client does not type; a column is narrowed where it is read (`integer`, `amounts`).
+Row = Sequence[object]
+# One metric's value in an answer: a count, a rate, or revenue per currency ({"EUR": "12.50"}).
+Metric = int | float | dict[str, str]
+# A filter as the answer echoes it: [op, dimension, [values]] (+ modifiers), [and|or, [filters]], [not, filter].
+EchoFilter = list[Union[str, list[str], dict[str, bool], "EchoFilter", list["EchoFilter"]]]
+
+
+class Include(TypedDict):
+    bots: bool
+    total_rows: bool
+
+
+class Pagination(TypedDict):
+    limit: int
+    offset: int
+
+
+class Echo(TypedDict):
+    """The query as Beacon understood it (the answer's `query`)."""
+
+    metrics: list[str]
+    date_range: list[str]
+    dimensions: list[str]
+    filters: list[EchoFilter]
+    order_by: list[list[str]]
+    include: Include
+    pagination: Pagination
+
+
+class Result(TypedDict):
+    dimensions: list[str]
+    metrics: list[Metric]
+
+
+class Meta(TypedDict):
+    scope: str
+    visit_timeout_minutes: int
+    total_rows: NotRequired[int]  # when the query includes total_rows
+
+
+class Answer(TypedDict):
+    """The JSON answer of `POST /api/v2/query`."""
+
+    results: list[Result]
+    meta: Meta
+    query: Echo
+
+
+class FunnelStep(TypedDict):
+    step: dict[str, str]  # {"event": name} or {"page": path}
+    visitors: int
+    dropoff: int
+    conversion_rate: float
+    step_conversion_rate: float
+
+
+class FunnelMeta(TypedDict):
+    scope: str
+    window: str | int  # "visit" or seconds
+    visit_timeout_minutes: int
+
+
+class FunnelEcho(TypedDict):
+    steps: list[dict[str, str]]
+    date_range: list[str]
+    window: object  # as given ("visit", seconds or null), checked
+    filters: NotRequired[list[EchoFilter]]  # when the funnel takes filters
+    include: dict[str, bool]
+
+
+class FunnelAnswer(TypedDict):
+    """The JSON answer of `POST /api/v2/funnel` (beacon/query/funnel.py)."""
+
+    steps: list[FunnelStep]
+    meta: FunnelMeta
+    query: FunnelEcho
+
+
+def integer(value: object) -> int:
+    """A count column (UInt64, Int64: an int from clickhouse-connect); TypeError naming what came instead."""
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"expected an integer column, got {type(value).__name__}: {value!r:.80}")
+
+
+def integers(value: object) -> list[int]:
+    """An Array(UInt64) column."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected an Array column, got {type(value).__name__}: {value!r:.80}")
+    return [integer(v) for v in value]
+
+
+def date_of(value: object) -> dt.date:
+    """A Date column."""
+    if isinstance(value, dt.date):
+        return value
+    raise TypeError(f"expected a Date column, got {type(value).__name__}: {value!r:.80}")
+
+
+def fields(raw: object, what: str) -> Mapping[str, object]:
+    """A JSON object of the body, or QueryError `what`: the boundary where untrusted JSON gets a type."""
+    if not isinstance(raw, Mapping):
+        raise QueryError(what)
+    return raw
 
 
 METRICS: tuple[str, ...] = ("visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration", "views_per_visit")
@@ -96,9 +207,9 @@ class Query:
     total_rows: bool
     limit: int
     offset: int
-    date_range: Any  # as given, echoed back
+    date_range: object  # as given
 
-    def echo(self) -> dict[str, Any]:
+    def echo(self) -> Echo:
         """The query as Beacon understood it (Plausible echoes its query too)."""
         return {
             "metrics": list(self.metrics),
@@ -111,9 +222,9 @@ class Query:
         }
 
 
-def _echo_filter(f: Filter) -> Any:
+def _echo_filter(f: Filter) -> EchoFilter:
     if isinstance(f, Condition):
-        out: list[Any] = [f.op, f.dimension, list(f.values)]
+        out: EchoFilter = [f.op, f.dimension, list(f.values)]
         if not f.case_sensitive:
             out.append({"case_sensitive": False})
         return out
@@ -122,7 +233,7 @@ def _echo_filter(f: Filter) -> Any:
     return ["not", _echo_filter(f.part)]
 
 
-def is_dimension(name: Any) -> bool:
+def is_dimension(name: object) -> bool:
     if not isinstance(name, str):
         return False
     if name.startswith(PROP_PREFIX):
@@ -135,14 +246,14 @@ def is_event_level(name: str) -> bool:
     return name in EVENT_DIMENSIONS or name.startswith(PROP_PREFIX) or name in TIME_DIMENSIONS
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse(body: Any, now: dt.datetime | None = None) -> Query:
-    if not isinstance(body, Mapping):
-        raise QueryError("the query must be a JSON object")
+def parse(raw: object, now: dt.datetime | None = None) -> Query:
+    """The untrusted JSON body, checked into a Query; QueryError names the first bad part."""
+    body = fields(raw, "the query must be a JSON object")
     unknown = [k for k in body if k not in KEYS]
     if unknown:
         raise QueryError(f"unknown key {_short(unknown[0])}; a query has {', '.join(KEYS)}")
@@ -160,7 +271,7 @@ def parse(body: Any, now: dt.datetime | None = None) -> Query:
     return Query(metrics, dimensions, start, end, filters, order_by, include_bots, total_rows, limit, offset, body.get("date_range"))
 
 
-def _metrics(raw: Any) -> tuple[str, ...]:
+def _metrics(raw: object) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         raise QueryError('metrics must be a non-empty list, e.g. ["visitors"]')
     for m in raw:
@@ -171,7 +282,7 @@ def _metrics(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _dimensions(raw: Any) -> tuple[str, ...]:
+def _dimensions(raw: object) -> tuple[str, ...]:
     if not isinstance(raw, list):
         raise QueryError("dimensions must be a list")
     if len(raw) > 6:
@@ -186,7 +297,7 @@ def _dimensions(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _when(raw: Any, end_of_day: bool) -> dt.datetime:
+def _when(raw: object, end_of_day: bool) -> dt.datetime:
     """An ISO 8601 date (the whole day) or date-time (UTC unless it says otherwise)."""
     if not isinstance(raw, str) or len(raw) > 40:
         raise QueryError(f"date_range bound {_short(raw)} must be an ISO 8601 date or date-time")
@@ -205,7 +316,7 @@ def _when(raw: Any, end_of_day: bool) -> dt.datetime:
     return value
 
 
-def _date_range(raw: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+def _date_range(raw: object, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC. Relative ranges end with today; "realtime" is the last 5 minutes."""
     if raw is None:
         raise QueryError('date_range is required: "day", "7d", "30d", "month", "realtime" or [from, to]')
@@ -233,13 +344,13 @@ def _date_range(raw: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
-def _filters(raw: Any) -> tuple[Filter, ...]:
+def _filters(raw: object) -> tuple[Filter, ...]:
     if not isinstance(raw, list):
         raise QueryError("filters must be a list")
     return tuple(_filter(f, 1) for f in raw)
 
 
-def _filter(raw: Any, depth: int) -> Filter:
+def _filter(raw: object, depth: int) -> Filter:
     if depth > MAX_FILTER_DEPTH:
         raise QueryError(f"filters nested deeper than {MAX_FILTER_DEPTH}")
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
@@ -276,7 +387,7 @@ def _filter(raw: Any, depth: int) -> Filter:
     return Condition(op, dim, tuple(values), case_sensitive)
 
 
-def _include(raw: Any) -> tuple[bool, bool]:
+def _include(raw: object) -> tuple[bool, bool]:
     if not isinstance(raw, Mapping):
         raise QueryError("include must be an object")
     for key, value in raw.items():
@@ -287,7 +398,7 @@ def _include(raw: Any) -> tuple[bool, bool]:
     return bool(raw.get("bots", False)), bool(raw.get("total_rows", False))
 
 
-def _pagination(raw: Any) -> tuple[int, int]:
+def _pagination(raw: object) -> tuple[int, int]:
     if not isinstance(raw, Mapping):
         raise QueryError('pagination must be an object {"limit": n, "offset": n}')
     unknown = set(raw) - {"limit", "offset"}
@@ -304,7 +415,7 @@ def _pagination(raw: Any) -> tuple[int, int]:
 UNSORTABLE = ("total_revenue", "average_revenue", "conversion_rate")
 
 
-def _order_by(raw: Any, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+def _order_by(raw: object, metrics: tuple[str, ...], dimensions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """Default: time ascending when there is a time dimension, else the first metric descending."""
     if raw is None:
         time = [d for d in dimensions if d in TIME_DIMENSIONS]

@@ -32,10 +32,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-from beacon.query.model import VISIT_DIMENSIONS, Query
+from beacon.query.model import VISIT_DIMENSIONS, Query, date_of, integer, integers
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
+
+if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
+    from beacon.store import Store
 
 DAY = dt.timedelta(days=1)
 ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
@@ -49,20 +52,20 @@ VERSION = 3
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
-def visits_table(store: Any) -> str:
+def visits_table(store: Store) -> str:
     return f"{store.full_table}_visits"
 
 
-def marks_table(store: Any) -> str:
+def marks_table(store: Store) -> str:
     """One row per computed (scope, timeout, bots, day, signature): the day's flagged visitors."""
     return f"{store.full_table}_visit_days"
 
 
-def days_table(store: Any) -> str:
+def days_table(store: Store) -> str:
     return f"{store.full_table}_days"
 
 
-def ddl(store: Any) -> list[str]:
+def ddl(store: Store) -> list[str]:
     """Statements `beacon migrate` runs (all idempotent); the backfill of `_days` runs once, when it is created."""
     ttl = int(store.retention_days)
     attrs = ", ".join(f"`{c}` {'LowCardinality(String)' if c in LOW else 'String'}" for c in ATTRS)
@@ -86,7 +89,7 @@ def ddl(store: Any) -> list[str]:
     ]
 
 
-def migrate(store: Any) -> None:
+def migrate(store: Store) -> None:
     existed = store.query(f"EXISTS TABLE {days_table(store)}")[0][0]
     for sql in ddl(store):
         store.command(sql)
@@ -101,13 +104,13 @@ def migrate(store: Any) -> None:
         )
 
 
-def forget(store: Any, scope: str, visitor: str) -> None:
+def forget(store: Store, scope: str, visitor: str) -> None:
     """Before a visitor's events are deleted: change their days' sums and drop their visits.
 
     The hash sum moves by a random amount, not back to what it was before the visitor came:
     a day's signature never repeats, so a rollup block is never refused as a duplicate of
     one that was computed, and dropped, before."""
-    params = {"scope": scope, "visitor": visitor}
+    params: dict[str, object] = {"scope": scope, "visitor": visitor}
     store.command(
         f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "
         f"-toInt64(count()), 0 - sum(cityHash64(event_id)) + any(rand64()) FROM {store.full_table} "
@@ -150,29 +153,30 @@ def usable(q: Query, b: Builder) -> bool:
     )
 
 
-def _sig(*parts: Any) -> int:
+def _sig(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
 
 
-def prepare(store: Any, scope: str, q: Query, timeout: int) -> Plan:
+def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
     """Signatures of the range's days; the days without rows of their signature are computed now."""
     first, last = q.start.date(), (q.end - DAY).date()
     bots = (0, 1) if q.include_bots else (0,)
-    sums: dict[dt.date, tuple[Any, ...]] = {}
+    sums: dict[dt.date, tuple[int, ...]] = {}
     for day, is_bot, events, hsum in store.query(
         f"SELECT day, is_bot, sum(events), sum(hash) FROM {days_table(store)} WHERE scope = {{scope:String}} "
         "AND day >= {a:Date} AND day <= {b:Date} GROUP BY day, is_bot",
         {"scope": scope, "a": first - DAY, "b": last},
     ):
         if is_bot in bots and events:
-            sums[day] = (*sums.get(day, ()), is_bot, int(events), int(hsum))
-    blocks = dict(
-        store.query(
+            sums[date_of(day)] = (*sums.get(date_of(day), ()), integer(is_bot), integer(events), integer(hsum))
+    blocks = {
+        str(partition): integer(block)
+        for partition, block in store.query(
             "SELECT partition, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
             "AND active GROUP BY partition",
             {"d": store.database, "t": store.table},
         )
-    )
+    }
     sigs = []
     day = first
     while day <= last:
@@ -210,13 +214,13 @@ def prepare(store: Any, scope: str, q: Query, timeout: int) -> Plan:
     irregular: set[int] = set()
     for i, sig in enumerate(sigs):
         links, cuts = have.get((first + i * DAY, sig), ((), ()))
-        irregular.update(cuts)
+        irregular.update(integers(cuts))
         if i:  # a segment may continue the day before's visit only if that day is in the range
-            irregular.update(links)
+            irregular.update(integers(links))
     return Plan(table, first, tuple(sigs), tuple(sorted(irregular)))
 
 
-def _compute(store: Any, scope: str, q: Query, timeout: int, day: dt.date, sig: int, stale: bool) -> None:
+def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig: int, stale: bool) -> None:
     """One day's visits into the rollup (one block, deduplicated by its signature), older signatures dropped."""
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
     dq = dataclasses.replace(q, start=start, end=start + DAY, dimensions=(), filters=())

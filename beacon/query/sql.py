@@ -21,7 +21,7 @@ import dataclasses
 import datetime as dt
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from beacon.query import commerce
 from beacon.query.model import (
@@ -34,6 +34,12 @@ from beacon.query.model import (
     Query,
     is_event_level,
 )
+
+if TYPE_CHECKING:  # rollup.py builds on this module: a real cycle, for one annotation
+    from beacon.query.rollup import Plan
+
+# A dimension -> the SQL expression of its value (on an event row, or a visit row's column).
+Expr = Callable[[str], str]
 
 # visit:<name> -> the column of the visit's first event it takes
 FIRST_EVENT_COLUMNS = {
@@ -61,9 +67,9 @@ PAGEVIEW = "event = 'pageview'"
 
 @dataclasses.dataclass
 class Params:
-    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    values: dict[str, object] = dataclasses.field(default_factory=dict)  # str, int, date(time), list: bound by the client
 
-    def bind(self, value: Any, type_: str) -> str:
+    def bind(self, value: object, type_: str) -> str:
         name = f"p{len(self.values)}"
         self.values[name] = value
         return f"{{{name}:{type_}}}"
@@ -96,9 +102,16 @@ class Builder:
         self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
-        self.rollup: Any = None  # a rollup.Plan when the visits rollup answers (beacon/query/rollup.py)
+        self.rollup: Plan | None = None  # when the visits rollup answers (beacon/query/rollup.py)
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
+
+    @property
+    def plan(self) -> Plan:
+        """The rollup's plan, in the methods that read the rollup (they run only when it is set)."""
+        if self.rollup is None:
+            raise AssertionError("no rollup plan")
+        return self.rollup
 
     # -- expressions ----------------------------------------------------------
 
@@ -118,7 +131,7 @@ class Builder:
             return commerce.dimension(dim)
         return self.cols[dim]
 
-    def condition(self, f: Filter, expr: Any) -> str:
+    def condition(self, f: Filter, expr: Expr) -> str:
         if isinstance(f, Combination):
             return "(" + f" {f.op.upper()} ".join(self.condition(p, expr) for p in f.parts) + ")"
         if isinstance(f, Negation):
@@ -135,7 +148,7 @@ class Builder:
             test = f"arrayExists(x -> {fn}({value}, x) > 0, {self.p.bind(values, 'Array(String)')})"
         return f"(NOT {test})" if f.op.endswith("_not") else test
 
-    def where(self, expr: Any) -> str:
+    def where(self, expr: Expr) -> str:
         if not self.q.filters:
             return "1"
         return " AND ".join(self.condition(f, expr) for f in self.q.filters)
@@ -354,7 +367,7 @@ class Builder:
         )
 
     def rolled_where(self) -> str:
-        r = self.rollup
+        r = self.plan
         return (
             f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
             f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
@@ -370,7 +383,7 @@ class Builder:
         pages = f"day AS pg_day, {self.keyed('pages', 'page_pageviews', 'page_events', 'names', 'name_events')}, " if self.paged else ""
         rows = (
             f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
-            f"duration_ms AS v_duration FROM {self.rollup.table} WHERE {self.rolled_where()} "
+            f"duration_ms AS v_duration FROM {self.plan.table} WHERE {self.rolled_where()} "
             f"AND vkey NOT IN (SELECT arrayJoin({irregular}))"
         )
         if self.paged:
@@ -409,7 +422,7 @@ class Builder:
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
-        first = self.p.bind(self.rollup.first, "Date")
+        first = self.p.bind(self.plan.first, "Date")
         gap = self.p.bind(self.gap_ms, "Int64")
         per_visit = []
         for d in self.visit_dims:
@@ -444,7 +457,7 @@ class Builder:
             "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(starts) + 1)) "
             "AS ranges, "
             + ", ".join(f"{e} AS {a}" for e, a in per_visit)
-            + f" FROM {self.rollup.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
+            + f" FROM {self.plan.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
@@ -509,7 +522,7 @@ class Builder:
             f"FROM ({rows}) WHERE arrayExists(x_page -> {self.where(expr)}, pg_pages)"
         )
 
-    def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, Any]]:
+    def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, object]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
         duration_ms (sum), visit_pageviews (sum), and total_rows when asked."""
         inner = self.per_visit()
