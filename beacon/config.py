@@ -163,6 +163,9 @@ class Settings:
     )
     mall_api_key: Secret = setting(Secret(""), "Bearer key for `/api/v1/stats`. `beacon up` generates one under the data dir when empty.")
     dashboard_session_age: int = setting(8 * 3600, "Dashboard sign-in sessions expire after this many seconds.")
+    dashboard_signin_limit: int = setting(10, "Failed dashboard sign-ins per client address per window; then 429 until the window ends.")
+    dashboard_signin_scope_limit: int = setting(100, "Failed dashboard sign-ins per scope (mall or partner) per window, from any address.")
+    dashboard_signin_window: int = setting(900, "The window (seconds) of the sign-in limits, counted in Redis across workers.")
     # the mall scope
     mall_hosts: tuple[str, ...] = setting((), "Host names served as the mall scope. Empty: any host that is not a partner's.", _csv)
     partners_file: str = setting("", "TOML registry of partner scopes (see README, Partners). Empty: no partners.")

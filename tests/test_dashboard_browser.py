@@ -167,7 +167,10 @@ class Tab:
         self.loaded()
 
     def loaded(self) -> None:
-        self.page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+        # The first view of a range computes the visits rollup of its days and of the previous
+        # period's (beacon/query/rollup.py), ~0.4-0.8 s a day on a shared 2-core machine: a 30-day
+        # view of the 40 seeded days is ~40 such days, once.
+        self.page.wait_for_selector("body[data-loaded='1']", timeout=90_000)
 
     def state(self) -> panels.State:
         params = parse_qs(urlsplit(self.page.url).query)

@@ -111,12 +111,12 @@ def data(store: Any) -> Any:
     store.command(f"TRUNCATE TABLE {store.full_table}")
 
 
-def both(store: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+def both(store: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch, scope: str = "mall") -> tuple[Any, Any]:
     """(answer through the rollup, answer of the query-time plan)."""
-    rolled = query.run(store, "mall", body, now=NOW)["results"]
+    rolled = query.run(store, scope, body, now=NOW)["results"]
     with monkeypatch.context() as m:
         m.setattr(rollup, "usable", lambda q, b: False)
-        plain = query.run(store, "mall", body, now=NOW)["results"]
+        plain = query.run(store, scope, body, now=NOW)["results"]
     return rolled, plain
 
 
@@ -129,6 +129,67 @@ QUERIES = [
     {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:entry_page"]},
     {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:exit_page"], "filters": [["is_not", "visit:source", ["Bing"]]]},
     {"metrics": ["visitors", "visits"], "date_range": RANGE, "filters": [["contains", "visit:entry_page", ["/a"]]]},
+    # event:page from each visit's pages (issue 13): the breakdown, page filters, pages with visit filters
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:page"]},
+    {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["event:page"], "include": {"bots": True}},
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["event:page"],
+        "filters": [["is", "visit:source", ["Google"]]],
+    },
+    {"metrics": ALL, "date_range": RANGE, "filters": [["is", "event:page", ["/b"]]]},
+    {"metrics": ALL, "date_range": [RANGE[1], RANGE[1]], "filters": [["is", "event:page", ["/c", "/d"]]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:source"], "filters": [["contains", "event:page", ["/a", "/c"]]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:exit_page"], "filters": [["is_not", "event:page", ["/a"]]]},
+    {
+        "metrics": ALL,
+        "date_range": RANGE,
+        "dimensions": ["visit:entry_page", "event:page"],
+        "filters": [["or", [["is", "visit:device", ["mobile"]], ["is_not", "event:page", ["/a"]]]]],
+    },
+    {
+        "metrics": ["visitors", "visits", "events"],
+        "date_range": RANGE,
+        "dimensions": ["visit:utm_campaign"],
+        "filters": [["not", ["is", "event:page", ["/b"]]], ["is", "visit:device", ["desktop"]]],
+    },
+    # the dashboard's series with its filters: each day's pieces of the visits (glued ones too)
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["time:day"],
+        "filters": [["is", "visit:source", ["Google"]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day"],
+        "filters": [["is", "event:page", ["/c"]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:page"],
+        "filters": [["is", "visit:utm_campaign", ["spring"]]],
+    },
+    {
+        "metrics": ["visitors", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "visit:device"],
+        "filters": [["is_not", "visit:source", ["Bing"]]],
+        "include": {"bots": True},
+    },
+    # event:name from each visit's event names: the custom events panel with its filters
+    {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:name"]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:name"], "filters": [["is", "visit:source", ["Google"]]]},
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["visit:device"], "filters": [["is", "event:name", ["click"]]]},
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:name"],
+        "filters": [["is_not", "visit:utm_campaign", ["spring"]]],
+    },
 ]
 
 
@@ -136,6 +197,33 @@ QUERIES = [
 def test_rollup_answers_what_the_query_time_plan_answers(data: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     rolled, plain = both(data, body, monkeypatch)
     assert rolled == plain and plain
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:page"]},
+        {"metrics": ALL, "date_range": RANGE, "filters": [["is", "event:page", ["/a"]]]},
+        {"metrics": ["visitors"], "date_range": RANGE, "dimensions": ["visit:source"], "filters": [["is", "event:page", ["/a"]]]},
+    ],
+)
+def test_a_partner_rollup_answer_is_its_own_scope_s(data: Any, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    rolled, plain = both(data, body, monkeypatch, "partner")
+    assert rolled == plain and plain
+    assert plain[0]["metrics"][0] == 1  # the partner's one visitor, none of the mall's
+
+
+def test_page_queries_read_the_rollup_not_the_events(data: Any) -> None:
+    from beacon.query.model import parse
+    from beacon.query.sql import Builder
+
+    for body in QUERIES[-16:]:
+        q = parse(body, NOW)
+        b = Builder(q, "mall", data.full_table, 30)
+        assert rollup.usable(q, b), body
+        b.rollup = rollup.prepare(data, "mall", q, 30)
+        sql, _ = b.build(10, 0, False)
+        assert rollup.visits_table(data) in sql and f"FROM {data.full_table} " not in sql, body
 
 
 def test_the_rollup_is_read_and_flags_the_visitors_it_cannot_give(data: Any) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
-COMMERCE = ("conversions", "total_revenue")  # asked with HEADLINE, in one query
+COMMERCE = ("conversions", "total_revenue")  # a query of their own: it reads only the purchases
 PROP = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_DAYS = 3700
 
@@ -131,8 +131,8 @@ def series_body(state: State) -> dict[str, object]:
 def funnel_body(state: State) -> dict[str, object]:
     """The purchase funnel (issue 12's default steps: product_view, add_to_cart, begin_checkout, purchase).
 
-    Funnels take no filters: the panel says so when the page is filtered."""
-    return {"date_range": state.date_range()}
+    The page's filters pick the visits, as they do for the other panels."""
+    return {"date_range": state.date_range(), "filters": state.v2_filters()}
 
 
 def realtime_body(state: State) -> dict[str, object]:

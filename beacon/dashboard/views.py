@@ -32,6 +32,7 @@ from beacon.config import Secret
 from beacon.dashboard import panels
 from beacon.dashboard.ops import Ops
 from beacon.dashboard.session import Sessions, fingerprint
+from beacon.dashboard.throttle import SigninLimit
 from beacon.query import funnel
 from beacon.query.model import Answer, FunnelAnswer, Metric
 from beacon.scope import MALL, Scope
@@ -89,6 +90,9 @@ class Dashboard:
         s = core.settings
         self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
         self.ops = Ops(core)
+        self.limit = SigninLimit(
+            lambda: core.redis, s.dashboard_signin_limit, s.dashboard_signin_scope_limit, s.dashboard_signin_window, core.clock
+        )
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
         self.static = StaticFiles(directory=HERE / "static")
         self.app = Starlette(
@@ -254,11 +258,33 @@ class Dashboard:
         sc = self.scope_of(request)
         if not self.same_origin(request):
             return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        refused = await self.too_many(request)
+        if refused is not None:
+            return refused
         key = await form_key(request)
         if not self.key_ok(sc, key):
+            await self.limit.failed(sc.id, self.address(request))
             return self.signin(request, "That key does not open this dashboard.", status=401)
         response = RedirectResponse(self.base(sc), status_code=303)
         self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
+        return response
+
+    def address(self, request: Request) -> str:
+        """The client's address, through the trusted proxies as the event path reads it."""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.get("x-forwarded-for")
+        return str(self.core.anonymiser.client(peer, forwarded.encode("latin-1") if forwarded is not None else None))
+
+    async def too_many(self, request: Request, ops: bool = False) -> Response | None:
+        """429 with Retry-After while this address or this scope has used up its failed sign-ins;
+        a right key is refused too until the window ends (else the limit would only slow guessing)."""
+        wait = await self.limit.wait(self.scope_of(request).id, self.address(request))
+        if not wait:
+            return None
+        minutes = (wait + 59) // 60
+        message = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        response = self.signin(request, message, status=429, ops=ops)
+        response.headers["retry-after"] = str(wait)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -286,6 +312,9 @@ class Dashboard:
             return JSONResponse({"error": "not found"}, status_code=404)
         if not self.same_origin(request):
             return JSONResponse({"error": "sign-in must come from this site's own page"}, status_code=403)
+        refused = await self.too_many(request, ops=True)
+        if refused is not None:
+            return refused
         key = await form_key(request)
         response = RedirectResponse(self.base(sc) + "/ops", status_code=303)
         metrics_key = self.metrics_key()
@@ -294,6 +323,7 @@ class Dashboard:
         elif self.key_ok(sc, key):
             self.set_session(request, response, self.cookie_name(sc), self.base(sc), sc.id, self.key_fingerprint(sc))
         else:
+            await self.limit.failed(sc.id, self.address(request))
             return self.signin(request, "That key does not open the operators' page.", status=401, ops=True)
         return response
 
@@ -347,8 +377,7 @@ class Dashboard:
                 rows: list[list[Cell]] = [
                     [next(iter(s["step"].values())), s["visitors"], s["conversion_rate"], s["dropoff"]] for s in steps.get("steps", [])
                 ]
-                note = "Funnels count the whole scope: page filters do not apply." if state.filters else ""
-                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows, "note": note}
+                return {"columns": ["step", "visitors", "conversion_rate", "dropoff"], "rows": rows}
             panel = panels.LISTS.get(name)
             if panel is None:
                 raise KeyError(name)
@@ -361,11 +390,12 @@ class Dashboard:
             return {"unavailable": f"Not available: {exc}"}
 
     async def headline(self, scope: str, state: panels.State) -> Headline:
-        """All the cards in one query per period; without the commerce metrics when the API lacks them."""
+        """The cards in two queries per period: the visit metrics (read from the visits rollup) and
+        conversions and revenue (read from the purchases alone); one that fails marks its cards unavailable."""
         current: dict[str, Metric] = {}
         previous: dict[str, Metric] = {}
         unavailable: dict[str, str] = {}
-        for metrics in (panels.HEADLINE + panels.COMMERCE, panels.HEADLINE):
+        for metrics in (panels.HEADLINE, panels.COMMERCE):
             try:
                 now = await self.ask(scope, panels.totals_body(state, metrics))
                 before = await self.ask(scope, panels.totals_body(state.previous(), metrics))
@@ -373,10 +403,8 @@ class Dashboard:
                 for m in metrics:
                     unavailable[m] = str(exc)
                 continue
-            unavailable = {m: why for m, why in unavailable.items() if m not in metrics}
             current.update(zip(metrics, first_metrics(now)))
             previous.update(zip(metrics, first_metrics(before)))
-            break
         period = {"current": state.date_range(), "previous": state.previous().date_range()}
         return {"current": current, "previous": previous, "unavailable": unavailable, "range": period}
 

@@ -1,12 +1,18 @@
 """Funnels: an ordered list of steps -> visitors reaching each step, and the drop-off.
 
 `POST /api/v2/funnel` body: {"steps": [...], "date_range": ..., "window": "visit" | seconds,
-"include": {"bots": bool}}. A step is an event name ("add_to_cart"), {"event": name} or
+"filters": [...], "include": {"bots": bool}}. A step is an event name ("add_to_cart"), {"event": name} or
 {"page": "/path"}. A visitor reaches step k when its events hold steps 1..k in that order
 (other events may come between) within one visit ("visit", the default: visits as the
 query API computes them) or within `window` seconds of step 1. ClickHouse's
 `windowFunnel` does the ordering per visit or per visitor. Default steps: product_view ->
 add_to_cart -> begin_checkout -> purchase.
+
+Filters are the query API's (visit:*, event:page, event:name, event:props:*) and select
+visits the way they do for every other panel: a visit takes part when one of its events,
+carrying its visit's values, matches the filters. The funnel then runs over all the
+events of the selected visits (a page filter picks the visits that saw the page; it does
+not drop the visit's other steps).
 """
 
 from __future__ import annotations
@@ -16,15 +22,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from beacon.event import EVENT_NAME
-from beacon.query.model import QueryError, parse
-from beacon.query.sql import Builder
+from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
+from beacon.query.sql import Builder, column
 
 if TYPE_CHECKING:  # annotations only (store.py reads the rollup, beacon.query)
     from beacon.query.model import FunnelAnswer, FunnelStep
     from beacon.store import Store
 
 DEFAULT_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
-KEYS = ("steps", "date_range", "window", "include", "site_id")
+KEYS = ("steps", "date_range", "window", "filters", "include", "site_id")
 MAX_STEPS = 10
 MAX_WINDOW = 90 * 86400
 WHOLE_VISIT_MS = 10 * 365 * 86400 * 1000  # a window no visit outlasts: the visit bounds the funnel
@@ -69,20 +75,25 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
         raise QueryError(f"unknown key {unknown[0]!r}; a funnel has {', '.join(KEYS[:-1])}")
     steps = _steps(body.get("steps"))
     window = _window(body.get("window"))
-    q = parse({"metrics": ["visitors"], "date_range": body.get("date_range"), "include": body.get("include", {})}, now)
+    asked = {"metrics": ["visitors"], "date_range": body.get("date_range"), "filters": body.get("filters", [])}
+    q = parse({**asked, "include": body.get("include", {})}, now)
     b = Builder(q, scope, store.full_table, visit_timeout)
-    visitors, _ = b.visitors(["event", "page"])  # each visitor's events in time order, with visit numbers
-    events = (
-        f"SELECT vkey, visit_no, ms, event, page FROM ({visitors}) "
-        "ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page WHERE has_id = 1"
-    )
+    shop = [d for d in b.filter_dims if d in COMMERCE_DIMENSIONS]
+    if shop:
+        raise QueryError(f"funnels take no {shop[0]} filter; filter on the visit, the page, the event name or a property")
+    kind, value = steps[0]  # a visitor without step 1 in the range reaches no step: its visits are not computed
+    b.only_with = f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}"
+    events = _events(b)
     conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
-    if window is None:
+    if window is None:  # per visit: the visits with a matching event
         per = (
             f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
-            f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no) GROUP BY vkey"
+            f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no HAVING max(hit) = 1) GROUP BY vkey"
         )
-    else:
+    else:  # per visitor, over the events of its selected visits
+        if q.filters:
+            hits = f"SELECT *, max(hit) OVER (PARTITION BY vkey, visit_no) AS visit_hit FROM ({events})"
+            events = f"SELECT * FROM ({hits}) WHERE visit_hit = 1"
         per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
     levels = {
         lv: c
@@ -109,6 +120,28 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
             "steps": [{kind: value} for kind, value in steps],
             "date_range": q.echo()["date_range"],
             "window": body.get("window", "visit"),
+            "filters": q.echo()["filters"],
             "include": {"bots": q.include_bots},
         },
     }
+
+
+def _events(b: Builder) -> str:
+    """Each event of an identified visitor with its visit number, time, name, page and `hit`
+    (1 when the event, carrying its visit's values, matches the filters)."""
+    b.visit_dims = sorted(d for d in b.filter_dims if d.startswith("visit:"))
+    for d in b.visit_dims:
+        b.cols[d] = column(d, "a_")
+    event_cols = ["event", "page"] + (["props"] if any(d.startswith(PROP_PREFIX) for d in b.filter_dims) else [])
+    visitors, arrays = b.visitors(event_cols)  # each visitor's events in time order, with visit numbers
+    attrs = [a for a in arrays if a.startswith("a_")]
+    # each visit's values repeated for each of its events (as the query API's event plan does)
+    spread = "".join(f", arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {a}, ranges)) AS {a}_1" for a in attrs)
+    for d in b.visit_dims:
+        b.cols[d] += "_1"
+    joined = "".join(f", s_{c} AS {c}" for c in event_cols[2:]) + "".join(f", {a}_1" for a in attrs)
+    return (
+        f"SELECT vkey, visit_no, ms, event, page, toUInt8({b.where(b.event_expr)}) AS hit "
+        f"FROM (SELECT *{spread} FROM ({visitors})) "
+        f"ARRAY JOIN vno AS visit_no, ms AS ms, s_event AS event, s_page AS page{joined} WHERE has_id = 1"
+    )

@@ -42,6 +42,13 @@ if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
 
 DAY = dt.timedelta(days=1)
 ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
+# per visit: its pages (paths, sorted) with their pageviews and events, and its event names with
+# their events, so page or name filters and breakdowns read visits too (added by issue 13; VERSION
+# changes every day's signature)
+PAGE_COLUMNS = (
+    "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32), names Array(String), name_events Array(UInt32)"
+)
+VERSION = 3
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
@@ -66,7 +73,7 @@ def ddl(store: Store) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {visits_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
         "day Date, sig UInt64, vkey UInt64, has_id UInt8, link UInt8, cut UInt8, first_camp UInt64, last_camp UInt64, "
         "start_ms Int64, pageviews UInt32, "
-        f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String) ENGINE = MergeTree "
+        f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String, {PAGE_COLUMNS}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
@@ -86,6 +93,8 @@ def migrate(store: Store) -> None:
     existed = store.query(f"EXISTS TABLE {days_table(store)}")[0][0]
     for sql in ddl(store):
         store.command(sql)
+    for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
+        store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
@@ -127,12 +136,13 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, no commerce, and only visit:* dimensions and filters, or (counting
-    events, each segment's events being of one day) no filter and no dimension but time:day."""
+    """A range of whole UTC days, no commerce, and only visit:* with event:page or event:name dimensions
+    and filters (each visit's pages and event names are in the rollup), or (counting events, each segment's events being of one
+    day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
     return (
-        (not b.event_plan or daily)
+        (not b.event_plan or daily or b.paged)
         and not b.commerce
         and q.start.time() == midnight
         and q.end.time() == midnight
@@ -172,7 +182,15 @@ def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
     while day <= last:
         prev = day - DAY
         sigs.append(
-            _sig(timeout, q.include_bots, sums[day], sums.get(prev), blocks.get(day.strftime("%Y%m")), blocks.get(prev.strftime("%Y%m")))
+            _sig(
+                VERSION,
+                timeout,
+                q.include_bots,
+                sums[day],
+                sums.get(prev),
+                blocks.get(day.strftime("%Y%m")),
+                blocks.get(prev.strftime("%Y%m")),
+            )
             if day in sums
             else 0
         )
@@ -211,8 +229,8 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
     b.visit_dims = sorted(VISIT_DIMENSIONS)
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
-    visitors, arrays = b.visitors([])
-    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp"]
+    visitors, arrays = b.visitors(["event"])
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -226,7 +244,12 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
         "SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
         "arrayMap(r -> toUInt8(r.1 = cut_pos), ranges) AS v_cut, "
         "arrayReduceInRanges('argMin', ranges, camp, positions) AS v_first_camp, "
-        "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp "
+        "arrayReduceInRanges('argMaxIf', ranges, camp, positions, arrayMap(c -> c != 0, camp)) AS v_last_camp, "
+        # (pages, pageviews, events) of each visit; sumMap sorts the pages and keeps each with an event
+        "arrayReduceInRanges('sumMap', ranges, arrayMap(p -> [p], s_page), arrayMap(v -> [toUInt32(v)], is_pv), "
+        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pagemap, "
+        "arrayReduceInRanges('sumMap', ranges, arrayMap(e -> [toString(e)], s_event), arrayMap(v -> [toUInt32(1)], is_pv)) "
+        "AS v_namemap "
         f"FROM ({visitors})"
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
@@ -235,7 +258,8 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
     select = (
         f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
         f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
-        f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1 "
+        f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
+        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
     token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"

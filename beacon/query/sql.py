@@ -92,10 +92,19 @@ class Builder:
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
+        # only visit:* and event:page (or event:name): the visits rollup answers from each visit's pages or names
+        event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
+        self.key = "event:name" if "event:name" in event_dims else "event:page"  # the visits' pages, or their event names
+        self.paged = self.event_plan and not self.commerce and (event_dims <= {"event:page"} or event_dims <= {"event:name"})
+        # time:day without visit metrics: each day's pieces of the visits (segments; a glued visit's, with its values)
+        self.daily = self.event_plan and not self.commerce and "time:day" in q.dimensions and not set(q.metrics) & VISIT_METRICS
+        self.daily = self.daily and event_dims - {"time:day"} <= {self.key} and bool(q.filters)  # unfiltered: `events_only`
+        self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
         self.rollup: Plan | None = None  # when the visits rollup answers (beacon/query/rollup.py)
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
+        self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
 
     @property
     def plan(self) -> Plan:
@@ -198,6 +207,7 @@ class Builder:
                 expr = f"f_{FIRST_EVENT_COLUMNS[d]}"
             visit_attrs += f", {expr} AS {self.cols[d]}"
             per_visit.append(self.cols[d])
+        restrict = self.restrict(scope, start, end, bots)
         return (
             "SELECT vkey, max(visitor_id != '') AS has_id, "
             "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
@@ -221,9 +231,20 @@ class Builder:
             "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
             f"AS v_duration{visit_attrs} "
             f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
-            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}) "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{restrict}) "
             "GROUP BY vkey"
         ), per_visit
+
+    def restrict(self, scope: str, start: str, end: str, bots: str) -> str:
+        """With `only_with`: only the visitors with a matching event in the range (all their events, so their
+        visits are whole); used where no other visitor can change the answer (purchases, a funnel's first step)."""
+        if not self.only_with:
+            return ""
+        return (
+            " AND if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) IN (SELECT if(visitor_id = '', "
+            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {self.table} WHERE scope = {scope} AND received_at >= {start} "
+            f"AND received_at < {end}{bots} AND ({self.only_with}))"
+        )
 
     def shop(self, scope: str) -> str:
         """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
@@ -254,11 +275,47 @@ class Builder:
             f"SELECT {dims}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) WHERE {self.where(self.event_expr)}"
         )
 
+    def purchases_only(self) -> bool:
+        """Only conversions and revenue of purchases, no dimension: rows without a purchase add nothing."""
+        only = set(self.q.metrics) <= {"conversions", "total_revenue", "average_revenue"}
+        return only and not self.q.dimensions and "event:goal" not in self.filter_dims
+
+    def events_shop(self) -> str:
+        """Commerce without visits (no visit metric, dimension or filter): one row per (dimensions, visitor).
+
+        Conversions, revenue and orders are sums over events and `converted` a distinct count of
+        visitors, so they need no visit; only `visits` would, and it is not asked here. Without a
+        dimension, a query of conversions and revenue alone reads only the purchases."""
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        purchases = " AND event = 'purchase'" if self.purchases_only() else ""
+        rows = (
+            f"SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
+            f"toUInt8(visitor_id != '') AS has_id, {PAGE} AS page{self.shop(scope)} "
+            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
+        )
+        dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
+        group = ", ".join([column(d) for d in self.q.dimensions] + ["vkey"])
+        return (
+            f"SELECT {''.join(d + ', ' for d in dims)}vkey, any(has_id) AS has_id, count() AS m_events, "
+            f"countIf({PAGEVIEW}) AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration{shop} "
+            f"FROM ({rows}) WHERE {self.where(self.event_expr)} GROUP BY {group}"
+        )
+
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
-        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS and not self.commerce:
-            return self.events_only()
+        if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
+            for d in self.visit_dims:
+                self.cols[d] = column(d, "a_") + "_1"
+            irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
+            rolled = self.rolled(irregular)
+            return f"{rolled} UNION ALL {self.glued(irregular)}" if self.rollup.irregular else rolled
+        if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS:
+            return self.events_shop() if self.commerce else self.events_only()
         for d in self.visit_dims:
             self.cols[d] = column(d, "a_")
         if not self.event_plan:
@@ -289,6 +346,8 @@ class Builder:
         if self.commerce:
             event_cols += sorted(commerce.columns(self.customers))
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
+        if self.commerce and self.purchases_only():  # no other visitor has a conversion or revenue to count
+            self.only_with = "event = 'purchase'"
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
         spread = ", ".join(
@@ -321,12 +380,15 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
+        pages = f"day AS pg_day, {self.keyed('pages', 'page_pageviews', 'page_events', 'names', 'name_events')}, " if self.paged else ""
         rows = (
-            f"SELECT {attrs}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
+            f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.plan.table} WHERE {self.rolled_where()} "
             f"AND vkey NOT IN (SELECT arrayJoin({irregular}))"
         )
+        if self.paged:
+            return self.paged_rows(rows, lambda d: self.cols[d])
+        dim_cols = "".join(f"{self.cols[d]} AS {column(d)}, " for d in self.q.dimensions)
         return (
             f"SELECT {dim_cols}vkey, has_id, m_events, m_pageviews, v_pageviews, v_duration FROM ({rows}) "
             f"WHERE {self.where(lambda d: self.cols[d])}"
@@ -354,6 +416,9 @@ class Builder:
             "entry_page",
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
+        names += (
+            (["pages", "page_pageviews", "page_events"] if self.key == "event:page" else ["names", "name_events"]) if self.paged else []
+        )
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -376,6 +441,9 @@ class Builder:
                 "v_dur",
             ),
         ]
+        if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
+            maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
+            per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
             "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
@@ -393,11 +461,65 @@ class Builder:
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
+            spread = "".join(
+                f", arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {self.cols[d]}, ranges)) AS {self.cols[d]}_s"
+                for d in self.visit_dims
+            )
+            segments = "".join(f"{self.cols[d]}_s AS {rename[self.cols[d]]}, " for d in self.visit_dims)
+            attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
+            rows = (
+                f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, "
+                f"{self.keyed('g_pages', 'g_page_pageviews', 'g_page_events', 'g_names', 'g_name_events')} "
+                f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, "
+                + ("g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events")
+            )
+            return self.paged_rows(rows, lambda d: rename[self.cols[d]])
+        if self.paged:
+            attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
+            rows = (
+                f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
+                f"{self.keyed('v_pagemap_j.1', 'v_pagemap_j.2', 'v_pagemap_j.3', 'v_pagemap_j.1', 'v_pagemap_j.2')} "
+                f"FROM ({visits}) ARRAY JOIN {joined}"
+            )
+            return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         where = self.where(lambda d: rename[self.cols[d]])
         dim_cols = "".join(f"{rename[self.cols[d]]} AS {column(d)}, " for d in self.q.dimensions)
         return (
             f"SELECT {dim_cols}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, "
             f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
+        )
+
+    def keyed(self, pages: str, pvs: str, evs: str, names: str, name_evs: str) -> str:
+        """`pg_pages`, `pg_pvs`, `pg_evs` of a visit: its pages, or (for event:name) its event names, with their
+        pageviews and events (an event name's pageviews are its events when it is `pageview`)."""
+        if self.key == "event:page":
+            return f"{pages} AS pg_pages, {pvs} AS pg_pvs, {evs} AS pg_evs"
+        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {name_evs})"
+        return f"{names} AS pg_pages, {pvs_of_names} AS pg_pvs, {name_evs} AS pg_evs"
+
+    def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
+        """Rows of the event plan's shape from visits with their day and pages (`pg_day`, `pg_pages`, ...).
+
+        An event's filter depends only on its page and its visit, so the events of one page of a
+        visit all match or all fail: with event:page as a dimension, one row per (page, visit)
+        that matches; without, one row per visit with a matching page, counting its matching
+        pages' pageviews and events (as the event plan counts the matching events)."""
+
+        def expr(d: str) -> str:
+            return "x_page" if d == self.key else "toString(pg_day)" if d == "time:day" else attr(d)
+
+        if self.key in self.q.dimensions:
+            dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+            return (
+                f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
+                f"ARRAY JOIN pg_pages AS x_page, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {self.where(expr)}"
+            )
+        dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        return (
+            f"SELECT {dims}vkey, has_id, arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_evs) AS m_events, "
+            f"arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
+            f"FROM ({rows}) WHERE arrayExists(x_page -> {self.where(expr)}, pg_pages)"
         )
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, object]]:
