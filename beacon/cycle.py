@@ -110,6 +110,12 @@ class Cycle(RequestResponseCycle):
             block = _BLOCKS_BY_FIRST.get(id(headers[0])) if headers else None
             if block is not None and headers[0] is block[0][0] and tuple(headers[: len(block[0])]) == block[0]:
                 lines, length = block[1], block[2]
+                if len(headers) == len(block[0]) + 1:  # one header of the request's own: the pixel's Set-Cookie
+                    hit = _checked_line(headers[-1])
+                    if hit is None:
+                        return None
+                    head = STATUS_LINE[status] + lines + hit[0]  # a block has its content-length: it counts
+                    return self._started(status, length, head)
                 rest = headers[len(block[0]) :]
                 known: dict[Header, tuple[bytes, int]] = {}  # what follows a block is the request's own
             else:
@@ -134,6 +140,10 @@ class Cycle(RequestResponseCycle):
             lines = b"".join(parts)
         else:
             return None
+        return self._started(status, length, STATUS_LINE[status] + lines)
+
+    def _started(self, status: int, length: int, head: bytes) -> bytes:
+        """The response has started with `head` (status line and headers, not yet ended)."""
         self.response_started = True
         self.waiting_for_100_continue = False
         if self.access_log:  # as uvicorn logs it
@@ -148,8 +158,8 @@ class Cycle(RequestResponseCycle):
         self.expected_content_length = length
         self.chunked_encoding = False
         if self.keep_alive:
-            return STATUS_LINE[status] + lines + b"\r\n"
-        return STATUS_LINE[status] + lines + b"connection: close\r\n\r\n"
+            return head + b"\r\n"
+        return head + b"connection: close\r\n\r\n"
 
     def _flush(self) -> None:
         if self._head:

@@ -126,14 +126,14 @@ class BeaconRoutes:
                     metrics.accepted(sc.id)
                 except NotDurable:  # not stored (counted by the buffer): no 2xx, the GIF all the same
                     metrics.request("pixel", 503)
-                    headers = GIF_HEADERS if set_cookie is None else [*GIF_HEADERS, (b"set-cookie", set_cookie)]
+                    headers = GIF_HEADERS if set_cookie is None else (*GIF_HEADERS, (b"set-cookie", set_cookie))
                     await send({"type": "http.response.start", "status": 503, "headers": headers})
                     await send(GIF_BODY)
                     return
         if set_cookie is None:
             await send(GIF_START)
         else:
-            await send({"type": "http.response.start", "status": 200, "headers": [*GIF_HEADERS, (b"set-cookie", set_cookie)]})
+            await send({"type": "http.response.start", "status": 200, "headers": (*GIF_HEADERS, (b"set-cookie", set_cookie))})
         await send(GIF_BODY)
         metrics.PIXEL_OK_COUNT.n += 1
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 
+import pytest
 from itsdangerous import TimestampSigner
 
 from beacon.clock import ManualClock
-from beacon.identity import Identity, _Signer, cookie_value
+from beacon.identity import Identity, _HmacSha256, _Signer, cookie_value
 from beacon.scope import Scope
 
 from .conftest import KEY, OLD_KEY
@@ -146,3 +148,11 @@ def test_a_cookie_in_the_second_of_two_cookie_headers_is_found(client, flush, ro
     assert res.status_code == 200 and "set-cookie" not in res.headers
     flush()
     assert [r["visitor_id"] for r in rows()] == [VID]
+
+
+@pytest.mark.parametrize("key", [b"", b"k", b"k" * 32, b"k" * 64, b"k" * 65, bytes(range(200))])
+def test_the_keyed_hmac_is_the_standard_librarys(key: bytes) -> None:
+    """Identity signs with its own HMAC-SHA256 (made once per key); it must be RFC 2104's."""
+    mac = _HmacSha256(key)
+    for msg in (b"", b"x", b"0190c4e2-1b7c-4a7e-9f4e-1c2d3e4f5a6b.ZpXyAA", bytes(range(256)) * 3):
+        assert mac.digest(msg) == hmac.new(key, msg, hashlib.sha256).digest()
