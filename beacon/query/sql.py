@@ -63,6 +63,7 @@ FIRST_EVENT_COLUMNS = {
 PAGE = "path(url)"
 VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
 PAGEVIEW = "event = 'pageview'"
+PURCHASE = "event = 'purchase'"
 
 
 @dataclasses.dataclass
@@ -105,6 +106,7 @@ class Builder:
         self.rollup: Plan | None = None  # when the visits rollup answers (beacon/query/rollup.py)
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
+        self.purchases = ""  # the copy of the purchase events, when current (beacon/query/purchases.py)
 
     @property
     def plan(self) -> Plan:
@@ -240,9 +242,10 @@ class Builder:
         visits are whole); used where no other visitor can change the answer (purchases, a funnel's first step)."""
         if not self.only_with:
             return ""
+        source = self.purchases if self.purchases and self.only_with == PURCHASE else self.table
         return (
             " AND if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) IN (SELECT if(visitor_id = '', "
-            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {self.table} WHERE scope = {scope} AND received_at >= {start} "
+            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {source} WHERE scope = {scope} AND received_at >= {start} "
             f"AND received_at < {end}{bots} AND ({self.only_with}))"
         )
 
@@ -250,7 +253,7 @@ class Builder:
         """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
         if not self.commerce:
             return ""
-        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers)
+        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers, self.purchases)
 
     def events_only(self) -> str:
         """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
@@ -290,11 +293,13 @@ class Builder:
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-        purchases = " AND event = 'purchase'" if self.purchases_only() else ""
+        purchases = f" AND {PURCHASE}" if self.purchases_only() else ""
+        # only purchases: their copy (FINAL: a purchase copied twice is read once), not the events
+        source = f"{self.purchases} FINAL" if purchases and self.purchases else self.table
         rows = (
             f"SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
             f"toUInt8(visitor_id != '') AS has_id, {PAGE} AS page{self.shop(scope)} "
-            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
+            f"FROM {source} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
         )
         dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
@@ -347,7 +352,7 @@ class Builder:
             event_cols += sorted(commerce.columns(self.customers))
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
         if self.commerce and self.purchases_only():  # no other visitor has a conversion or revenue to count
-            self.only_with = "event = 'purchase'"
+            self.only_with = PURCHASE
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
         spread = ", ".join(
