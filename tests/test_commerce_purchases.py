@@ -9,13 +9,15 @@ events, a purchase copied twice, a migrate that rebuilds the copy, and the reten
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import orjson
 import pytest
 
 from beacon import query
-from beacon.query import purchases, sql
+from beacon.query import purchases, rollup, sql
 
+from . import test_query_rollup as rollup_data
 from .test_commerce_query import DAY, NOW, O1, day, ev  # noqa: F401 - the fixture of the scripted day
 
 SHOP = ["conversions", "total_revenue"]
@@ -140,3 +142,67 @@ def test_retention_reaches_the_copy(day, monkeypatch):  # noqa: F811
         day.retention_days = 395
         purchases.migrate(day)
     assert "toIntervalDay(395)" in day.query(f"SHOW CREATE TABLE {purchases.table(day)}")[0][0]
+
+
+# -- purchases with visit filters: each purchase's visit from the visits rollup ---------------------------------
+
+
+def shopping() -> list[dict]:
+    """tests/test_query_rollup.py's three days (visits across midnight, campaigns mid-visit, bots, cookieless
+    events, a partner) with purchases: some events become purchases, some orders bought again later."""
+    rows = rollup_data.scripted()
+    rnd = random.Random(7)
+    for i, row in enumerate(rows):
+        # in a visit glued across midnight: before it (the visit's first segment) and after it
+        glued = row["visitor_id"] in ("cross", "camp") and row["url"].endswith(("/b", "/d", "/e"))
+        if glued or rnd.random() < 0.3:
+            order = f"O-{rnd.randrange(40)}" if not glued else f"G-{i}"
+            row.update(event="purchase", order_id=order, revenue=f"{rnd.randrange(1, 90)}.{rnd.randrange(100):02d}", currency="EUR")
+    return rows
+
+
+@pytest.fixture
+def shop(store, r):
+    store.command(f"TRUNCATE TABLE {store.full_table}")
+    insert(store, *shopping())
+    return store
+
+
+VISIT_FILTERS = [
+    [["is", "visit:source", ["Google"]]],
+    [["is_not", "visit:source", ["Google"]]],
+    [["is", "visit:utm_campaign", ["autumn", "spring"]]],
+    [["is", "visit:entry_page", ["/a"]]],
+    [["is", "visit:exit_page", ["/d", "/b"]]],
+    [["is", "visit:country", ["DE"]], ["is_not", "visit:device", ["mobile"]]],
+    [["or", [["is", "visit:device", ["mobile"]], ["contains", "visit:source", ["oo"]]]]],
+]
+
+
+@pytest.mark.parametrize("scope", ["mall", "partner"])
+@pytest.mark.parametrize("filters", VISIT_FILTERS)
+@pytest.mark.parametrize("days", ["range", "first", "last"])
+def test_purchases_take_their_visit_from_the_rollup(shop, filters, days, scope, monkeypatch):
+    first, last = rollup_data.RANGE
+    date_range = {"range": [first, last], "first": [first, first], "last": [last, last]}[days]
+    for metrics, bots in ((["conversions", "total_revenue", "average_revenue"], False), (SHOP, True)):
+        body = {"metrics": metrics, "date_range": date_range, "filters": filters, "include": {"bots": bots}}
+        fast = query.run(shop, scope, body, now=rollup_data.NOW)["results"]
+        with monkeypatch.context() as m:
+            m.setattr(purchases, "ready", lambda store: "")
+            slow = query.run(shop, scope, body, now=rollup_data.NOW)["results"]
+        assert fast == slow
+
+
+def test_a_visit_filtered_purchase_query_reads_no_event(shop):
+    first, last = rollup_data.RANGE
+    body = {"metrics": SHOP, "date_range": [first, last], "filters": VISIT_FILTERS[0]}
+    q = query.parse(body, rollup_data.NOW)
+    b = sql.Builder(q, "mall", shop.full_table, 30)
+    b.purchases = purchases.ready(shop)
+    b.rollup = rollup.prepare(shop, "mall", q, 30)
+    assert b.rollup.irregular  # the visits across midnight are glued from their segments
+    built, _ = b.build(10, 0, False)
+    assert "ASOF JOIN" in built and f"FROM {shop.full_table} " not in built
+    [row] = query.run(shop, "mall", body, now=rollup_data.NOW)["results"]
+    assert row["metrics"][0] > 0

@@ -310,9 +310,17 @@ class Builder:
             f"FROM ({rows}) WHERE {self.where(self.event_expr)} GROUP BY {group}"
         )
 
+    def shop_rolled(self) -> bool:
+        """Conversions and revenue of purchases with only visit:* filters: each purchase (from the copy) takes
+        its visit from the rollup, so no visit is computed from events (`purchase_visits`)."""
+        visit_only = bool(self.filter_dims) and all(d.startswith("visit:") for d in self.filter_dims)
+        return bool(self.purchases) and self.commerce and not self.customers and self.purchases_only() and visit_only
+
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        if self.rollup is not None and self.shop_rolled():
+            return self.purchase_visits()
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
@@ -371,6 +379,46 @@ class Builder:
             f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}"
         )
 
+    def purchase_visits(self) -> str:
+        """Per (visitor, visit) with a purchase: the commerce columns of its purchases, shaped like the event plan's rows.
+
+        A purchase's visit is the visitor's last visit starting at or before it (ASOF JOIN): a
+        segment of the rollup for a regular visitor, a glued visit for an irregular one (a
+        visitor's visits are disjoint in time and every event of the range is in one). Only the
+        visits of visitors with a purchase in the range are read."""
+        for d in self.visit_dims:
+            self.cols[d] = column(d, "a_") + "_1"
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        vkey = "if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id))"
+        bought = (
+            f"SELECT {vkey} FROM {self.purchases} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} "
+            f"AND {PURCHASE}"
+        )
+        irregular = self.p.bind(list(self.plan.irregular), "Array(UInt64)")
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        attrs = "".join(f", {source[d]} AS {self.cols[d]}" for d in self.visit_dims)
+        visits = (
+            f"SELECT vkey, start_ms AS v_start{attrs} FROM {self.plan.table} WHERE {self.rolled_where()} "
+            f"AND vkey NOT IN (SELECT arrayJoin({irregular})) AND vkey IN ({bought})"
+        )
+        if self.plan.irregular:
+            visits += f" UNION ALL {self.glued(irregular, starts=True)}"
+        rows = (
+            f"SELECT *, {vkey} AS vkey, toUInt8(visitor_id != '') AS has_id, toUnixTimestamp64Milli(received_at) AS t_ms"
+            f"{self.shop(scope)} FROM {self.purchases} FINAL WHERE scope = {scope} AND received_at >= {start} "
+            f"AND received_at < {end}{bots} AND {PURCHASE}"
+        )
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
+        return (
+            f"SELECT p.vkey AS vkey, v.v_start AS visit_no, any(p.has_id) AS has_id, count() AS m_events, "
+            f"toUInt64(0) AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration{shop} "
+            f"FROM ({rows}) AS p ASOF JOIN ({visits}) AS v ON p.vkey = v.vkey AND p.t_ms >= v.v_start "
+            f"WHERE {self.where(lambda d: 'v.' + self.cols[d])} GROUP BY p.vkey, v.v_start"
+        )
+
     def rolled_where(self) -> str:
         r = self.plan
         return (
@@ -399,7 +447,7 @@ class Builder:
             f"WHERE {self.where(lambda d: self.cols[d])}"
         )
 
-    def glued(self, irregular: str) -> str:
+    def glued(self, irregular: str, starts: bool = False) -> str:
         """The irregular visitors' visits: their rollup segments in time order, glued where the range joins them.
 
         A segment starts a visit unless it is the first of its day (after the range's first day)
@@ -446,6 +494,8 @@ class Builder:
                 "v_dur",
             ),
         ]
+        if starts:  # each visit's start (the purchases' ASOF JOIN)
+            per_visit.append(("arrayReduceInRanges('min', ranges, g_start_ms)", "v_st"))
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
             maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
             per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
@@ -466,6 +516,9 @@ class Builder:
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        if starts:
+            attrs = "".join(f", {self.cols[d]}_j AS {self.cols[d]}" for d in self.visit_dims)
+            return f"SELECT vkey, v_st_j AS v_start{attrs} FROM ({visits}) ARRAY JOIN {joined}"
         if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
             spread = "".join(
                 f", arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {self.cols[d]}, ranges)) AS {self.cols[d]}_s"
