@@ -17,7 +17,7 @@ from clickhouse_connect.driver.summary import QuerySummary
 
 # The visits rollup's tables live beside the events table: migrated and forgotten with it.
 # (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
-from beacon.query import rollup
+from beacon.query import purchases, rollup
 
 # A query parameter's value: str, int, datetime, list[str], ... bound by the client.
 Param = object
@@ -198,6 +198,7 @@ class Store:
         self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
         self.command(accounts_ddl(self.accounts_table, self.retention_days))
         rollup.migrate(self)  # the visits rollup and the day sums that keep it fresh
+        purchases.migrate(self)  # the copy of the purchase events the commerce queries read
 
     # -- writes ---------------------------------------------------------------
 
@@ -310,4 +311,5 @@ class Store:
             rollup.forget(self, scope, visitor)  # the visitor's visits and day sums go first
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)
+            purchases.forget(self, scope, visitor)  # and the copy of its purchases
         return int_of(rows)

@@ -1,7 +1,7 @@
 """Each dashboard panel's query time over millions of events in chDB: one command, printed figures.
 
     python loadtests/dashboard_bench.py [--rows 10000000] [--visitors 1000000] [--days 30] [--repeat 3]
-                                        [--dir /tmp/dash10 --keep] [--periods day,7d,30d]
+                                        [--dir /tmp/dash10 --keep] [--periods day,7d,30d] [--panels NAMES]
 
 Seeds an embedded chDB with synthetic enriched events (loadtests/seed.py: INSERT ... SELECT
 from numbers(); a temporary directory, or --dir, reused when it already holds the same
@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--dir", default="", help="chDB directory (default: a temporary one, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the --dir data for the next run")
     ap.add_argument("--periods", default="day,7d,30d")
+    ap.add_argument("--panels", default="", help="only these panels, comma-separated (e.g. 'cards: commerce,props,funnel')")
     args = ap.parse_args()
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="beacon-dash-bench-"))
     store = Store(f"chdb:///{tmp}/clickhouse", "bench", "events", 3650, 1000)
@@ -121,6 +122,8 @@ def main() -> int:
             print(f"{'panel':<22}" + "".join(f"{name:>22}" for name in views))
             per_view = {name: bodies(s) for name, s in views.items()}
             for i, (panel, _) in enumerate(per_view["all"]):
+                if args.panels and panel not in args.panels.split(","):
+                    continue
                 cells = []
                 for name in views:
                     body = per_view[name][i][1]

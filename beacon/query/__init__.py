@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from beacon.query import commerce, rollup
+from beacon.query import commerce, purchases, rollup
 from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Answer, Meta, Metric, Query, QueryError, Result, integer, parse
 from beacon.query.sql import Builder
 
@@ -65,6 +65,8 @@ def _rows(
         without_goal, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
         denominator = commerce.denominators(without_goal)
     b = Builder(q, scope, store.full_table, visit_timeout)
+    if b.commerce:  # orders' first purchases (and the cards' purchases) from the copy of the purchase events
+        b.purchases = purchases.ready(store)
     if rollup.usable(q, b):
         b.rollup = rollup.prepare(store, scope, q, visit_timeout)
     sql, params = b.build(limit, offset, total_rows)

@@ -78,11 +78,14 @@ def columns(customers: bool) -> set[str]:
     return {"order_id", "revenue", "currency", "items", "counted"} | ({"account"} if customers else set())
 
 
-def inner(table: str, links: str, scope_param: str, customers: bool) -> str:
-    """Computed columns of each event row: `counted` (0 for a repeated purchase of an order), `account`."""
+def inner(table: str, links: str, scope_param: str, customers: bool, purchases: str = "") -> str:
+    """Computed columns of each event row: `counted` (0 for a repeated purchase of an order), `account`.
+
+    `purchases`: the copy of the purchase events (query/purchases.py), which finds each order's
+    first purchase without reading every event of the scope."""
     out = (
         ", if(event = 'purchase', (order_id, event_id) IN (SELECT order_id, argMin(event_id, (received_at, event_id)) "
-        f"FROM {table} WHERE scope = {scope_param} AND event = 'purchase' GROUP BY order_id), 1) AS counted"
+        f"FROM {purchases or table} WHERE scope = {scope_param} AND event = 'purchase' GROUP BY order_id), 1) AS counted"
     )
     if customers:  # one scalar subquery (evaluated once): the scope's (visitor ids, latest account of each)
         links_of = (

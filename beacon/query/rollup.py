@@ -136,14 +136,15 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, no commerce, and only visit:* with event:page or event:name dimensions
+    """A range of whole UTC days, no commerce (but purchases with visit filters), and only visit:* with event:page or event:name dimensions
     and filters (each visit's pages and event names are in the rollup), or (counting events, each segment's events being of one
     day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
+    shop = b.shop_rolled()  # purchases from their copy, each with its visit from the rollup
     return (
-        (not b.event_plan or daily or b.paged)
-        and not b.commerce
+        (not b.event_plan or daily or b.paged or shop)
+        and (not b.commerce or shop)
         and q.start.time() == midnight
         and q.end.time() == midnight
         and q.start.tzinfo is not None

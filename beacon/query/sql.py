@@ -63,6 +63,7 @@ FIRST_EVENT_COLUMNS = {
 PAGE = "path(url)"
 VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
 PAGEVIEW = "event = 'pageview'"
+PURCHASE = "event = 'purchase'"
 
 
 @dataclasses.dataclass
@@ -105,6 +106,7 @@ class Builder:
         self.rollup: Plan | None = None  # when the visits rollup answers (beacon/query/rollup.py)
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
+        self.purchases = ""  # the copy of the purchase events, when current (beacon/query/purchases.py)
 
     @property
     def plan(self) -> Plan:
@@ -240,9 +242,10 @@ class Builder:
         visits are whole); used where no other visitor can change the answer (purchases, a funnel's first step)."""
         if not self.only_with:
             return ""
+        source = self.purchases if self.purchases and self.only_with == PURCHASE else self.table
         return (
             " AND if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) IN (SELECT if(visitor_id = '', "
-            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {self.table} WHERE scope = {scope} AND received_at >= {start} "
+            f"cityHash64(event_id), cityHash64(visitor_id)) FROM {source} WHERE scope = {scope} AND received_at >= {start} "
             f"AND received_at < {end}{bots} AND ({self.only_with}))"
         )
 
@@ -250,7 +253,7 @@ class Builder:
         """Issue 12's computed columns of each event (`counted`, `account`), when the query needs them."""
         if not self.commerce:
             return ""
-        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers)
+        return commerce.inner(self.table, self.table + "_accounts", scope, self.customers, self.purchases)
 
     def events_only(self) -> str:
         """One row per matching event, for queries that need no visit (no visit metric or dimension)."""
@@ -290,11 +293,13 @@ class Builder:
         scope = self.p.bind(self.scope, "String")
         start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
         end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-        purchases = " AND event = 'purchase'" if self.purchases_only() else ""
+        purchases = f" AND {PURCHASE}" if self.purchases_only() else ""
+        # only purchases: their copy (FINAL: a purchase copied twice is read once), not the events
+        source = f"{self.purchases} FINAL" if purchases and self.purchases else self.table
         rows = (
             f"SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey, "
             f"toUInt8(visitor_id != '') AS has_id, {PAGE} AS page{self.shop(scope)} "
-            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
+            f"FROM {source} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{purchases}"
         )
         dims = [f"{self.event_expr(d)} AS {column(d)}" for d in self.q.dimensions]
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
@@ -305,9 +310,17 @@ class Builder:
             f"FROM ({rows}) WHERE {self.where(self.event_expr)} GROUP BY {group}"
         )
 
+    def shop_rolled(self) -> bool:
+        """Conversions and revenue of purchases with only visit:* filters: each purchase (from the copy) takes
+        its visit from the rollup, so no visit is computed from events (`purchase_visits`)."""
+        visit_only = bool(self.filter_dims) and all(d.startswith("visit:") for d in self.filter_dims)
+        return bool(self.purchases) and self.commerce and not self.customers and self.purchases_only() and visit_only
+
     def per_visit(self) -> str:
         """One row per (dimension values, visit) with the visit's and the matching events' counts."""
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
+        if self.rollup is not None and self.shop_rolled():
+            return self.purchase_visits()
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
@@ -347,7 +360,7 @@ class Builder:
             event_cols += sorted(commerce.columns(self.customers))
         shop = commerce.aggregates(self.q, self.filter_dims, self.customers) if self.commerce else ""
         if self.commerce and self.purchases_only():  # no other visitor has a conversion or revenue to count
-            self.only_with = "event = 'purchase'"
+            self.only_with = PURCHASE
         visitors, arrays = self.visitors(event_cols)
         # each visit's values repeated for each of its events, so one ARRAY JOIN gives every event its visit
         spread = ", ".join(
@@ -364,6 +377,46 @@ class Builder:
             f"SELECT {select_dims}vkey, visit_no, any(has_id) AS has_id, count() AS m_events, "
             f"countIf({PAGEVIEW}) AS m_pageviews, any(v_pageviews_1) AS v_pageviews, any(v_duration_1) AS v_duration{shop} "
             f"FROM ({rows}) ARRAY JOIN vno AS visit_no, {joined} WHERE {self.where(self.event_expr)} GROUP BY {group}"
+        )
+
+    def purchase_visits(self) -> str:
+        """Per (visitor, visit) with a purchase: the commerce columns of its purchases, shaped like the event plan's rows.
+
+        A purchase's visit is the visitor's last visit starting at or before it (ASOF JOIN): a
+        segment of the rollup for a regular visitor, a glued visit for an irregular one (a
+        visitor's visits are disjoint in time and every event of the range is in one). Only the
+        visits of visitors with a purchase in the range are read."""
+        for d in self.visit_dims:
+            self.cols[d] = column(d, "a_") + "_1"
+        bots = "" if self.q.include_bots else " AND is_bot = 0"
+        scope = self.p.bind(self.scope, "String")
+        start = self.p.bind(self.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        end = self.p.bind(self.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+        vkey = "if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id))"
+        bought = (
+            f"SELECT {vkey} FROM {self.purchases} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} "
+            f"AND {PURCHASE}"
+        )
+        irregular = self.p.bind(list(self.plan.irregular), "Array(UInt64)")
+        source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+        attrs = "".join(f", {source[d]} AS {self.cols[d]}" for d in self.visit_dims)
+        visits = (
+            f"SELECT vkey, start_ms AS v_start{attrs} FROM {self.plan.table} WHERE {self.rolled_where()} "
+            f"AND vkey NOT IN (SELECT arrayJoin({irregular})) AND vkey IN ({bought})"
+        )
+        if self.plan.irregular:
+            visits += f" UNION ALL {self.glued(irregular, starts=True)}"
+        rows = (
+            f"SELECT *, {vkey} AS vkey, toUInt8(visitor_id != '') AS has_id, toUnixTimestamp64Milli(received_at) AS t_ms"
+            f"{self.shop(scope)} FROM {self.purchases} FINAL WHERE scope = {scope} AND received_at >= {start} "
+            f"AND received_at < {end}{bots} AND {PURCHASE}"
+        )
+        shop = commerce.aggregates(self.q, self.filter_dims, self.customers)
+        return (
+            f"SELECT p.vkey AS vkey, v.v_start AS visit_no, any(p.has_id) AS has_id, count() AS m_events, "
+            f"toUInt64(0) AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration{shop} "
+            f"FROM ({rows}) AS p ASOF JOIN ({visits}) AS v ON p.vkey = v.vkey AND p.t_ms >= v.v_start "
+            f"WHERE {self.where(lambda d: 'v.' + self.cols[d])} GROUP BY p.vkey, v.v_start"
         )
 
     def rolled_where(self) -> str:
@@ -394,7 +447,7 @@ class Builder:
             f"WHERE {self.where(lambda d: self.cols[d])}"
         )
 
-    def glued(self, irregular: str) -> str:
+    def glued(self, irregular: str, starts: bool = False) -> str:
         """The irregular visitors' visits: their rollup segments in time order, glued where the range joins them.
 
         A segment starts a visit unless it is the first of its day (after the range's first day)
@@ -441,6 +494,8 @@ class Builder:
                 "v_dur",
             ),
         ]
+        if starts:  # each visit's start (the purchases' ASOF JOIN)
+            per_visit.append(("arrayReduceInRanges('min', ranges, g_start_ms)", "v_st"))
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
             maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
             per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
@@ -461,6 +516,9 @@ class Builder:
         )
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
+        if starts:
+            attrs = "".join(f", {self.cols[d]}_j AS {self.cols[d]}" for d in self.visit_dims)
+            return f"SELECT vkey, v_st_j AS v_start{attrs} FROM ({visits}) ARRAY JOIN {joined}"
         if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
             spread = "".join(
                 f", arrayFlatten(arrayMap((v, r) -> arrayResize([v], r.2, v), {self.cols[d]}, ranges)) AS {self.cols[d]}_s"
