@@ -9,7 +9,7 @@ with a system call each. The pixel answers the same four headers millions of tim
   as a tuple. A response whose `headers` is that very tuple has its head from the bytes
   made then; a response that adds per-request headers to prepared ones (the pixel's
   Set-Cookie) has the prepared pairs from those bytes and only the others checked, each
-  as uvicorn checks it. Anything else (no content-length, a `connection` or
+  as uvicorn checks it. Every other head (no content-length, a `connection` or
   `transfer-encoding` header, default headers such as Date or Server) goes through
   uvicorn's own `send`, unchanged.
 - A head made this way is written together with the body message that follows it: one
