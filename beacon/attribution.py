@@ -20,9 +20,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TypedDict
 
+from beacon.columns import int_of, str_of
 from beacon.partners import Partner
 from beacon.scope import MALL
-from beacon.store import Store, int_of, str_of
+from beacon.store import Store
 
 
 class Day(TypedDict):

@@ -30,10 +30,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from beacon.audit import audit_id
+from beacon.columns import int_of, str_of
 from beacon.errors import BadRequest, BodyTooLarge, Unauthorized
 from beacon.params import bearer_ok, next_cursor, parse_page, parse_range
 from beacon.scope import MALL
-from beacon.store import Store, int_of, str_of
+from beacon.store import Store
 
 if TYPE_CHECKING:  # app.py builds these routes from its Core (through api.py): a real cycle
     from beacon.app import Core

@@ -32,10 +32,11 @@ import orjson
 import redis
 
 from beacon import failpoints, metrics, rcluster
+from beacon.columns import str_of
 from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
 from beacon.rcluster import StreamEntry, SyncRedis
-from beacon.store import Store, str_of
+from beacon.store import Store
 
 log = logging.getLogger("beacon.flusher")
 

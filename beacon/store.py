@@ -15,6 +15,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.summary import QuerySummary
 
+from beacon.columns import Row, datetime_of, int_of
+
 # The visits rollup's tables live beside the events table: migrated and forgotten with it.
 # (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
 from beacon.query import purchases, rollup
@@ -22,30 +24,6 @@ from beacon.query import purchases, rollup
 # A query parameter's value: str, int, datetime, list[str], ... bound by the client.
 Param = object
 Params = dict[str, Param]
-# A result row: each column's Python type follows the SQL, which the client does not type;
-# a column is narrowed where it is used (int_of, str_of, datetime_of).
-Row = Sequence[object]
-
-
-def int_of(value: object) -> int:
-    """An integer column (count(), UInt*, Int*); TypeError naming what came instead."""
-    if isinstance(value, int):
-        return value
-    raise TypeError(f"expected an integer column, got {type(value).__name__}: {value!r:.80}")
-
-
-def str_of(value: object) -> str:
-    """A String column."""
-    if isinstance(value, str):
-        return value
-    raise TypeError(f"expected a String column, got {type(value).__name__}: {value!r:.80}")
-
-
-def datetime_of(value: object) -> dt.datetime:
-    """A DateTime/DateTime64 column (naive, in UTC, as the client returns it)."""
-    if isinstance(value, dt.datetime):
-        return value
-    raise TypeError(f"expected a DateTime column, got {type(value).__name__}: {value!r:.80}")
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from beacon.columns import int_of
 from beacon.query import commerce, purchases, rollup
-from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Answer, Meta, Metric, Query, QueryError, Result, integer, parse
+from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Answer, Meta, Metric, Query, QueryError, Result, parse
 from beacon.query.sql import Builder
 
 if TYPE_CHECKING:  # annotations only: store.py reads the rollup (beacon.query.rollup)
@@ -75,13 +76,13 @@ def _rows(
     results: list[Result] = []
     total: int | None = 0
     for row in store.query(sql, params):
-        counts = [integer(v) for v in row[n : n + 7]]
+        counts = [int_of(v) for v in row[n : n + 7]]
         base: list[Metric] = [_metric(m, *counts) for m in q.metrics if m not in COMMERCE_METRICS]
         results.append(
             {"dimensions": [str(v) for v in row[:n]], "metrics": commerce.values(q, row, n, base, denominator) if shop else base}
         )
         if total_rows:
-            total = integer(row[-1])
+            total = int_of(row[-1])
     if total_rows and not results and offset:  # past the last page: count the groups on their own
         _, total = _rows(store, scope, q, visit_timeout, 1, 0, True)
     return results, (total if total_rows else None)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
+from beacon.columns import Row, int_of
 from beacon.commerce import MINOR_UNITS
 from beacon.query.model import (
     COMMERCE_DIMENSIONS,
@@ -36,8 +37,6 @@ from beacon.query.model import (
     Query,
     QueryError,
     Result,
-    Row,
-    integer,
 )
 
 GOAL = "event:goal"
@@ -138,13 +137,13 @@ def _money(value: Decimal | int, currency: str) -> str:
 def metric(name: str, extra: Row, denominator: int | None) -> Metric:
     conversions, converted, revenue, orders, customers = extra
     if name == "conversions":
-        return integer(conversions)
+        return int_of(conversions)
     if name == "customers":
-        return integer(customers)
+        return int_of(customers)
     if name == "conversion_rate":
         if not denominator:
             return 0.0
-        rate = Fraction(100 * integer(converted), denominator)
+        rate = Fraction(100 * int_of(converted), denominator)
         return round(float(rate), 2)
     if name == "total_revenue":
         return {c: _money(amounts(revenue).get(c, 0), c) for c in sorted(amounts(orders))}
@@ -164,7 +163,7 @@ def without_goal(q: Query) -> Query:
 
 def denominators(rows: list[Result]) -> dict[tuple[str, ...], int]:
     """Visitors per dimension values (without the goal) from the rows of `without_goal(q)`."""
-    return {tuple(r["dimensions"]): integer(r["metrics"][0]) for r in rows}
+    return {tuple(r["dimensions"]): int_of(r["metrics"][0]) for r in rows}
 
 
 def values(q: Query, row: Row, n: int, base: Sequence[Metric], denominator: dict[tuple[str, ...], int]) -> list[Metric]:

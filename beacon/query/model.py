@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import NotRequired, TypedDict, Union
 
 
@@ -20,9 +20,6 @@ class QueryError(ValueError):
     """A query Beacon cannot answer; the message names the bad part (answered 400)."""
 
 
-# A result row from clickhouse-connect: each column's type follows the SELECT, which the
-# client does not type; a column is narrowed where it is read (`integer`, `amounts`).
-Row = Sequence[object]
 # One metric's value in an answer: a count, a rate, or revenue per currency ({"EUR": "12.50"}).
 Metric = int | float | dict[str, str]
 # A filter as the answer echoes it: [op, dimension, [values]] (+ modifiers), [and|or, [filters]], [not, filter].
@@ -98,27 +95,6 @@ class FunnelAnswer(TypedDict):
     steps: list[FunnelStep]
     meta: FunnelMeta
     query: FunnelEcho
-
-
-def integer(value: object) -> int:
-    """A count column (UInt64, Int64: an int from clickhouse-connect); TypeError naming what came instead."""
-    if isinstance(value, int):
-        return value
-    raise TypeError(f"expected an integer column, got {type(value).__name__}: {value!r:.80}")
-
-
-def integers(value: object) -> list[int]:
-    """An Array(UInt64) column."""
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"expected an Array column, got {type(value).__name__}: {value!r:.80}")
-    return [integer(v) for v in value]
-
-
-def date_of(value: object) -> dt.date:
-    """A Date column."""
-    if isinstance(value, dt.date):
-        return value
-    raise TypeError(f"expected a Date column, got {type(value).__name__}: {value!r:.80}")
 
 
 def fields(raw: object, what: str) -> Mapping[str, object]:

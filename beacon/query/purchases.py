@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from beacon.query.model import integer
+from beacon.columns import int_of
 
 if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
     from beacon.store import Store
@@ -93,7 +93,7 @@ def ready(store: Store) -> str:
         return ""
     with _lock:
         current = {
-            str(pid): integer(block)
+            str(pid): int_of(block)
             for pid, block in store.query(
                 "SELECT partition_id, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
                 "AND active GROUP BY partition_id",
@@ -101,7 +101,7 @@ def ready(store: Store) -> str:
             )
         }
         copied = {
-            str(pid): integer(block)
+            str(pid): int_of(block)
             for pid, block in store.query(f"SELECT partition_id, argMax(min_block, at) FROM {parts_table(store)} GROUP BY partition_id")
         }
         for pid, block in sorted(current.items()):

@@ -34,7 +34,8 @@ import datetime as dt
 import hashlib
 from typing import TYPE_CHECKING
 
-from beacon.query.model import VISIT_DIMENSIONS, Query, date_of, integer, integers
+from beacon.columns import date_of, int_of, ints_of
+from beacon.query.model import VISIT_DIMENSIONS, Query
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
 if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
@@ -169,9 +170,9 @@ def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
         {"scope": scope, "a": first - DAY, "b": last},
     ):
         if is_bot in bots and events:
-            sums[date_of(day)] = (*sums.get(date_of(day), ()), integer(is_bot), integer(events), integer(hsum))
+            sums[date_of(day)] = (*sums.get(date_of(day), ()), int_of(is_bot), int_of(events), int_of(hsum))
     blocks = {
-        str(partition): integer(block)
+        str(partition): int_of(block)
         for partition, block in store.query(
             "SELECT partition, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
             "AND active GROUP BY partition",
@@ -215,9 +216,9 @@ def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
     irregular: set[int] = set()
     for i, sig in enumerate(sigs):
         links, cuts = have.get((first + i * DAY, sig), ((), ()))
-        irregular.update(integers(cuts))
+        irregular.update(ints_of(cuts))
         if i:  # a segment may continue the day before's visit only if that day is in the range
-            irregular.update(integers(links))
+            irregular.update(ints_of(links))
     return Plan(table, first, tuple(sigs), tuple(sorted(irregular)))
 
 
