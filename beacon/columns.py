@@ -1,6 +1,6 @@
 """Result rows of clickhouse-connect, and the narrowing of their columns where they are read.
 
-The client types a row's values as `Any`; each column's Python type follows the SQL. These
+The client leaves a row's values untyped; each column's Python type follows the SQL. These
 helpers give it its type at the point of use, or a TypeError naming what came instead. They
 import nothing of Beacon's, so `store` and `query` both use them without a cycle.
 """
