@@ -368,7 +368,7 @@ class Dashboard:
         try:
             if name == "series":
                 answer = await self.ask(scope, panels.series_body(state))
-                return {"columns": ["time", "visitors", "pageviews"], "rows": rows_of(answer)}
+                return {"columns": ["time", "visitors", "pageviews"], "rows": filled(rows_of(answer), state)}
             if name == "realtime":
                 answer = await self.ask(scope, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
@@ -482,6 +482,17 @@ def first_metrics(answer: Answer) -> list[Metric]:
 
 def rows_of(answer: Answer) -> list[list[Cell]]:
     return [[*r.get("dimensions", []), *r.get("metrics", [])] for r in answer.get("results", [])]
+
+
+def filled(rows: list[list[Cell]], state: panels.State) -> list[list[Cell]]:
+    """The series with every day of the range (every hour of a one-day view), a bucket without
+    events as zeros: the chart's time axis and its table have no gaps."""
+    have = {str(r[0]): r for r in rows if r}
+    if state.start == state.end:
+        labels = [f"{state.start.isoformat()} {h:02d}:00:00" for h in range(24)]
+    else:
+        labels = [(state.start + dt.timedelta(days=i)).isoformat() for i in range((state.end - state.start).days + 1)]
+    return [have.get(label) or [label, 0, 0] for label in labels]
 
 
 def plain(value: object) -> object:
