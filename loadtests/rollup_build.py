@@ -6,8 +6,8 @@ Opens the chDB directory of a seeded data set (loadtests/dashboard_bench.py --di
 run it on a copy: this script empties the rollup tables), empties the rollup
 (`<events>_visits` and `<events>_visit_days`), then builds it for the last --days days of
 the data: by default through the first visits query over the range (what a dashboard
-view did before the flusher built the rollup ahead), with --ahead through
-`beacon.query.ahead.build` (what the flusher runs). Prints wall seconds and the process's
+view does when it finds no rollup), with --ahead through `beacon.query.rollup.build` (what
+the flusher's passes run, beacon/query/warm.py, here without their one-statement pace). Prints wall seconds and the process's
 CPU seconds (chDB runs in it) per scope, and the load average. See docs/benchmarks.md.
 """
 
@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--dir", required=True, help="chDB data set (a copy: its rollup is emptied)")
     ap.add_argument("--days", type=int, default=31)
     ap.add_argument("--scopes", default="mall,a")
-    ap.add_argument("--ahead", action="store_true", help="build with beacon.query.ahead (the flusher's job)")
+    ap.add_argument("--ahead", action="store_true", help="build with beacon.query.rollup.build (the flusher's job)")
     args = ap.parse_args()
     store = Store(f"chdb:///{args.dir}/clickhouse", "bench", "events", 3650, 1000)
     try:
@@ -56,9 +56,8 @@ def main() -> int:
         for scope in args.scopes.split(","):
             wall, spent = time.perf_counter(), cpu()
             if args.ahead:
-                from beacon.query import ahead
-
-                ahead.build(store, scope, start, end, 30)
+                statements, _ = rollup.build(store, scope, query.parse(body, now), 30, 10_000)
+                print(f"{scope}: {statements} INSERT ... SELECT statements of at most {rollup.CHUNK_EVENTS:,} events")
             else:
                 query.run(store, scope, body, now=now)
             wall, spent = time.perf_counter() - wall, cpu() - spent

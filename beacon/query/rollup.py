@@ -277,18 +277,18 @@ def prepare(store: Store, scope: str, q: Query, timeout: int, max_age: float = 0
     return Plan(visits_table(store), first, tuple(sigs), tuple(sorted(irregular)))
 
 
-def build(store: Store, scope: str, q: Query, timeout: int, max_statements: int) -> int:
+def build(store: Store, scope: str, q: Query, timeout: int, max_statements: int) -> tuple[int, int]:
     """Compute the range's days whose rollup is missing or not of their current events, at most `max_statements`
-    INSERTs (the flusher's pace, beacon/query/warm.py); return the days still to compute after them."""
+    INSERTs (the flusher's pace, beacon/query/warm.py); return (INSERTs run, days still to compute after them)."""
     first, last = q.start.date(), (q.end - DAY).date()
     with _build_lock(store):
         have = marks(store, scope, timeout, q.include_bots, first, last)
         days = signatures(store, scope, first, last, timeout, q.include_bots)
         todo = [(day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), 0) is None]
-        parts = chunks(todo)
-        for chunk in parts[:max_statements]:
+        parts = chunks(todo[::-1])  # the newest days first: the shorter views are ready first
+        for chunk in parts[: max(0, max_statements)]:
             compute(store, scope, q, timeout, chunk)
-        return sum(len(c) for c in parts[max_statements:])
+        return min(len(parts), max(0, max_statements)), sum(len(c) for c in parts[max(0, max_statements) :])
 
 
 def chunks(todo: list[tuple[dt.date, int, int]]) -> list[list[tuple[dt.date, int, int]]]:
@@ -390,15 +390,17 @@ def compute(store: Store, scope: str, q: Query, timeout: int, days: list[tuple[d
             },
         )
     key = {"s": scope, "t": timeout, "b": int(q.include_bots), "days": day_list, "rows": rowsigs, "sigs": daysigs}
-    with store._lock:  # noqa: SLF001 - the days' marks, once their rows are in
+    with store._lock:  # noqa: SLF001 - the days' marks, once their rows are in (a day without rows too: it is computed)
         store.client.command(
             f"INSERT INTO {marks_table(store)} (scope, timeout, bots, day, sig, rows, links, cuts) "
-            "SELECT scope, timeout, bots, day, arrayElement({sigs:Array(UInt64)}, indexOf({rows:Array(UInt64)}, sig)), sig, "
-            f"groupArrayIf(vkey, link = 1), groupArrayIf(vkey, cut = 1) FROM {visits_table(store)} WHERE scope = {{s:String}} "
-            "AND timeout = {t:UInt16} AND bots = {b:UInt8} AND has({days:Array(Date)}, day) AND has({rows:Array(UInt64)}, sig) "
-            "GROUP BY scope, timeout, bots, day, sig",
+            "SELECT {s:String}, {t:UInt16}, {b:UInt8}, d.day, d.sig, d.rows, v.links, v.cuts FROM (SELECT "
+            "arrayJoin(arrayZip({days:Array(Date)}, {sigs:Array(UInt64)}, {rows:Array(UInt64)})) AS x, x.1 AS day, x.2 AS sig, "
+            "x.3 AS rows) AS d LEFT JOIN (SELECT day, sig AS rows, groupArrayIf(vkey, link = 1) AS links, "
+            f"groupArrayIf(vkey, cut = 1) AS cuts FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
+            "AND bots = {b:UInt8} AND has({days:Array(Date)}, day) AND has({rows:Array(UInt64)}, sig) GROUP BY day, sig) AS v "
+            "ON d.day = v.day AND d.rows = v.rows",
             parameters=key,
-            settings={"insert_deduplication_token": token, "insert_deduplicate": 1},
+            settings={"insert_deduplication_token": token, "insert_deduplicate": 1, "join_use_nulls": 0},
         )
     _drop_old(store, scope, q.include_bots, timeout, day_list)
 
