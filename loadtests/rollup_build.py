@@ -19,7 +19,10 @@ import os
 import resource
 import sys
 import time
+import uuid
 from pathlib import Path
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,6 +69,16 @@ def main() -> int:
             wall, spent = time.perf_counter(), cpu()
             query.run(store, scope, body, now=now)
             print(f"{scope}: the next visits query over the range: {(time.perf_counter() - wall) * 1000:.0f} ms, {cpu() - spent:.2f} CPU s")
+            if args.ahead:  # a new event today: what a pass of the flusher then recomputes
+                line = orjson.dumps(
+                    {"event_id": str(uuid.uuid4()), "received_at": f"{newest.timestamp():.3f}", "scope": scope, "visitor_id": "late"}
+                    | {"mode": "cookie", "event": "pageview", "url": "https://shop.test/", "is_bot": 0, "transport": "pixel"}
+                )
+                store.insert_lines(line, f"rollup-build-{uuid.uuid4()}")
+                wall, spent = time.perf_counter(), cpu()
+                rollup.build(store, scope, query.parse(body, now), 30, 10_000)
+                took = f"{time.perf_counter() - wall:.2f} s, {cpu() - spent:.2f} CPU s"
+                print(f"{scope}: after one new event today, the pass recomputing today: {took}")
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         store.close()

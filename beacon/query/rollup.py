@@ -16,15 +16,18 @@ the range's visits except for a visitor who
 Such visitors (flags on a day after the range's first) are recomputed from their events
 by the query-time plan; every other visitor's visits are read from the rollup.
 
-Each computed day gets a row in `<events>_visit_days` with its signature and flagged
-visitors, so a query finds what to read without scanning the rollup.
+Each computed day gets a row in `<events>_visit_days` (its mark) with its signature, the
+signature its rows carry and its flagged visitors, so a query finds what to read without
+scanning the rollup.
 
 Freshness. A ClickHouse materialized view keeps per (scope, day, is_bot) the count and a
 hash sum of the events inserted (`<events>_days`); `store.forget` subtracts what it
-deletes. A day's rollup rows carry a signature of that day's and the previous day's sums
-(and the first block number of their partitions, which a TRUNCATE or a dropped partition
-changes); rows with another signature are ignored, and a day without rows of the current
-signature is computed on the first query that needs it. Nothing runs on the web hot path.
+deletes. A day's signature is made of that day's and the previous day's sums (and the
+first block number of their partitions, which a TRUNCATE or a dropped partition changes).
+The flusher computes the days ahead (beacon/query/warm.py), many per INSERT; a query reads
+the rows of the day's newest mark of its current signature, or, when the caller allows an
+age (the web: a few flusher passes), of the newest mark that young; a day with neither is
+computed by the query. Nothing runs on the web hot path.
 """
 
 from __future__ import annotations
