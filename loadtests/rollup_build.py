@@ -59,7 +59,7 @@ def main() -> int:
         for scope in args.scopes.split(","):
             wall, spent = time.perf_counter(), cpu()
             if args.ahead:
-                statements, _ = rollup.build(store, scope, query.parse(body, now), 30, 10_000)
+                statements, _ = rollup.build(store, [scope], query.parse(body, now), 30, 10_000)
                 print(f"{scope}: {statements} INSERT ... SELECT statements of at most {rollup.CHUNK_EVENTS:,} events")
             else:
                 query.run(store, scope, body, now=now)
@@ -69,16 +69,18 @@ def main() -> int:
             wall, spent = time.perf_counter(), cpu()
             query.run(store, scope, body, now=now)
             print(f"{scope}: the next visits query over the range: {(time.perf_counter() - wall) * 1000:.0f} ms, {cpu() - spent:.2f} CPU s")
-            if args.ahead:  # a new event today: what a pass of the flusher then recomputes
+        if args.ahead:  # a new event today in every scope: what one pass of the flusher then recomputes
+            scopes = args.scopes.split(",")
+            for scope in scopes:
                 line = orjson.dumps(
                     {"event_id": str(uuid.uuid4()), "received_at": f"{newest.timestamp():.3f}", "scope": scope, "visitor_id": "late"}
                     | {"mode": "cookie", "event": "pageview", "url": "https://shop.test/", "is_bot": 0, "transport": "pixel"}
                 )
                 store.insert_lines(line, f"rollup-build-{uuid.uuid4()}")
-                wall, spent = time.perf_counter(), cpu()
-                rollup.build(store, scope, query.parse(body, now), 30, 10_000)
-                took = f"{time.perf_counter() - wall:.2f} s, {cpu() - spent:.2f} CPU s"
-                print(f"{scope}: after one new event today, the pass recomputing today: {took}")
+            wall, spent = time.perf_counter(), cpu()
+            statements, _ = rollup.build(store, scopes, query.parse(body, now), 30, 10_000)
+            took = f"{time.perf_counter() - wall:.2f} s, {cpu() - spent:.2f} CPU s"
+            print(f"after one new event today in each of {', '.join(scopes)}: the pass recomputing today ({statements} INSERT): {took}")
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         store.close()

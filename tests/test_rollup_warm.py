@@ -137,6 +137,8 @@ def test_the_flusher_builds_the_rollup_and_a_view_after_it_computes_nothing(
     }
     assert days == {"mall": 8, "partner": 5}  # every day with events, once (the partner has none today)
     assert max(left) > 0  # built over several passes, one statement each
+    per_statement = store.query(f"SELECT uniqExact(scope) FROM {rollup.marks_table(store)} GROUP BY at")
+    assert max(n for (n,) in per_statement) == 2  # a statement computes days of both scopes
     before = counts(store)
     for scope in ("mall", "partner"):
         for body in BODIES:

@@ -263,9 +263,9 @@ def prepare(store: Store, scope: str, q: Query, timeout: int, max_age: float = 0
     if any(sig and choose(sig, have.get(day, []), age_ms) is None for day, sig, _ in days):
         with _build_lock(store):  # the flusher's thread may be building these days: wait, then read its marks
             have = marks(store, scope, timeout, q.include_bots, first, last)
-            todo = [(day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), age_ms) is None]
+            todo = [Day(scope, day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), age_ms) is None]
             for chunk in chunks(todo):
-                compute(store, scope, q, timeout, chunk)
+                compute(store, q, timeout, chunk)
             if todo:
                 have = marks(store, scope, timeout, q.include_bots, first, last)
     sigs: list[int] = []
@@ -280,30 +280,45 @@ def prepare(store: Store, scope: str, q: Query, timeout: int, max_age: float = 0
     return Plan(visits_table(store), first, tuple(sigs), tuple(sorted(irregular)))
 
 
-def build(store: Store, scope: str, q: Query, timeout: int, max_statements: int) -> tuple[int, int]:
-    """Compute the range's days whose rollup is missing or not of their current events, at most `max_statements`
-    INSERTs (the flusher's pace, beacon/query/warm.py); return (INSERTs run, days still to compute after them)."""
+@dataclasses.dataclass(frozen=True)
+class Day:
+    """A day of one scope to compute: its signature and its events (how much work it is)."""
+
+    scope: str
+    day: dt.date
+    sig: int
+    events: int
+
+
+def build(store: Store, scopes: list[str], q: Query, timeout: int, max_statements: int) -> tuple[int, int]:
+    """Compute the range's days (of these scopes) whose rollup is missing or not of their current events, the newest
+    days first, at most `max_statements` INSERTs (the flusher's pace, beacon/query/warm.py); return (INSERTs run,
+    days still to compute after them)."""
     first, last = q.start.date(), (q.end - DAY).date()
     with _build_lock(store):
-        have = marks(store, scope, timeout, q.include_bots, first, last)
-        days = signatures(store, scope, first, last, timeout, q.include_bots)
-        todo = [(day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), 0) is None]
-        parts = chunks(todo[::-1])  # the newest days first: the shorter views are ready first
-        for chunk in parts[: max(0, max_statements)]:
-            compute(store, scope, q, timeout, chunk)
-        return min(len(parts), max(0, max_statements)), sum(len(c) for c in parts[max(0, max_statements) :])
+        todo: list[Day] = []
+        for scope in scopes:
+            have = marks(store, scope, timeout, q.include_bots, first, last)
+            days = signatures(store, scope, first, last, timeout, q.include_bots)
+            todo += [Day(scope, day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), 0) is None]
+        todo.sort(key=lambda d: (d.day, d.scope), reverse=True)  # the newest days first: the shorter views are ready first
+        parts = chunks(todo)
+        ran = parts[: max(0, max_statements)]
+        for chunk in ran:
+            compute(store, q, timeout, chunk)
+        return len(ran), sum(len(c) for c in parts[len(ran) :])
 
 
-def chunks(todo: list[tuple[dt.date, int, int]]) -> list[list[tuple[dt.date, int, int]]]:
+def chunks(todo: list[Day]) -> list[list[Day]]:
     """Days in groups of at most CHUNK_EVENTS events (a day bigger than that alone): one INSERT each."""
-    out: list[list[tuple[dt.date, int, int]]] = []
+    out: list[list[Day]] = []
     size = 0
     for item in todo:
-        if not out or size + item[2] > CHUNK_EVENTS:
+        if not out or size + item.events > CHUNK_EVENTS:
             out.append([])
             size = 0
         out[-1].append(item)
-        size += item[2]
+        size += item.events
     return out
 
 
@@ -317,22 +332,25 @@ def _build_lock(store: Store) -> threading.Lock:
         return _LOCKS.setdefault(store, threading.Lock())
 
 
-def compute(store: Store, scope: str, q: Query, timeout: int, days: list[tuple[dt.date, int, int]]) -> None:
-    """Days' visits into the rollup in one INSERT ... SELECT (grouped per visitor and day), then their marks.
+def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
+    """Days' visits (of one or more scopes) into the rollup in one INSERT ... SELECT (grouped per scope, visitor and
+    day), then their marks.
 
-    Each computation's rows carry a signature of their own (`rows`: the day's signature and a random run id), named
-    by the day's mark: rows of a computation that died before its mark, or of a second computation of the same day
-    beside this one, are never read. Marks of a day but its two newest are then dropped with their rows (the
-    second newest may still be read by a query that chose it a moment ago)."""
+    Planning the statement costs ~0.4 s whatever its size, so one statement takes many days and scopes. Each
+    computation's rows carry a signature of their own (`rows`: the day's signature and a random run id), named by the
+    day's mark: rows of a computation that died before its mark, or of a second computation of the same day beside
+    this one, are never read. Marks of a day but its two newest are then dropped with their rows (the second newest
+    may still be read by a query that chose it a moment ago)."""
     run = uuid.uuid4().hex
-    day_list = [d for d, _, _ in days]
-    daysigs = [s for _, s, _ in days]
-    rowsigs = [_sig(s, run) for s in daysigs]
+    scopes = [d.scope for d in days]
+    day_list = [d.day for d in days]
+    daysigs = [d.sig for d in days]
+    rowsigs = [_sig(d.sig, run) for d in days]
     start, end = _midnight(min(day_list)), _midnight(max(day_list)) + DAY
     dq = dataclasses.replace(q, start=start, end=end, dimensions=(), filters=())
-    b = Builder(dq, scope, store.full_table, timeout)
+    b = Builder(dq, scopes[0], store.full_table, timeout)
     b.segments = True
-    b.by_day = day_list
+    b.by_day = list(zip(scopes, day_list))
     b.visit_dims = sorted(VISIT_DIMENSIONS)
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
@@ -342,14 +360,14 @@ def compute(store: Store, scope: str, q: Query, timeout: int, days: list[tuple[d
     gap = b.p.bind(b.gap_ms, "Int64")
     lo = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
     hi = b.p.bind(end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-    scope_p = b.p.bind(scope, "String")
+    scopes_p = b.p.bind(scopes, "Array(String)")
     days_p = b.p.bind(day_list, "Array(Date)")
-    # (visitor, day) of each visitor with an event within the timeout before the day's midnight
+    # (scope, visitor, day) of each visitor with an event within the timeout before the day's midnight
     before = (
-        f"SELECT DISTINCT if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)), toDate(received_at) + 1 "
-        f"FROM {store.full_table} WHERE scope = {scope_p} AND received_at >= {lo} - toIntervalMillisecond({gap}) "
-        f"AND received_at < {hi} AND toUnixTimestamp64Milli(received_at) + {gap} >= (toInt64(toDate(received_at)) + 1) * 86400000"
-        f"{bots}"
+        "SELECT DISTINCT toString(scope), if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)), "
+        f"toDate(received_at) + 1 FROM {store.full_table} WHERE has({scopes_p}, scope) "
+        f"AND received_at >= {lo} - toIntervalMillisecond({gap}) AND received_at < {hi} "
+        f"AND toUnixTimestamp64Milli(received_at) + {gap} >= (toInt64(toDate(received_at)) + 1) * 86400000{bots}"
     )
     extra = (
         "SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
@@ -365,10 +383,11 @@ def compute(store: Store, scope: str, q: Query, timeout: int, days: list[tuple[d
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
     attrs = ", ".join(f"{b.cols['visit:' + c]}_1" for c in ATTRS)
-    link = f"toUInt8(v_start_1 = min_start AND v_start_1 <= toInt64(r_day) * 86400000 + {gap} AND (vkey, r_day) IN ({before}))"
+    link = f"toUInt8(v_start_1 = min_start AND v_start_1 <= toInt64(r_day) * 86400000 + {gap} AND (r_scope, vkey, r_day) IN ({before}))"
     select = (
-        f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, r_day, "
-        f"arrayElement({b.p.bind(rowsigs, 'Array(UInt64)')}, indexOf({days_p}, r_day)), vkey, has_id, {link}, v_cut_1, "
+        f"SELECT r_scope, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, r_day, "
+        f"arrayElement({b.p.bind(rowsigs, 'Array(UInt64)')}, indexOf(arrayZip({scopes_p}, {days_p}), (r_scope, r_day))), vkey, has_id, "
+        f"{link}, v_cut_1, "
         "v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
         "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
@@ -392,20 +411,21 @@ def compute(store: Store, scope: str, q: Query, timeout: int, days: list[tuple[d
                 "max_threads": 1,
             },
         )
-    key = {"s": scope, "t": timeout, "b": int(q.include_bots), "days": day_list, "rows": rowsigs, "sigs": daysigs}
+    key = {"s": scopes, "t": timeout, "b": int(q.include_bots), "days": day_list, "rows": rowsigs, "sigs": daysigs}
     with store._lock:  # noqa: SLF001 - the days' marks, once their rows are in (a day without rows too: it is computed)
         store.client.command(
             f"INSERT INTO {marks_table(store)} (scope, timeout, bots, day, sig, rows, links, cuts) "
-            "SELECT {s:String}, {t:UInt16}, {b:UInt8}, d.day, d.sig, d.rows, v.links, v.cuts FROM (SELECT "
-            "arrayJoin(arrayZip({days:Array(Date)}, {sigs:Array(UInt64)}, {rows:Array(UInt64)})) AS x, x.1 AS day, x.2 AS sig, "
-            "x.3 AS rows) AS d LEFT JOIN (SELECT day, sig AS rows, groupArrayIf(vkey, link = 1) AS links, "
-            f"groupArrayIf(vkey, cut = 1) AS cuts FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
-            "AND bots = {b:UInt8} AND has({days:Array(Date)}, day) AND has({rows:Array(UInt64)}, sig) GROUP BY day, sig) AS v "
-            "ON d.day = v.day AND d.rows = v.rows",
+            "SELECT d.scope, {t:UInt16}, {b:UInt8}, d.day, d.sig, d.rows, v.links, v.cuts FROM (SELECT "
+            "arrayJoin(arrayZip({s:Array(String)}, {days:Array(Date)}, {sigs:Array(UInt64)}, {rows:Array(UInt64)})) AS x, "
+            "x.1 AS scope, x.2 AS day, x.3 AS sig, x.4 AS rows) AS d LEFT JOIN (SELECT sig AS rows, groupArrayIf(vkey, link = 1) "
+            f"AS links, groupArrayIf(vkey, cut = 1) AS cuts FROM {visits_table(store)} WHERE has({{s:Array(String)}}, scope) "
+            "AND timeout = {t:UInt16} AND bots = {b:UInt8} AND has({days:Array(Date)}, day) AND has({rows:Array(UInt64)}, sig) "
+            "GROUP BY sig) AS v ON d.rows = v.rows",
             parameters=key,
             settings={"insert_deduplication_token": token, "insert_deduplicate": 1, "join_use_nulls": 0},
         )
-    _drop_old(store, scope, q.include_bots, timeout, day_list)
+    for scope in dict.fromkeys(scopes):
+        _drop_old(store, scope, q.include_bots, timeout, [d.day for d in days if d.scope == scope])
 
 
 def _drop_old(store: Store, scope: str, bots: bool, timeout: int, days: list[dt.date]) -> None:
