@@ -27,10 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from beacon.columns import str_of
+from beacon.columns import Row, str_of
 from beacon.query import rollup
 from beacon.query.model import parse
 
@@ -89,7 +89,7 @@ class Warmer:
             q = parse({"metrics": ["visits"], "date_range": [first.isoformat(), (end - dt.timedelta(days=1)).isoformat()]})
             ran, left = rollup.build(self.store, [str_of(scope) for (scope,) in scopes], q, self.timeout, 1)
             if ran:
-                log.info("rollup: computed days of %d scopes in %.1f s; %d days left", len(scopes), time.monotonic() - started, left)
+                log.info("rollup: computed days of %s in %.1f s; %d days left", _names(scopes), time.monotonic() - started, left)
         except Exception as exc:  # noqa: BLE001 - any failure: one line, the next pass retries, flushing goes on
             log.warning("rollup pass failed (%s); retrying in %g s", str(exc).strip().splitlines()[0][:300], self.interval)
             return 0
@@ -107,3 +107,8 @@ class Warmer:
             r.pexpire(KEY, ms)
             return True
         return False
+
+
+def _names(scopes: Sequence[Row]) -> str:
+    names = [str_of(s) for (s,) in scopes]
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more scopes" if len(names) > 5 else "")
