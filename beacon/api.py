@@ -30,7 +30,6 @@ from beacon.params import (
     parse_range,
 )
 from beacon.query import funnel
-from beacon.query.warm import max_age
 from beacon.scope import MALL, PARTNER_PREFIX
 
 if TYPE_CHECKING:  # app.py builds these routes from its Core: a real cycle
@@ -198,18 +197,9 @@ def routes(core: Core) -> list[Route]:
             body = await read_query(request)
             fmt = export_format(request.headers.get("accept", ""))
             if fmt is None:
-                answer = await asyncio.to_thread(
-                    query.run,
-                    core.store,
-                    scope,
-                    body,
-                    visit_timeout=core.settings.visit_timeout,
-                    rollup_age=max_age(core.settings.rollup_interval),
-                )
+                answer = await asyncio.to_thread(query.run, core.store, scope, body, visit_timeout=core.settings.visit_timeout)
                 return Response(orjson.dumps(answer), media_type="application/json")
-            rows = query.export(
-                core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout, rollup_age=max_age(core.settings.rollup_interval)
-            )
+            rows = query.export(core.store, scope, body, fmt, visit_timeout=core.settings.visit_timeout)
             first = await asyncio.to_thread(next, rows, b"")  # the first page: ClickHouse trouble is still a 503
         except query.QueryError as exc:
             raise BadRequest(str(exc)) from None

@@ -35,7 +35,6 @@ from beacon.dashboard.session import Sessions, fingerprint
 from beacon.dashboard.throttle import SigninLimit
 from beacon.query import funnel
 from beacon.query.model import Answer, FunnelAnswer, Metric
-from beacon.query.warm import max_age
 from beacon.scope import MALL, Scope
 from beacon.types import ASGIScope, Message, Receive, Send
 
@@ -340,7 +339,7 @@ class Dashboard:
 
     async def ask(self, scope: str, body: Mapping[str, object]) -> Answer:
         """A panel's query through the same code as `/api/v2/query`, with the same settings."""
-        age = max_age(self.core.settings.rollup_interval)  # the rollup the flusher keeps (beacon/query/warm.py)
+        age = self.core.settings.dashboard_max_lag  # 0: exact; else a rollup the flusher refreshed may lag (README, Freshness)
         return await self.answer(
             lambda: query.run(self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout, rollup_age=age)
         )

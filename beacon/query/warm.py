@@ -44,12 +44,6 @@ DAYS = 61
 KEY = "beacon:rollup:warmer"
 
 
-def max_age(interval: float) -> float:
-    """Seconds a view accepts a day's rollup that is older than its events: three passes (one may be skipped
-    under a backlog, one may be under way). 0 when the flusher does not build the rollup."""
-    return 3 * interval if interval > 0 else 0.0
-
-
 class Warmer:
     def __init__(
         self,
