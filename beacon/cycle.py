@@ -35,6 +35,9 @@ _BLOCKS_BY_FIRST: dict[int, tuple[tuple[Header, ...], bytes, int]] = {}  # by id
 _NAMES: dict[bytes, bytes] = {}
 # What uvicorn's HEADER_VALUE_RE refuses: control characters but the tab.
 _CONTROLS = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
+# Every byte to itself but those, which change: a value without them translates to itself.
+# (A translation that deletes nothing takes CPython's short loop, without building a table.)
+_FLAGGED = bytes(c ^ 0x80 if c in _CONTROLS else c for c in range(256))
 
 
 def prepared(headers: list[Header] | tuple[Header, ...]) -> tuple[Header, ...]:
@@ -78,7 +81,7 @@ def _checked_line(pair: object) -> tuple[bytes, int] | None:
             return None
         if len(_NAMES) < 256:
             _NAMES[name] = low
-    if len(value.translate(None, _CONTROLS)) != len(value):  # HEADER_VALUE_RE, as a C scan
+    if value.translate(_FLAGGED) != value:  # HEADER_VALUE_RE, as a C scan
         return None
     n = -1
     if low == b"content-length":

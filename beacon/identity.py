@@ -143,7 +143,7 @@ class Identity:
         self._rotated = _Signer(list(reversed(secret_keys)), salt=salt, clock=clock) if len(secret_keys) > 1 else None
         self._mac = _HmacSha256(self._primary.derive_key())
         self._ts_at = -1
-        self._ts_b64 = b""
+        self._ts_dot = b""
         self._max_age = scope.cookie_max_age
         # Exact signed value -> (id, signing time) of cookies whose HMAC (primary key) and id
         # checked out. The same bytes verify the same way every time, so a hit skips only the
@@ -220,18 +220,27 @@ class Identity:
         return self._signed(vid).decode("ascii")
 
     def set_cookie(self, vid: str) -> bytes:
-        return self._prefix + self._signed(vid) + self._suffix
+        value = self._value(vid)
+        return b"".join((self._prefix, value, b".", self._sig(value), self._suffix))
 
     def _signed(self, vid: str) -> bytes:
         """What `self._primary.sign(vid)` returns (itsdangerous' `<id>.<ts>.<sig>`, byte for
         byte), without its generic layers: the keyed HMAC is copied, and the encoded
         timestamp is reused within its second."""
+        value = self._value(vid)
+        return value + b"." + self._sig(value)
+
+    def _value(self, vid: str) -> bytes:
+        """`<id>.<ts>`: what is signed, the timestamp encoded once per second."""
         now = int(self._clock())
         if now != self._ts_at:
-            self._ts_b64 = base64_encode(int_to_bytes(now))
+            self._ts_dot = b"." + base64_encode(int_to_bytes(now))
             self._ts_at = now
-        value = vid.encode("ascii") + b"." + self._ts_b64
-        return value + b"." + binascii.b2a_base64(self._mac.digest(value), newline=False).translate(_URLSAFE).rstrip(b"=")
+        return vid.encode("ascii") + self._ts_dot
+
+    def _sig(self, value: bytes) -> bytes:
+        """itsdangerous' signature of `value`: HMAC-SHA256, URL-safe base64 without padding."""
+        return binascii.b2a_base64(self._mac.digest(value), newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 def cookie_value(header: bytes, name: bytes) -> str | None:

@@ -34,3 +34,22 @@ def test_a_forked_child_makes_other_ids_than_its_parent():
     parent = {new_visitor_id() for _ in range(50)}
     child_ids = set(child.decode().split())
     assert len(child_ids) == 50 and not parent & child_ids
+
+
+def test_every_random_digit_varies_and_the_fixed_bits_are_uuid4s():
+    import uuid
+
+    ids = [new_visitor_id() for _ in range(3000)]
+    for i in ids[:300]:
+        u = uuid.UUID(i)
+        assert (u.version, u.variant) == (4, uuid.RFC_4122)
+        assert str(u) == i
+    digits = [i.replace("-", "") for i in ids]
+    for pos in range(32):
+        seen = {d[pos] for d in digits}
+        if pos == 12:
+            assert seen == {"4"}
+        elif pos == 16:
+            assert seen == set("89ab")
+        else:  # 3,000 ids: every one of the 16 values shows up unless a digit is stuck
+            assert len(seen) == 16, pos
