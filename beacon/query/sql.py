@@ -64,6 +64,25 @@ PAGE = "path(url)"
 VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
 PAGEVIEW = "event = 'pageview'"
 PURCHASE = "event = 'purchase'"
+# the 7 base columns of every answer row (`_metric` in beacon/query/__init__.py), and the columns each metric reads
+AGGREGATES = (
+    ("visitors", "uniqExactIf(vkey, has_id = 1)"),
+    ("visits", "count()"),
+    ("pageviews", "sum(m_pageviews)"),
+    ("events", "sum(m_events)"),
+    ("bounces", "countIf(v_pageviews = 1)"),
+    ("duration_ms", "sum(v_duration)"),
+    ("visit_pageviews", "sum(v_pageviews)"),
+)
+NEEDS = {
+    "visitors": ("visitors",),
+    "visits": ("visits",),
+    "pageviews": ("pageviews",),
+    "events": ("events",),
+    "bounce_rate": ("visits", "bounces"),
+    "visit_duration": ("visits", "duration_ms"),
+    "views_per_visit": ("visits", "visit_pageviews"),
+}
 
 
 @dataclasses.dataclass
@@ -580,6 +599,11 @@ class Builder:
             f"FROM ({rows}) WHERE arrayExists(x_page -> {self.where(expr)}, pg_pages)"
         )
 
+    def needed(self) -> set[str]:
+        """The columns of `AGGREGATES` the query's metrics read; the others are 0, so ClickHouse neither reads
+        nor computes what feeds them (e.g. a page filter's matching pageviews for a panel of visitors)."""
+        return {c for m in self.q.metrics for c in NEEDS.get(m, ())}
+
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, object]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
         duration_ms (sum), visit_pageviews (sum), and total_rows when asked."""
@@ -589,18 +613,7 @@ class Builder:
         for name, direction in self.q.order_by:
             order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
         order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
-        select = ", ".join(
-            dims
-            + [
-                "uniqExactIf(vkey, has_id = 1) AS visitors",
-                "count() AS visits",
-                "sum(m_pageviews) AS pageviews",
-                "sum(m_events) AS events",
-                "countIf(v_pageviews = 1) AS bounces",
-                "sum(v_duration) AS duration_ms",
-                "sum(v_pageviews) AS visit_pageviews",
-            ]
-        )
+        select = ", ".join(dims + [f"{expr} AS {name}" if name in self.needed() else f"0 AS {name}" for name, expr in AGGREGATES])
         select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
         ordering = {
             "o_visitors": "visitors",
