@@ -47,9 +47,18 @@ ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
 # their events, so page or name filters and breakdowns read visits too (added by issue 13; VERSION
 # changes every day's signature)
 PAGE_COLUMNS = (
-    "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32), names Array(String), name_events Array(UInt32)"
+    "pages Array(LowCardinality(String)), page_pageviews Array(UInt32), page_events Array(UInt32), "
+    "names Array(LowCardinality(String)), name_events Array(UInt32)"
 )
-VERSION = 3
+# paths and names as dictionary codes (VERSION 4): a page filter or breakdown reads and compares
+# integers, not every visit's strings (docs/benchmarks.md, "Top pages and the page filter")
+DICTIONARY = {
+    "entry_page": "LowCardinality(String)",
+    "exit_page": "LowCardinality(String)",
+    "pages": "Array(LowCardinality(String))",
+    "names": "Array(LowCardinality(String))",
+}
+VERSION = 4
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
@@ -74,7 +83,8 @@ def ddl(store: Store) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {visits_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
         "day Date, sig UInt64, vkey UInt64, has_id UInt8, link UInt8, cut UInt8, first_camp UInt64, last_camp UInt64, "
         "start_ms Int64, pageviews UInt32, "
-        f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String, {PAGE_COLUMNS}) ENGINE = MergeTree "
+        f"events UInt32, duration_ms Int64, {attrs}, entry_page {DICTIONARY['entry_page']}, exit_page {DICTIONARY['exit_page']}, "
+        f"{PAGE_COLUMNS}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
@@ -96,6 +106,19 @@ def migrate(store: Store) -> None:
         store.command(sql)
     for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
         store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
+    types = dict(
+        store.query(
+            "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String}",
+            {"d": store.database, "t": f"{store.table}_visits"},
+        )
+    )
+    if any(types.get(name) != type_ for name, type_ in DICTIONARY.items()):
+        # strings of a release before VERSION 4: its rows would be ignored anyway (their signatures are of
+        # an older VERSION), so they go, and the columns change type on an empty table (no mutation)
+        for table in (visits_table(store), marks_table(store)):
+            store.command(f"TRUNCATE TABLE {table}")
+        for name, type_ in DICTIONARY.items():
+            store.command(f"ALTER TABLE {visits_table(store)} MODIFY COLUMN {name} {type_}")
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
