@@ -34,7 +34,7 @@ import datetime as dt
 import hashlib
 from typing import TYPE_CHECKING
 
-from beacon.columns import date_of, int_of, ints_of
+from beacon.columns import date_of, int_of, ints_of, str_of
 from beacon.query.model import VISIT_DIMENSIONS, Query
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
@@ -106,12 +106,13 @@ def migrate(store: Store) -> None:
         store.command(sql)
     for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
         store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
-    types = dict(
-        store.query(
+    types = {
+        str_of(name): str_of(type_)
+        for name, type_ in store.query(
             "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String}",
             {"d": store.database, "t": f"{store.table}_visits"},
         )
-    )
+    }
     if any(types.get(name) != type_ for name, type_ in DICTIONARY.items()):
         # strings of a release before VERSION 4: its rows would be ignored anyway (their signatures are of
         # an older VERSION), so they go, and the columns change type on an empty table (no mutation)
