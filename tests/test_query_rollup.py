@@ -203,6 +203,28 @@ QUERIES = [
         "dimensions": ["event:page"],
         "filters": [["is", "event:page", ["/a", "/b"]], ["is", "visit:source", ["Google", "Bing"]]],
     },
+    # page and name together, from each visit's (page, name) pairs: the custom events panel after clicking a page,
+    # the top pages after clicking an event, both as dimensions, a visit breakdown and the series with both filters
+    {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:name"], "filters": [["is", "event:page", ["/b"]]]},
+    {
+        "metrics": ALL,
+        "date_range": RANGE,
+        "dimensions": ["event:page"],
+        "filters": [["is", "event:name", ["click"]], ["is_not", "visit:device", ["mobile"]]],
+    },
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:page", "event:name"], "filters": [["is_not", "event:page", ["/a"]]]},
+    {
+        "metrics": ALL,
+        "date_range": RANGE,
+        "dimensions": ["visit:source"],
+        "filters": [["or", [["is", "event:page", ["/c"]], ["is", "event:name", ["click"]]]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:name"],
+        "filters": [["contains", "event:page", ["/b", "/d"]]],
+    },
 ]
 
 
@@ -230,7 +252,7 @@ def test_page_queries_read_the_rollup_not_the_events(data: Any) -> None:
     from beacon.query.model import parse
     from beacon.query.sql import Builder
 
-    for body in QUERIES[-18:]:
+    for body in QUERIES[-23:]:
         q = parse(body, NOW)
         b = Builder(q, "mall", data.full_table, 30)
         assert rollup.usable(q, b), body

@@ -48,7 +48,9 @@ ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
 # changes every day's signature)
 PAGE_COLUMNS = (
     "pages Array(LowCardinality(String)), page_pageviews Array(UInt32), page_events Array(UInt32), "
-    "names Array(LowCardinality(String)), name_events Array(UInt32)"
+    "names Array(LowCardinality(String)), name_events Array(UInt32), "
+    # and each (page, event name) with its events, so a page filter with an event:name breakdown (or the reverse) reads visits
+    "pn_pages Array(LowCardinality(String)), pn_names Array(LowCardinality(String)), pn_events Array(UInt32)"
 )
 # paths and names as dictionary codes (VERSION 4): a page filter or breakdown reads and compares
 # integers, not every visit's strings (docs/benchmarks.md, "Top pages and the page filter")
@@ -58,7 +60,7 @@ DICTIONARY = {
     "pages": "Array(LowCardinality(String))",
     "names": "Array(LowCardinality(String))",
 }
-VERSION = 4
+VERSION = 5
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
@@ -161,9 +163,9 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, no commerce (but purchases with visit filters), and only visit:* with event:page or event:name dimensions
-    and filters (each visit's pages and event names are in the rollup), or (counting events, each segment's events being of one
-    day) no filter and no dimension but time:day."""
+    """A range of whole UTC days, no commerce (but purchases with visit filters), and only visit:* with event:page and
+    event:name dimensions and filters (each visit's pages, event names and (page, name) pairs are in the rollup), or
+    (counting events, each segment's events being of one day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
     shop = b.shop_rolled()  # purchases from their copy, each with its visit from the rollup
@@ -256,7 +258,7 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
     visitors, arrays = b.visitors(["event"])
-    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap"]
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap", "v_pnmap"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -275,7 +277,9 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
         "arrayReduceInRanges('sumMap', ranges, arrayMap(p -> [p], s_page), arrayMap(v -> [toUInt32(v)], is_pv), "
         "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pagemap, "
         "arrayReduceInRanges('sumMap', ranges, arrayMap(e -> [toString(e)], s_event), arrayMap(v -> [toUInt32(1)], is_pv)) "
-        "AS v_namemap "
+        "AS v_namemap, "
+        "arrayReduceInRanges('sumMap', ranges, arrayMap((p, e) -> [(p, toString(e))], s_page, s_event), "
+        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pnmap "
         f"FROM ({visitors})"
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
@@ -285,7 +289,8 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
         f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
         f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
-        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
+        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2, "
+        "arrayMap(t -> t.1, v_pnmap_1.1), arrayMap(t -> t.2, v_pnmap_1.1), v_pnmap_1.2 "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
     token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"

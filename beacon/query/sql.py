@@ -76,6 +76,14 @@ AGGREGATES = (
     ("duration_ms", "sum(v_duration)"),
     ("visit_pageviews", "sum(v_pageviews)"),
 )
+# the rollup's arrays of each key (per visit: its pages, names, or (page, name) pairs, with their counts)
+KEY_COLUMNS = {
+    "event:page": ("pages", "page_pageviews", "page_events"),
+    "event:name": ("names", "name_events"),
+    "pair": ("pn_pages", "pn_names", "pn_events"),
+}
+# the lambda variable of each key's value in `Builder.paged_rows` (one page, name or pair of a visit)
+KEY_VARS = {"event:page": "x_page", "event:name": "x_name"}
 NEEDS = {
     "visitors": ("visitors",),
     "visits": ("visits",),
@@ -114,13 +122,15 @@ class Builder:
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
-        # only visit:* and event:page (or event:name): the visits rollup answers from each visit's pages or names
+        # only visit:* and event:page and/or event:name: the visits rollup answers from each visit's pages, names, or
+        # (page, name) pairs (`key`: event:page, event:name or "pair")
         event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
-        self.key = "event:name" if "event:name" in event_dims else "event:page"  # the visits' pages, or their event names
-        self.paged = self.event_plan and not self.commerce and (event_dims <= {"event:page"} or event_dims <= {"event:name"})
+        keys = event_dims & set(KEY_VARS)
+        self.key = "pair" if len(keys) == 2 else "event:name" if keys == {"event:name"} else "event:page"
+        self.paged = self.event_plan and not self.commerce and event_dims <= set(KEY_VARS)
         # time:day without visit metrics: each day's pieces of the visits (segments; a glued visit's, with its values)
         self.daily = self.event_plan and not self.commerce and "time:day" in q.dimensions and not set(q.metrics) & VISIT_METRICS
-        self.daily = self.daily and event_dims - {"time:day"} <= {self.key} and bool(q.filters)  # unfiltered: `events_only`
+        self.daily = self.daily and event_dims - {"time:day"} <= set(KEY_VARS) and bool(q.filters)  # unfiltered: `events_only`
         self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
@@ -454,7 +464,7 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        pages = f"day AS pg_day, {self.keyed('pages', 'page_pageviews', 'page_events', 'names', 'name_events')}, " if self.paged else ""
+        pages = f"day AS pg_day, {self.keyed(lambda c: c)}, " if self.paged else ""
         rows = (
             f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.plan.table} WHERE {self.rolled_where()} "
@@ -490,9 +500,7 @@ class Builder:
             "entry_page",
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
-        names += (
-            (["pages", "page_pageviews", "page_events"] if self.key == "event:page" else ["names", "name_events"]) if self.paged else []
-        )
+        names += list(KEY_COLUMNS[self.key]) if self.paged else []
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -518,7 +526,9 @@ class Builder:
         if starts:  # each visit's start (the purchases' ASOF JOIN)
             per_visit.append(("arrayReduceInRanges('min', ranges, g_start_ms)", "v_st"))
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
-            maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
+            maps = ", ".join("g_" + c for c in KEY_COLUMNS[self.key])
+            if self.key == "pair":  # summed by (page, name)
+                maps = "arrayMap((a, b) -> arrayZip(a, b), g_pn_pages, g_pn_names), g_pn_events"
             per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
@@ -549,16 +559,16 @@ class Builder:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, "
-                f"{self.keyed('g_pages', 'g_page_pageviews', 'g_page_events', 'g_names', 'g_name_events')} "
+                f"{self.keyed(lambda c: 'g_' + c)} "
                 f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, "
-                + ("g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events")
+                + ", ".join("g_" + c for c in KEY_COLUMNS[self.key])
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         if self.paged:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
-                f"{self.keyed('v_pagemap_j.1', 'v_pagemap_j.2', 'v_pagemap_j.3', 'v_pagemap_j.1', 'v_pagemap_j.2')} "
+                f"{self.keyed(self.glued_map)} "
                 f"FROM ({visits}) ARRAY JOIN {joined}"
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
@@ -569,36 +579,64 @@ class Builder:
             f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
         )
 
-    def keyed(self, pages: str, pvs: str, evs: str, names: str, name_evs: str) -> str:
+    def keyed(self, col: Callable[[str], str]) -> str:
         """`pg_pages`, `pg_pvs`, `pg_evs` of a visit: its pages, or (for event:name) its event names, with their
-        pageviews and events (an event name's pageviews are its events when it is `pageview`)."""
+        pageviews and events (an event name's pageviews are its events when it is `pageview`); for a pair,
+        `pg_pages` and `pg_names` hold each (page, name) of the visit. `col` names a rollup column's array."""
         if self.key == "event:page":
-            return f"{pages} AS pg_pages, {pvs} AS pg_pvs, {evs} AS pg_evs"
-        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {name_evs})"
-        return f"{names} AS pg_pages, {pvs_of_names} AS pg_pvs, {name_evs} AS pg_evs"
+            return f"{col('pages')} AS pg_pages, {col('page_pageviews')} AS pg_pvs, {col('page_events')} AS pg_evs"
+        names, evs = (col("pn_names"), col("pn_events")) if self.key == "pair" else (col("names"), col("name_events"))
+        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {evs})"
+        pages = f"{col('pn_pages')} AS pg_pages, {names} AS pg_names" if self.key == "pair" else f"{names} AS pg_pages"
+        return f"{pages}, {pvs_of_names} AS pg_pvs, {evs} AS pg_evs"
+
+    def glued_map(self, name: str) -> str:
+        """A rollup column's array for a glued visit, from its summed map `v_pagemap_j` (keys, then sums)."""
+        if self.key == "pair":
+            return {"pn_pages": "arrayMap(t -> t.1, v_pagemap_j.1)", "pn_names": "arrayMap(t -> t.2, v_pagemap_j.1)"}.get(
+                name, "v_pagemap_j.2"
+            )
+        return f"v_pagemap_j.{KEY_COLUMNS[self.key].index(name) + 1}"
 
     def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
         """Rows of the event plan's shape from visits with their day and pages (`pg_day`, `pg_pages`, ...).
 
-        An event's filter depends only on its page and its visit, so the events of one page of a
-        visit all match or all fail: with event:page as a dimension, one row per (page, visit)
-        that matches; without, one row per visit with a matching page, counting its matching
-        pages' pageviews and events (as the event plan counts the matching events)."""
+        An event's filter depends only on its page (name, or both) and its visit, so the events of
+        one page of a visit all match or all fail: with event:page as a dimension, one row per
+        (page, visit) that matches; without, one row per visit with a matching page, counting its
+        matching pages' pageviews and events (as the event plan counts the matching events). For a
+        pair with only one of its keys as a dimension, the visit's matching pairs are summed by
+        that key (`sumMap`), one row per (value, visit) as the event plan groups them."""
+
+        keys = list(KEY_VARS) if self.key == "pair" else [self.key]
+        var = {k: KEY_VARS[k] for k in keys}
 
         def expr(d: str) -> str:
-            return "x_page" if d == self.key else "toString(pg_day)" if d == "time:day" else attr(d)
+            return var[d] if d in var else "toString(pg_day)" if d == "time:day" else attr(d)
 
         # filters on the page (or name) are checked per page; the others once per visit, before any page
-        on_key = [f for f in self.q.filters if self.key in _dims(f)]
+        on_key = [f for f in self.q.filters if _dims(f) & set(keys)]
         per_row = " AND ".join(self.condition(f, expr) for f in self.q.filters if f not in on_key) or "1"
         per_page = " AND ".join(self.condition(f, expr) for f in on_key) or "1"
+        arrays = {"event:page": "pg_pages", "event:name": "pg_names" if self.key == "pair" else "pg_pages"}
+        args, lists = ", ".join(var[k] for k in keys), ", ".join(arrays[k] for k in keys)
         dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
-        if self.key in self.q.dimensions:
+        as_dims = [k for k in keys if k in self.q.dimensions]
+        if as_dims == keys:  # one row per matching page (name, pair) of a visit
+            joined = ", ".join(f"{arrays[k]} AS {var[k]}" for k in keys)
             return (
                 f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
-                f"ARRAY JOIN pg_pages AS x_page, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {per_row} AND {per_page}"
+                f"ARRAY JOIN {joined}, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {per_row} AND {per_page}"
             )
-        matching = f"SELECT *, arrayMap(x_page -> toUInt8({per_page}), pg_pages) AS pg_ok FROM ({rows}) WHERE {per_row}"
+        matching = f"SELECT *, arrayMap(({args}) -> toUInt8({per_page}), {lists}) AS pg_ok FROM ({rows}) WHERE {per_row}"
+        if as_dims:  # a pair with one of its keys as the dimension: the visit's matching pairs summed by that key
+            key = as_dims[0]
+            picked = ", ".join(f"[arrayFilter((x, ok) -> ok = 1, {a}, pg_ok)]" for a in (arrays[key], "pg_evs", "pg_pvs"))
+            return (
+                f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration "
+                f"FROM (SELECT *, arrayReduce('sumMap', {picked}) AS pg_sums FROM ({matching}) WHERE has(pg_ok, 1)) "
+                f"ARRAY JOIN pg_sums.1 AS {var[key]}, pg_sums.2 AS x_ev, pg_sums.3 AS x_pv"
+            )
         return (
             f"SELECT {dims}vkey, has_id, arraySum((ok, n) -> ok * n, pg_ok, pg_evs) AS m_events, "
             f"arraySum((ok, n) -> ok * n, pg_ok, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
