@@ -355,9 +355,13 @@ class Builder:
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
-            irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
+            # without a visit metric, dimension or filter, how segments glue into visits changes no answer (pageviews and
+            # events are sums, visitors distinct keys, `visits` is not computed): every segment is read as it is
+            whole = not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS
+            glue = [] if whole else list(self.rollup.irregular)
+            irregular = self.p.bind(glue, "Array(UInt64)")
             rolled = self.rolled(irregular)
-            return f"{rolled} UNION ALL {self.glued(irregular)}" if self.rollup.irregular else rolled
+            return f"{rolled} UNION ALL {self.glued(irregular)}" if glue else rolled
         if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS:
             return self.events_shop() if self.commerce else self.events_only()
         for d in self.visit_dims:
