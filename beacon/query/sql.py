@@ -609,8 +609,8 @@ class Builder:
         one page of a visit all match or all fail: with event:page as a dimension, one row per
         (page, visit) that matches; without, one row per visit with a matching page, counting its
         matching pages' pageviews and events (as the event plan counts the matching events). For a
-        pair with only one of its keys as a dimension, the visit's matching pairs are summed by
-        that key (`sumMap`), one row per (value, visit) as the event plan groups them."""
+        pair with only one of its keys as a dimension, one row per distinct value of that key
+        among the visit's matching pairs, with their sums (as the event plan groups them)."""
 
         keys = list(KEY_VARS) if self.key == "pair" else [self.key]
         var = {k: KEY_VARS[k] for k in keys}
@@ -633,13 +633,13 @@ class Builder:
                 f"ARRAY JOIN {joined}, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {per_row} AND {per_page}"
             )
         matching = f"SELECT *, arrayMap(({args}) -> toUInt8({per_page}), {lists}) AS pg_ok FROM ({rows}) WHERE {per_row}"
-        if as_dims:  # a pair with one of its keys as the dimension: the visit's matching pairs summed by that key
-            key = as_dims[0]
-            picked = ", ".join(f"[arrayFilter((x, ok) -> ok = 1, {a}, pg_ok)]" for a in (arrays[key], "pg_evs", "pg_pvs"))
+        if as_dims:  # a pair with one of its keys as the dimension: one row per value of the visit's matching pairs
+            key, other = as_dims[0], arrays[as_dims[0]]
+            summed = "arraySum((x, ok, n) -> if(ok = 1 AND x = {v}, n, 0), {a}, pg_ok, {n})"
             return (
-                f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration "
-                f"FROM (SELECT *, arrayReduce('sumMap', {picked}) AS pg_sums FROM ({matching}) WHERE has(pg_ok, 1)) "
-                f"ARRAY JOIN pg_sums.1 AS {var[key]}, pg_sums.2 AS x_ev, pg_sums.3 AS x_pv"
+                f"SELECT {dims}vkey, has_id, {summed.format(v=var[key], a=other, n='pg_evs')} AS m_events, "
+                f"{summed.format(v=var[key], a=other, n='pg_pvs')} AS m_pageviews, v_pageviews, v_duration "
+                f"FROM ({matching}) ARRAY JOIN arrayDistinct(arrayFilter((x, ok) -> ok = 1, {other}, pg_ok)) AS {var[key]}"
             )
         return (
             f"SELECT {dims}vkey, has_id, arraySum((ok, n) -> ok * n, pg_ok, pg_evs) AS m_events, "
