@@ -353,3 +353,21 @@ def test_migrate_turns_the_strings_of_an_earlier_rollup_into_dictionary_codes(st
         assert old.query(f"SELECT count() FROM {rollup.visits_table(old)}")[0][0] > 0  # computed again, as dictionary codes
     finally:
         store.command("DROP DATABASE IF EXISTS beacon_v3_rollup")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"date_range": RANGE, "dimensions": ["visit:source"], "filters": [["is", "event:page", ["/a", "/b"]]]},
+        {"date_range": RANGE, "dimensions": ["event:page"]},
+        {"date_range": RANGE, "dimensions": ["event:name"], "filters": [["is_not", "event:page", ["/c"]]]},
+    ],
+)
+def test_a_metric_asked_alone_is_its_column_of_every_metric(data: Any, body: dict[str, Any]) -> None:
+    """Only the columns a query's metrics read are computed (sql.NEEDS): each metric alone gives what it gives among all."""
+    order = [["visit:source" if "visit:source" in body["dimensions"] else body["dimensions"][0], "asc"]]
+    every = query.run(data, "mall", {**body, "metrics": ALL, "order_by": order}, now=NOW)["results"]
+    assert every
+    for i, metric in enumerate(ALL):
+        alone = query.run(data, "mall", {**body, "metrics": [metric], "order_by": order}, now=NOW)["results"]
+        assert alone == [{"dimensions": r["dimensions"], "metrics": [r["metrics"][i]]} for r in every], metric
