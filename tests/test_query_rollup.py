@@ -190,6 +190,41 @@ QUERIES = [
         "dimensions": ["time:day", "event:name"],
         "filters": [["is_not", "visit:utm_campaign", ["spring"]]],
     },
+    # a page filter (any case) with a visit filter: pages checked per page, the visit filter once per visit
+    {
+        "metrics": ["visitors", "pageviews", "bounce_rate"],
+        "date_range": RANGE,
+        "dimensions": ["visit:source"],
+        "filters": [["is", "event:page", ["/A", "/c"], {"case_sensitive": False}], ["is_not", "visit:device", ["mobile"]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews"],
+        "date_range": RANGE,
+        "dimensions": ["event:page"],
+        "filters": [["is", "event:page", ["/a", "/b"]], ["is", "visit:source", ["Google", "Bing"]]],
+    },
+    # page and name together, from each visit's (page, name) pairs: the custom events panel after clicking a page,
+    # the top pages after clicking an event, both as dimensions, a visit breakdown and the series with both filters
+    {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:name"], "filters": [["is", "event:page", ["/b"]]]},
+    {
+        "metrics": ALL,
+        "date_range": RANGE,
+        "dimensions": ["event:page"],
+        "filters": [["is", "event:name", ["click"]], ["is_not", "visit:device", ["mobile"]]],
+    },
+    {"metrics": ALL, "date_range": RANGE, "dimensions": ["event:page", "event:name"], "filters": [["is_not", "event:page", ["/a"]]]},
+    {
+        "metrics": ALL,
+        "date_range": RANGE,
+        "dimensions": ["visit:source"],
+        "filters": [["or", [["is", "event:page", ["/c"]], ["is", "event:name", ["click"]]]]],
+    },
+    {
+        "metrics": ["visitors", "pageviews", "events"],
+        "date_range": RANGE,
+        "dimensions": ["time:day", "event:name"],
+        "filters": [["contains", "event:page", ["/b", "/d"]]],
+    },
 ]
 
 
@@ -217,7 +252,7 @@ def test_page_queries_read_the_rollup_not_the_events(data: Any) -> None:
     from beacon.query.model import parse
     from beacon.query.sql import Builder
 
-    for body in QUERIES[-16:]:
+    for body in QUERIES[-23:]:
         q = parse(body, NOW)
         b = Builder(q, "mall", data.full_table, 30)
         assert rollup.usable(q, b), body
@@ -291,3 +326,48 @@ def test_migrate_adds_the_rollup_to_a_table_of_the_previous_release(store: Any, 
         assert prev.query(f"SELECT sum(events) FROM {rollup.days_table(prev)}") == [(4,)]
     finally:
         store.command("DROP DATABASE IF EXISTS beacon_prev_rollup")
+
+
+def test_migrate_turns_the_strings_of_an_earlier_rollup_into_dictionary_codes(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VERSION 3 rollup (pages and names as strings, with rows) is emptied and retyped; answers stay the plan's."""
+    from beacon.store import Store
+
+    store.command("DROP DATABASE IF EXISTS beacon_v3_rollup")
+    old = Store(store.dsn, "beacon_v3_rollup", "events", 395, 1000)
+    try:
+        old.migrate()
+        old.command(f"DROP TABLE {rollup.visits_table(old)}")
+        strings = rollup.ddl(old)[0].replace("Array(LowCardinality(String))", "Array(String)")
+        old.command(strings.replace("_page LowCardinality(String)", "_page String"))
+        insert(old, scripted())
+        body = {"metrics": ["visitors", "pageviews"], "date_range": RANGE, "dimensions": ["event:page"]}
+        query.run(old, "mall", body, now=NOW)  # rows of the strings' table
+        assert old.query(f"SELECT count() FROM {rollup.visits_table(old)}")[0][0] > 0
+        old.migrate()
+        old.migrate()  # safe to repeat
+        types = dict(old.query("SELECT name, type FROM system.columns WHERE database = 'beacon_v3_rollup' AND table = 'events_visits'"))
+        assert {name: types[name] for name in rollup.DICTIONARY} == rollup.DICTIONARY
+        assert old.query(f"SELECT count() FROM {rollup.visits_table(old)}")[0][0] == 0
+        rolled, plain = both(old, body, monkeypatch)
+        assert rolled == plain and plain
+        assert old.query(f"SELECT count() FROM {rollup.visits_table(old)}")[0][0] > 0  # computed again, as dictionary codes
+    finally:
+        store.command("DROP DATABASE IF EXISTS beacon_v3_rollup")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"date_range": RANGE, "dimensions": ["visit:source"], "filters": [["is", "event:page", ["/a", "/b"]]]},
+        {"date_range": RANGE, "dimensions": ["event:page"]},
+        {"date_range": RANGE, "dimensions": ["event:name"], "filters": [["is_not", "event:page", ["/c"]]]},
+    ],
+)
+def test_a_metric_asked_alone_is_its_column_of_every_metric(data: Any, body: dict[str, Any]) -> None:
+    """Only the columns a query's metrics read are computed (sql.NEEDS): each metric alone gives what it gives among all."""
+    order = [["visit:source" if "visit:source" in body["dimensions"] else body["dimensions"][0], "asc"]]
+    every = query.run(data, "mall", {**body, "metrics": ALL, "order_by": order}, now=NOW)["results"]
+    assert every
+    for i, metric in enumerate(ALL):
+        alone = query.run(data, "mall", {**body, "metrics": [metric], "order_by": order}, now=NOW)["results"]
+        assert alone == [{"dimensions": r["dimensions"], "metrics": [r["metrics"][i]]} for r in every], metric

@@ -40,7 +40,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING
 
-from beacon.columns import date_of, int_of, ints_of
+from beacon.columns import date_of, int_of, ints_of, str_of
 from beacon.query.model import VISIT_DIMENSIONS, Query
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
@@ -53,9 +53,22 @@ ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
 # their events, so page or name filters and breakdowns read visits too (added by issue 13; VERSION
 # changes every day's signature)
 PAGE_COLUMNS = (
-    "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32), names Array(String), name_events Array(UInt32)"
+    "pages Array(LowCardinality(String)), page_pageviews Array(UInt32), page_events Array(UInt32), "
+    "names Array(LowCardinality(String)), name_events Array(UInt32), "
+    # and each (page, event name) with its events, so a page filter with an event:name breakdown (or the reverse) reads visits
+    "pn_pages Array(LowCardinality(String)), pn_names Array(LowCardinality(String)), pn_events Array(UInt32)"
 )
-VERSION = 4  # 4: rows carry a signature of their computation (`rows` in the marks), days computed many at a time
+# paths and names as dictionary codes (i13-pages): a page filter or breakdown reads and compares
+# integers, not every visit's strings (docs/benchmarks.md, "Top pages and the page filter")
+DICTIONARY = {
+    "entry_page": "LowCardinality(String)",
+    "exit_page": "LowCardinality(String)",
+    "pages": "Array(LowCardinality(String))",
+    "names": "Array(LowCardinality(String))",
+}
+# 6: rows carry a signature of their computation (`rows` in the marks), days computed many at a time,
+# paths and names as dictionary codes, (page, event name) pairs per visit
+VERSION = 6
 # events per INSERT ... SELECT of many days: bounds its memory (every event of its days in per-visitor arrays) and how
 # long it holds the store's lock (beacon up: the web's queries wait for it)
 CHUNK_EVENTS = 2_000_000
@@ -83,7 +96,8 @@ def ddl(store: Store) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {visits_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
         "day Date, sig UInt64, vkey UInt64, has_id UInt8, link UInt8, cut UInt8, first_camp UInt64, last_camp UInt64, "
         "start_ms Int64, pageviews UInt32, "
-        f"events UInt32, duration_ms Int64, {attrs}, entry_page String, exit_page String, {PAGE_COLUMNS}) ENGINE = MergeTree "
+        f"events UInt32, duration_ms Int64, {attrs}, entry_page {DICTIONARY['entry_page']}, exit_page {DICTIONARY['exit_page']}, "
+        f"{PAGE_COLUMNS}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
@@ -114,6 +128,20 @@ def migrate(store: Store) -> None:
         store.command(f"ALTER TABLE {marks_table(store)} ADD COLUMN IF NOT EXISTS at DateTime64(6, 'UTC') DEFAULT now64(6)")
     for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
         store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
+    types = {
+        str_of(name): str_of(type_)
+        for name, type_ in store.query(
+            "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String}",
+            {"d": store.database, "t": f"{store.table}_visits"},
+        )
+    }
+    if any(types.get(name) != type_ for name, type_ in DICTIONARY.items()):
+        # strings of a release before VERSION 4: its rows would be ignored anyway (their signatures are of
+        # an older VERSION), so they go, and the columns change type on an empty table (no mutation)
+        for table in (visits_table(store), marks_table(store)):
+            store.command(f"TRUNCATE TABLE {table}")
+        for name, type_ in DICTIONARY.items():
+            store.command(f"ALTER TABLE {visits_table(store)} MODIFY COLUMN {name} {type_}")
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
     if not existed:  # a table made by an earlier release: its days, once
@@ -155,9 +183,9 @@ class Plan:
 
 
 def usable(q: Query, b: Builder) -> bool:
-    """A range of whole UTC days, no commerce (but purchases with visit filters), and only visit:* with event:page or event:name dimensions
-    and filters (each visit's pages and event names are in the rollup), or (counting events, each segment's events being of one
-    day) no filter and no dimension but time:day."""
+    """A range of whole UTC days, no commerce (but purchases with visit filters), and only visit:* with event:page and
+    event:name dimensions and filters (each visit's pages, event names and (page, name) pairs are in the rollup), or
+    (counting events, each segment's events being of one day) no filter and no dimension but time:day."""
     midnight = dt.time(0, 0)
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
     shop = b.shop_rolled()  # purchases from their copy, each with its visit from the rollup
@@ -355,7 +383,7 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
     visitors, arrays = b.visitors(["event"])
-    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap"]
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap", "v_pnmap"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     lo = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -378,7 +406,9 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
         "arrayReduceInRanges('sumMap', ranges, arrayMap(p -> [p], s_page), arrayMap(v -> [toUInt32(v)], is_pv), "
         "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pagemap, "
         "arrayReduceInRanges('sumMap', ranges, arrayMap(e -> [toString(e)], s_event), arrayMap(v -> [toUInt32(1)], is_pv)) "
-        "AS v_namemap "
+        "AS v_namemap, "
+        "arrayReduceInRanges('sumMap', ranges, arrayMap((p, e) -> [(p, toString(e))], s_page, s_event), "
+        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pnmap "
         f"FROM ({visitors})"
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
@@ -390,12 +420,14 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
         f"{link}, v_cut_1, "
         "v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
-        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
+        "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2, "
+        "arrayMap(t -> t.1, v_pnmap_1.1), arrayMap(t -> t.2, v_pnmap_1.1), v_pnmap_1.2 "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
     columns = (
         "scope, timeout, bots, day, sig, vkey, has_id, link, cut, first_camp, last_camp, start_ms, pageviews, events, "
-        f"duration_ms, {', '.join(f'`{c}`' for c in ATTRS)}, entry_page, exit_page, pages, page_pageviews, page_events, names, name_events"
+        f"duration_ms, {', '.join(f'`{c}`' for c in ATTRS)}, entry_page, exit_page, pages, page_pageviews, page_events, "
+        "names, name_events, pn_pages, pn_names, pn_events"
     )
     token = f"visits-{run}"
     with store._lock:  # noqa: SLF001 - one INSERT ... SELECT with its own settings, under the store's lock

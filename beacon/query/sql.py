@@ -64,6 +64,35 @@ PAGE = "path(url)"
 VISIT_METRICS = {"visits", "bounce_rate", "visit_duration", "views_per_visit"}
 PAGEVIEW = "event = 'pageview'"
 PURCHASE = "event = 'purchase'"
+# the 7 base columns of every answer row (`_metric` in beacon/query/__init__.py), and the columns each metric reads
+AGGREGATES = (
+    # exact distinct visitors by sorting each group's keys: ~40% less CPU than uniqExact's hash sets, whose
+    # per-thread sets must be merged (docs/benchmarks.md, "Top pages and the page filter")
+    ("visitors", "arrayCount(d -> d != 0, arrayDifference(arraySort(groupArrayIf(vkey, has_id = 1)))) + (countIf(has_id = 1) > 0)"),
+    ("visits", "count()"),
+    ("pageviews", "sum(m_pageviews)"),
+    ("events", "sum(m_events)"),
+    ("bounces", "countIf(v_pageviews = 1)"),
+    ("duration_ms", "sum(v_duration)"),
+    ("visit_pageviews", "sum(v_pageviews)"),
+)
+# the rollup's arrays of each key (per visit: its pages, names, or (page, name) pairs, with their counts)
+KEY_COLUMNS = {
+    "event:page": ("pages", "page_pageviews", "page_events"),
+    "event:name": ("names", "name_events"),
+    "pair": ("pn_pages", "pn_names", "pn_events"),
+}
+# the lambda variable of each key's value in `Builder.paged_rows` (one page, name or pair of a visit)
+KEY_VARS = {"event:page": "x_page", "event:name": "x_name"}
+NEEDS = {
+    "visitors": ("visitors",),
+    "visits": ("visits",),
+    "pageviews": ("pageviews",),
+    "events": ("events",),
+    "bounce_rate": ("visits", "bounces"),
+    "visit_duration": ("visits", "duration_ms"),
+    "views_per_visit": ("visits", "visit_pageviews"),
+}
 
 
 @dataclasses.dataclass
@@ -93,13 +122,15 @@ class Builder:
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
         self.event_plan = self.event_plan or self.commerce  # conversions and revenue are read per event
-        # only visit:* and event:page (or event:name): the visits rollup answers from each visit's pages or names
+        # only visit:* and event:page and/or event:name: the visits rollup answers from each visit's pages, names, or
+        # (page, name) pairs (`key`: event:page, event:name or "pair")
         event_dims = {d for d in (*q.dimensions, *self.filter_dims) if is_event_level(d)}
-        self.key = "event:name" if "event:name" in event_dims else "event:page"  # the visits' pages, or their event names
-        self.paged = self.event_plan and not self.commerce and (event_dims <= {"event:page"} or event_dims <= {"event:name"})
+        keys = event_dims & set(KEY_VARS)
+        self.key = "pair" if len(keys) == 2 else "event:name" if keys == {"event:name"} else "event:page"
+        self.paged = self.event_plan and not self.commerce and event_dims <= set(KEY_VARS)
         # time:day without visit metrics: each day's pieces of the visits (segments; a glued visit's, with its values)
         self.daily = self.event_plan and not self.commerce and "time:day" in q.dimensions and not set(q.metrics) & VISIT_METRICS
-        self.daily = self.daily and event_dims - {"time:day"} <= {self.key} and bool(q.filters)  # unfiltered: `events_only`
+        self.daily = self.daily and event_dims - {"time:day"} <= set(KEY_VARS) and bool(q.filters)  # unfiltered: `events_only`
         self.paged = self.paged or self.daily
         self.cols: dict[str, str] = {}
         self.visit_dims: list[str] = []
@@ -335,9 +366,13 @@ class Builder:
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
-            irregular = self.p.bind(list(self.rollup.irregular), "Array(UInt64)")
+            # without a visit metric, dimension or filter, how segments glue into visits changes no answer (pageviews and
+            # events are sums, visitors distinct keys, `visits` is not computed): every segment is read as it is
+            whole = not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS
+            glue = [] if whole else list(self.rollup.irregular)
+            irregular = self.p.bind(glue, "Array(UInt64)")
             rolled = self.rolled(irregular)
-            return f"{rolled} UNION ALL {self.glued(irregular)}" if self.rollup.irregular else rolled
+            return f"{rolled} UNION ALL {self.glued(irregular)}" if glue else rolled
         if not self.visit_dims and not set(self.q.metrics) & VISIT_METRICS:
             return self.events_shop() if self.commerce else self.events_only()
         for d in self.visit_dims:
@@ -444,7 +479,7 @@ class Builder:
         """One row per visit from the rollup, every visitor but the irregular ones, shaped like the visit plan's rows."""
         source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
         attrs = "".join(f"{source[d]} AS {self.cols[d]}, " for d in self.visit_dims)
-        pages = f"day AS pg_day, {self.keyed('pages', 'page_pageviews', 'page_events', 'names', 'name_events')}, " if self.paged else ""
+        pages = f"day AS pg_day, {self.keyed(lambda c: c)}, " if self.paged else ""
         rows = (
             f"SELECT {attrs}{pages}vkey, has_id, events AS m_events, pageviews AS m_pageviews, pageviews AS v_pageviews, "
             f"duration_ms AS v_duration FROM {self.plan.table} WHERE {self.rolled_where()} "
@@ -480,9 +515,7 @@ class Builder:
             "entry_page",
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
-        names += (
-            (["pages", "page_pageviews", "page_events"] if self.key == "event:page" else ["names", "name_events"]) if self.paged else []
-        )
+        names += list(KEY_COLUMNS[self.key]) if self.paged else []
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -508,7 +541,9 @@ class Builder:
         if starts:  # each visit's start (the purchases' ASOF JOIN)
             per_visit.append(("arrayReduceInRanges('min', ranges, g_start_ms)", "v_st"))
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
-            maps = "g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events"
+            maps = ", ".join("g_" + c for c in KEY_COLUMNS[self.key])
+            if self.key == "pair":  # summed by (page, name)
+                maps = "arrayMap((a, b) -> arrayZip(a, b), g_pn_pages, g_pn_names), g_pn_events"
             per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
         visits = (
             f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
@@ -539,16 +574,16 @@ class Builder:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, 0 AS v_pageviews, 0 AS v_duration, pg_day, "
-                f"{self.keyed('g_pages', 'g_page_pageviews', 'g_page_events', 'g_names', 'g_name_events')} "
+                f"{self.keyed(lambda c: 'g_' + c)} "
                 f"FROM (SELECT *{spread} FROM ({visits})) ARRAY JOIN {segments}g_day AS pg_day, "
-                + ("g_pages, g_page_pageviews, g_page_events" if self.key == "event:page" else "g_names, g_name_events")
+                + ", ".join("g_" + c for c in KEY_COLUMNS[self.key])
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
         if self.paged:
             attrs = "".join(f"{rename[self.cols[d]]}, " for d in self.visit_dims)
             rows = (
                 f"SELECT {attrs}vkey, has_id, v_ev_j AS m_events, v_pv_j AS m_pageviews, v_pv_j AS v_pageviews, v_dur_j AS v_duration, "
-                f"{self.keyed('v_pagemap_j.1', 'v_pagemap_j.2', 'v_pagemap_j.3', 'v_pagemap_j.1', 'v_pagemap_j.2')} "
+                f"{self.keyed(self.glued_map)} "
                 f"FROM ({visits}) ARRAY JOIN {joined}"
             )
             return self.paged_rows(rows, lambda d: rename[self.cols[d]])
@@ -559,37 +594,74 @@ class Builder:
             f"v_dur_j AS v_duration FROM ({visits}) ARRAY JOIN {joined} WHERE {where}"
         )
 
-    def keyed(self, pages: str, pvs: str, evs: str, names: str, name_evs: str) -> str:
+    def keyed(self, col: Callable[[str], str]) -> str:
         """`pg_pages`, `pg_pvs`, `pg_evs` of a visit: its pages, or (for event:name) its event names, with their
-        pageviews and events (an event name's pageviews are its events when it is `pageview`)."""
+        pageviews and events (an event name's pageviews are its events when it is `pageview`); for a pair,
+        `pg_pages` and `pg_names` hold each (page, name) of the visit. `col` names a rollup column's array."""
         if self.key == "event:page":
-            return f"{pages} AS pg_pages, {pvs} AS pg_pvs, {evs} AS pg_evs"
-        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {name_evs})"
-        return f"{names} AS pg_pages, {pvs_of_names} AS pg_pvs, {name_evs} AS pg_evs"
+            return f"{col('pages')} AS pg_pages, {col('page_pageviews')} AS pg_pvs, {col('page_events')} AS pg_evs"
+        names, evs = (col("pn_names"), col("pn_events")) if self.key == "pair" else (col("names"), col("name_events"))
+        pvs_of_names = f"arrayMap((k, n) -> if(k = 'pageview', n, toUInt32(0)), {names}, {evs})"
+        pages = f"{col('pn_pages')} AS pg_pages, {names} AS pg_names" if self.key == "pair" else f"{names} AS pg_pages"
+        return f"{pages}, {pvs_of_names} AS pg_pvs, {evs} AS pg_evs"
+
+    def glued_map(self, name: str) -> str:
+        """A rollup column's array for a glued visit, from its summed map `v_pagemap_j` (keys, then sums)."""
+        if self.key == "pair":
+            return {"pn_pages": "arrayMap(t -> t.1, v_pagemap_j.1)", "pn_names": "arrayMap(t -> t.2, v_pagemap_j.1)"}.get(
+                name, "v_pagemap_j.2"
+            )
+        return f"v_pagemap_j.{KEY_COLUMNS[self.key].index(name) + 1}"
 
     def paged_rows(self, rows: str, attr: Callable[[str], str]) -> str:
         """Rows of the event plan's shape from visits with their day and pages (`pg_day`, `pg_pages`, ...).
 
-        An event's filter depends only on its page and its visit, so the events of one page of a
-        visit all match or all fail: with event:page as a dimension, one row per (page, visit)
-        that matches; without, one row per visit with a matching page, counting its matching
-        pages' pageviews and events (as the event plan counts the matching events)."""
+        An event's filter depends only on its page (name, or both) and its visit, so the events of
+        one page of a visit all match or all fail: with event:page as a dimension, one row per
+        (page, visit) that matches; without, one row per visit with a matching page, counting its
+        matching pages' pageviews and events (as the event plan counts the matching events). For a
+        pair with only one of its keys as a dimension, one row per distinct value of that key
+        among the visit's matching pairs, with their sums (as the event plan groups them)."""
+
+        keys = list(KEY_VARS) if self.key == "pair" else [self.key]
+        var = {k: KEY_VARS[k] for k in keys}
 
         def expr(d: str) -> str:
-            return "x_page" if d == self.key else "toString(pg_day)" if d == "time:day" else attr(d)
+            return var[d] if d in var else "toString(pg_day)" if d == "time:day" else attr(d)
 
-        if self.key in self.q.dimensions:
-            dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        # filters on the page (or name) are checked per page; the others once per visit, before any page
+        on_key = [f for f in self.q.filters if _dims(f) & set(keys)]
+        per_row = " AND ".join(self.condition(f, expr) for f in self.q.filters if f not in on_key) or "1"
+        per_page = " AND ".join(self.condition(f, expr) for f in on_key) or "1"
+        arrays = {"event:page": "pg_pages", "event:name": "pg_names" if self.key == "pair" else "pg_pages"}
+        args, lists = ", ".join(var[k] for k in keys), ", ".join(arrays[k] for k in keys)
+        dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        as_dims = [k for k in keys if k in self.q.dimensions]
+        if as_dims == keys:  # one row per matching page (name, pair) of a visit
+            joined = ", ".join(f"{arrays[k]} AS {var[k]}" for k in keys)
             return (
                 f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
-                f"ARRAY JOIN pg_pages AS x_page, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {self.where(expr)}"
+                f"ARRAY JOIN {joined}, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {per_row} AND {per_page}"
             )
-        dims = "".join(f"{expr(d)} AS {column(d)}, " for d in self.q.dimensions)
+        matching = f"SELECT *, arrayMap(({args}) -> toUInt8({per_page}), {lists}) AS pg_ok FROM ({rows}) WHERE {per_row}"
+        if as_dims:  # a pair with one of its keys as the dimension: one row per value of the visit's matching pairs
+            key, other = as_dims[0], arrays[as_dims[0]]
+            summed = "arraySum((x, ok, n) -> if(ok = 1 AND x = {v}, n, 0), {a}, pg_ok, {n})"
+            return (
+                f"SELECT {dims}vkey, has_id, {summed.format(v=var[key], a=other, n='pg_evs')} AS m_events, "
+                f"{summed.format(v=var[key], a=other, n='pg_pvs')} AS m_pageviews, v_pageviews, v_duration "
+                f"FROM ({matching}) ARRAY JOIN arrayDistinct(arrayFilter((x, ok) -> ok = 1, {other}, pg_ok)) AS {var[key]}"
+            )
         return (
-            f"SELECT {dims}vkey, has_id, arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_evs) AS m_events, "
-            f"arraySum((x_page, n) -> if({self.where(expr)}, n, 0), pg_pages, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
-            f"FROM ({rows}) WHERE arrayExists(x_page -> {self.where(expr)}, pg_pages)"
+            f"SELECT {dims}vkey, has_id, arraySum((ok, n) -> ok * n, pg_ok, pg_evs) AS m_events, "
+            f"arraySum((ok, n) -> ok * n, pg_ok, pg_pvs) AS m_pageviews, v_pageviews, v_duration "
+            f"FROM ({matching}) WHERE has(pg_ok, 1)"
         )
+
+    def needed(self) -> set[str]:
+        """The columns of `AGGREGATES` the query's metrics read; the others are 0, so ClickHouse neither reads
+        nor computes what feeds them (e.g. a page filter's matching pageviews for a panel of visitors)."""
+        return {c for m in self.q.metrics for c in NEEDS.get(m, ())}
 
     def build(self, limit: int, offset: int, total_rows: bool) -> tuple[str, dict[str, object]]:
         """Columns: the dimensions, then visitors, visits, pageviews, events, bounces,
@@ -600,18 +672,7 @@ class Builder:
         for name, direction in self.q.order_by:
             order_terms.append(f"{column(name) if name in self.q.dimensions else 'o_' + name} {direction.upper()}")
         order_terms += [f"{c} ASC" for c in dims if not any(t.startswith(c + " ") for t in order_terms)]
-        select = ", ".join(
-            dims
-            + [
-                "uniqExactIf(vkey, has_id = 1) AS visitors",
-                "count() AS visits",
-                "sum(m_pageviews) AS pageviews",
-                "sum(m_events) AS events",
-                "countIf(v_pageviews = 1) AS bounces",
-                "sum(v_duration) AS duration_ms",
-                "sum(v_pageviews) AS visit_pageviews",
-            ]
-        )
+        select = ", ".join(dims + [f"{expr} AS {name}" if name in self.needed() else f"0 AS {name}" for name, expr in AGGREGATES])
         select += commerce.top() if self.commerce else ""  # columns 7..11 after the dimensions
         ordering = {
             "o_visitors": "visitors",
