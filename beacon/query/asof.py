@@ -1,0 +1,114 @@
+"""Events with their visit from the visits rollup: event properties after a visit filter, and funnels.
+
+Why: the query-time plan (beacon/query/sql.py) computes every visit of the range from all its
+events (~0.4 CPU us an event, 7-8 CPU s for 30 days of 10M events) just to give a few events
+their visit's values. Here only the events that matter are read (those carrying the property,
+or the funnel's steps), and each takes its visit from the rollup (beacon/query/rollup.py), as
+the commerce cards' purchases do (`Builder.purchase_visits`).
+
+An event's visit is its visitor's last visit starting at or before it (ASOF JOIN on vkey and
+start) that has not ended before it: a visitor's visits are disjoint in time and every event of
+the range is in one, between its visit's start and end. The visits joined are only those that
+pass the visit filters, so an event of a visit that fails finds none (or an earlier visit that
+ended before it) and is dropped. Rollup rows for the regular visitors, glued visits for the
+irregular ones (`Builder.glued`). One approximation, shared with the purchases: an event that
+has the same millisecond as the start of its visitor's next visit (a campaign split within one
+millisecond) is given the later visit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from beacon.query.model import PROP_PREFIX
+
+if TYPE_CHECKING:  # sql.py imports this module: annotations only
+    from beacon.query.sql import Builder
+
+VKEY = "if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id))"
+
+
+def props_split(b: Builder) -> bool:
+    """One event:props:<name> breakdown with only visit:* filters (the properties panel after a visit filter):
+    the events carrying the property take their visit from the rollup, and the visits' other events (the
+    breakdown's "" row) are counted from the visits' totals, so no event without the property is read."""
+    q = b.q
+    return (
+        not b.commerce
+        and len(q.dimensions) == 1
+        and q.dimensions[0].startswith(PROP_PREFIX)
+        and bool(b.filter_dims)
+        and all(d.startswith("visit:") for d in b.filter_dims)
+    )
+
+
+def scan(b: Builder, where: str) -> str:
+    """FROM ... WHERE over the range's events (scope, bots) that satisfy `where`."""
+    bots = "" if b.q.include_bots else " AND is_bot = 0"
+    scope = b.p.bind(b.scope, "String")
+    start = b.p.bind(b.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+    end = b.p.bind(b.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+    return f"FROM {b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
+
+
+def visits(b: Builder, keys: str) -> str:
+    """The visits that pass the filters, of the visitors in `keys` (SQL giving vkeys; "" for all):
+    vkey, v_start, v_end (ms), has_id, v_pv, v_ev, v_dur. `b.cols` names the visit:* attributes. With page
+    (or event name) filters (`b.paged`) a visit passes when one of its pages, with the visit's values,
+    matches, as the event plan counts it."""
+    from beacon.query.sql import FIRST_EVENT_COLUMNS  # sql.py imports this module
+
+    irregular = b.p.bind(list(b.plan.irregular), "Array(UInt64)")
+    source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
+    attrs = "".join(f", {source[d]} AS {b.cols[d]}" for d in b.visit_dims)
+    pages = ((", pages" if b.key == "event:page" else ", names") + " AS pg_pages") if b.paged else ""
+    only = f" AND vkey IN ({keys})" if keys else ""
+    rows = (
+        f"SELECT vkey, start_ms AS v_start{attrs}, has_id, pageviews AS v_pv, events AS v_ev, duration_ms AS v_dur{pages} "
+        f"FROM {b.plan.table} WHERE {b.rolled_where()} AND vkey NOT IN (SELECT arrayJoin({irregular})){only}"
+    )
+    if b.plan.irregular:
+        rows += f" UNION ALL {b.glued(irregular, starts=True, totals=True)}"
+    if b.paged:
+        cond = f"arrayExists(x_page -> {b.where(lambda d: 'x_page' if d == b.key else b.cols[d])}, pg_pages)"
+    else:
+        cond = b.where(lambda d: b.cols[d])
+    return f"SELECT vkey, v_start, v_start + v_dur AS v_end, has_id, v_pv, v_ev, v_dur FROM ({rows}) WHERE {cond}"
+
+
+def joined(b: Builder, left: str, keys: str, cols: str) -> str:
+    """`cols` (of `e`, an event of `left` with vkey and t_ms, and `v`, its visit) of the events of `left` in a
+    visit that passes the filters."""
+    return (
+        f"SELECT {cols} FROM ({left}) AS e ASOF JOIN ({visits(b, keys)}) AS v ON e.vkey = v.vkey AND e.t_ms >= v.v_start "
+        "WHERE e.t_ms <= v.v_end"
+    )
+
+
+def props_rows(b: Builder) -> str:
+    """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_split`: per (value, visit), the
+    visit's events carrying the property; per visit, its other events under the value "" (its totals less
+    the carrying events)."""
+    from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
+
+    dim = b.q.dimensions[0]
+    value = b.event_expr(dim)
+    where = scan(b, f"{value} != ''")
+    carrying = f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {value} AS val, toUInt8({PAGEVIEW}) AS pv {where}"
+    rows = joined(
+        b, carrying, f"SELECT {VKEY} {where}", "e.val AS val, e.vkey AS vkey, e.pv AS pv, v.v_start AS v_start, v.has_id AS has_id, "
+        "v.v_pv AS v_pv, v.v_dur AS v_dur"
+    )
+    per_value = (
+        "SELECT val, vkey, v_start, any(has_id) AS has_id, toInt64(count()) AS m_events, toInt64(sum(pv)) AS m_pageviews, "
+        f"any(v_pv) AS v_pageviews, any(v_dur) AS v_duration FROM ({rows}) GROUP BY val, vkey, v_start"
+    )
+    per_visit = f"SELECT vkey, v_start, sum(m_events) AS c_ev, sum(m_pageviews) AS c_pv FROM ({per_value}) GROUP BY vkey, v_start"
+    rest = (
+        "SELECT '' AS val, m.vkey AS vkey, m.has_id AS has_id, toInt64(m.v_ev) - c.c_ev AS m_events, "
+        "toInt64(m.v_pv) - c.c_pv AS m_pageviews, m.v_pv AS v_pageviews, m.v_dur AS v_duration "
+        f"FROM ({visits(b, '')}) AS m LEFT JOIN ({per_visit}) AS c ON m.vkey = c.vkey AND m.v_start = c.v_start "
+        "WHERE toInt64(m.v_ev) - c.c_ev > 0"
+    )
+    shape = "vkey, has_id, m_events, m_pageviews, toUInt64(v_pageviews) AS v_pageviews, v_duration"
+    return f"SELECT val AS {column(dim)}, {shape} FROM ({per_value}) UNION ALL SELECT val AS {column(dim)}, {shape} FROM ({rest})"
