@@ -51,21 +51,20 @@ def scan(b: Builder, where: str) -> str:
     return f"FROM {b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
 
 
-def visits(b: Builder, keys: str) -> str:
-    """The visits that pass the filters, of the visitors in `keys` (SQL giving vkeys; "" for all):
-    vkey, v_start, v_end (ms), has_id, v_pv, v_ev, v_dur. `b.cols` names the visit:* attributes. With page
-    (or event name) filters (`b.paged`) a visit passes when one of its pages, with the visit's values,
-    matches, as the event plan counts it."""
+def visits(b: Builder) -> str:
+    """The visits that pass the filters: vkey, v_start, v_end (ms), has_id, v_pv, v_ev, v_dur.
+
+    `b.cols` names the visit:* attributes. With page (or event name) filters (`b.paged`) a visit passes
+    when one of its pages, with the visit's values, matches, as the event plan counts it."""
     from beacon.query.sql import FIRST_EVENT_COLUMNS  # sql.py imports this module
 
     irregular = b.p.bind(list(b.plan.irregular), "Array(UInt64)")
     source = {d: f"`{c}`" for d, c in FIRST_EVENT_COLUMNS.items()} | {"visit:entry_page": "entry_page", "visit:exit_page": "exit_page"}
     attrs = "".join(f", {source[d]} AS {b.cols[d]}" for d in b.visit_dims)
     pages = ((", pages" if b.key == "event:page" else ", names") + " AS pg_pages") if b.paged else ""
-    only = f" AND vkey IN ({keys})" if keys else ""
     rows = (
         f"SELECT vkey, start_ms AS v_start{attrs}, has_id, pageviews AS v_pv, events AS v_ev, duration_ms AS v_dur{pages} "
-        f"FROM {b.plan.table} WHERE {b.rolled_where()} AND vkey NOT IN (SELECT arrayJoin({irregular})){only}"
+        f"FROM {b.plan.table} WHERE {b.rolled_where()} AND vkey NOT IN (SELECT arrayJoin({irregular}))"
     )
     if b.plan.irregular:
         rows += f" UNION ALL {b.glued(irregular, starts=True, totals=True)}"
@@ -76,39 +75,37 @@ def visits(b: Builder, keys: str) -> str:
     return f"SELECT vkey, v_start, v_start + v_dur AS v_end, has_id, v_pv, v_ev, v_dur FROM ({rows}) WHERE {cond}"
 
 
-def joined(b: Builder, left: str, keys: str, cols: str) -> str:
+def joined(b: Builder, left: str, cols: str) -> str:
     """`cols` (of `e`, an event of `left` with vkey and t_ms, and `v`, its visit) of the events of `left` in a
     visit that passes the filters."""
     return (
-        f"SELECT {cols} FROM ({left}) AS e ASOF JOIN ({visits(b, keys)}) AS v ON e.vkey = v.vkey AND e.t_ms >= v.v_start "
-        "WHERE e.t_ms <= v.v_end"
+        f"SELECT {cols} FROM ({left}) AS e ASOF JOIN ({visits(b)}) AS v ON e.vkey = v.vkey AND e.t_ms >= v.v_start WHERE e.t_ms <= v.v_end"
     )
 
 
 def props_rows(b: Builder) -> str:
-    """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_split`: per (value, visit), the
-    visit's events carrying the property; per visit, its other events under the value "" (its totals less
-    the carrying events)."""
+    """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_split`, per (value, visit) that
+    passes the filters: its events carrying the property with that value and, under "", its other events
+    (the visit's totals less its carrying events), in one aggregation."""
     from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
 
     dim = b.q.dimensions[0]
     value = b.event_expr(dim)
-    where = scan(b, f"{value} != ''")
-    carrying = f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {value} AS val, toUInt8({PAGEVIEW}) AS pv {where}"
+    carrying = (
+        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {value} AS val, toInt64({PAGEVIEW}) AS pv "
+        f"{scan(b, f'{value} != {chr(39) * 2}')}"
+    )
     rows = joined(
-        b, carrying, f"SELECT {VKEY} {where}", "e.val AS val, e.vkey AS vkey, e.pv AS pv, v.v_start AS v_start, v.has_id AS has_id, "
-        "v.v_pv AS v_pv, v.v_dur AS v_dur"
+        b, carrying, "e.val AS val, e.vkey AS vkey, v.v_start AS v_start, v.has_id AS has_id, e.pv AS pv, v.v_pv AS v_pv, v.v_dur AS v_dur"
     )
-    per_value = (
-        "SELECT val, vkey, v_start, any(has_id) AS has_id, toInt64(count()) AS m_events, toInt64(sum(pv)) AS m_pageviews, "
-        f"any(v_pv) AS v_pageviews, any(v_dur) AS v_duration FROM ({rows}) GROUP BY val, vkey, v_start"
+    # each carrying event: +1 under its value, -1 under ""; each visit: its events and pageviews under ""
+    counted = (
+        "SELECT x.1 AS k_val, vkey, v_start, has_id, x.2 AS k_ev, x.3 AS k_pv, v_pv, v_dur "
+        f"FROM ({rows}) ARRAY JOIN [(val, toInt64(1), pv), ('', toInt64(-1), -pv)] AS x "
+        "UNION ALL SELECT '' AS k_val, vkey, v_start, has_id, toInt64(v_ev), toInt64(v_pv), v_pv, v_dur "
+        f"FROM ({visits(b)})"
     )
-    per_visit = f"SELECT vkey, v_start, sum(m_events) AS c_ev, sum(m_pageviews) AS c_pv FROM ({per_value}) GROUP BY vkey, v_start"
-    rest = (
-        "SELECT '' AS val, m.vkey AS vkey, m.has_id AS has_id, toInt64(m.v_ev) - c.c_ev AS m_events, "
-        "toInt64(m.v_pv) - c.c_pv AS m_pageviews, m.v_pv AS v_pageviews, m.v_dur AS v_duration "
-        f"FROM ({visits(b, '')}) AS m LEFT JOIN ({per_visit}) AS c ON m.vkey = c.vkey AND m.v_start = c.v_start "
-        "WHERE toInt64(m.v_ev) - c.c_ev > 0"
+    return (
+        f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
+        f"max(v_pv) AS v_pageviews, max(v_dur) AS v_duration FROM ({counted}) GROUP BY k_val, vkey, v_start HAVING m_events > 0"
     )
-    shape = "vkey, has_id, m_events, m_pageviews, toUInt64(v_pageviews) AS v_pageviews, v_duration"
-    return f"SELECT val AS {column(dim)}, {shape} FROM ({per_value}) UNION ALL SELECT val AS {column(dim)}, {shape} FROM ({rest})"

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from beacon.event import EVENT_NAME
-from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
 from beacon.query import asof, rollup
+from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
 from beacon.query.sql import Builder, column
 
 if TYPE_CHECKING:  # annotations only (store.py reads the rollup, beacon.query)
@@ -136,19 +136,20 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
 
 
 def _step_events(b: Builder, steps: list[tuple[str, str]], plan: Plan | None) -> str:
-    """The step events of identified visitors with step 1 in the range (`windowFunnel` skips the others), each
-    with its visit from the rollup (`plan`; only the visits that pass the filters, beacon/query/asof.py) or,
-    without a plan (a window in seconds, no filter), with none: vkey, visit_no, ms, event, page, hit = 1."""
+    """The step events of identified visitors (`windowFunnel` skips the others; a visitor without step 1 reaches
+    level 0), each with its visit from the rollup (`plan`; only the visits that pass the filters,
+    beacon/query/asof.py) or, without a plan (a window in seconds, no filter), with none: vkey, visit_no, ms,
+    event, page, hit = 1. Not restricted to the visitors with step 1: that costs a scan and a set lookup
+    per event, more than it saves when most visitors who do a later step did the first."""
     any_step = " OR ".join(f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}" for kind, value in steps)
-    keys = f"SELECT {asof.VKEY} {asof.scan(b, b.only_with)}"
     where = asof.scan(b, f"visitor_id != '' AND ({any_step})")
-    left = f"SELECT {asof.VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, event, path(url) AS page {where} AND {asof.VKEY} IN ({keys})"
+    left = f"SELECT {asof.VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, event, path(url) AS page {where}"
     if plan is None:
         return f"SELECT vkey, 0 AS visit_no, t_ms AS ms, event, page, toUInt8(1) AS hit FROM ({left})"
     b.visit_dims = sorted(d for d in b.filter_dims if d.startswith("visit:"))
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_") + "_1"
-    return asof.joined(b, left, keys, "e.vkey AS vkey, v.v_start AS visit_no, e.t_ms AS ms, e.event AS event, e.page AS page, toUInt8(1) AS hit")
+    return asof.joined(b, left, "e.vkey AS vkey, v.v_start AS visit_no, e.t_ms AS ms, e.event AS event, e.page AS page, toUInt8(1) AS hit")
 
 
 def _events(b: Builder) -> str:

@@ -523,7 +523,8 @@ class Builder:
         if starts:
             attrs = "".join(f", {self.cols[d]}_j AS {self.cols[d]}" for d in self.visit_dims)
             if totals:  # and its counts (and pages, when paged): beacon/query/asof.py
-                attrs += ", has_id, v_pv_j AS v_pv, v_ev_j AS v_ev, v_dur_j AS v_dur" + (", v_pagemap_j.1 AS pg_pages" if self.paged else "")
+                attrs += ", has_id, v_pv_j AS v_pv, v_ev_j AS v_ev, v_dur_j AS v_dur"
+                attrs += ", v_pagemap_j.1 AS pg_pages" if self.paged else ""
             return f"SELECT vkey, v_st_j AS v_start{attrs} FROM ({visits}) ARRAY JOIN {joined}"
         if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
             spread = "".join(
