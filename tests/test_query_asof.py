@@ -107,3 +107,18 @@ def test_funnels_through_the_rollup_equal_the_query_time_plan(
         assert rolled == plain
     if scope == "mall" and not filters:
         assert rolled["steps"][0]["visitors"] > 20 and rolled["steps"][1]["visitors"] > 5
+
+
+def test_a_funnel_over_whole_days_reads_the_rollup_not_every_visit(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    real = rollup.prepare
+    monkeypatch.setattr(rollup, "prepare", lambda *a, **k: asked.append("rollup") or real(*a, **k))
+    run = data.query
+    monkeypatch.setattr(data, "query", lambda sql, *a, **k: asked.append(sql) or run(sql, *a, **k))
+    for window, filters in (("visit", []), (3600, [["is", "visit:source", ["Google"]]]), (3600, [])):
+        asked.clear()
+        answer = funnel.run(data, "mall", {"steps": STEPS, "date_range": RANGE, "filters": filters, "window": window}, now=NOW)
+        assert answer["steps"][0]["visitors"] > 0
+        [sql] = [s for s in asked if "windowFunnel" in s]
+        assert "arrayCumSum" not in sql  # no visit computed from the events
+        assert ("rollup" in asked and "ASOF JOIN" in sql) == (window == "visit" or bool(filters))
