@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from beacon import query
-from beacon.query import funnel, rollup
+from beacon.query import asof, funnel, rollup
 from beacon.query.model import parse
 from beacon.query.sql import Builder
 
@@ -52,6 +52,7 @@ def both(run: Any, store: Any, scope: str, body: dict[str, Any], monkeypatch: py
     return rolled, plain
 
 
+GOOGLE = ["is", "visit:source", ["Google"]]
 PROPS = [
     {"metrics": ["visitors", "events"], "filters": [["is", "visit:source", ["Google"]]]},
     {"metrics": ALL, "filters": [["is_not", "visit:device", ["mobile"]]]},
@@ -82,6 +83,40 @@ def test_properties_after_a_visit_filter_read_only_the_carrying_events(data: Any
     b.rollup = rollup.prepare(data, "mall", q, 30)
     sql, _ = b.build(10, 0, False)
     assert "ASOF JOIN" in sql and "arrayCumSum" not in sql  # no visit computed from events
+
+
+SPLIT = [  # event filters read the events they pick; visit filters pick visits from the rollup
+    {"metrics": ["visitors", "events"], "dimensions": ["event:name"], "filters": [["is", "event:page", ["/b"]], GOOGLE]},
+    {"metrics": ALL, "dimensions": ["visit:source"], "filters": [["is", "event:props:plan", ["pro"]]]},
+    {
+        "metrics": ALL,
+        "dimensions": ["event:page"],
+        "filters": [["is", "event:props:plan", ["free", "pro"]], ["is_not", "visit:device", ["mobile"]]],
+    },
+    {"metrics": ALL, "dimensions": ["event:props:plan"], "filters": [["is", "event:page", ["/a"]], ["contains", "visit:exit_page", ["/"]]]},
+    {"metrics": ["visitors", "pageviews"], "dimensions": ["time:hour"], "filters": [["is_not", "event:name", ["click"]], GOOGLE]},
+    {"metrics": ALL, "filters": [["or", [["is", "event:props:other", ["y"]], ["is", "event:name", ["signup"]]]], ["not", GOOGLE]]},
+    {
+        "metrics": ALL,
+        "dimensions": ["visit:entry_page", "event:props:other"],
+        "filters": [["is", "event:name", ["signup"]]],
+        "include": {"bots": True},
+    },
+]
+
+
+@pytest.mark.parametrize("scope", ["mall", "partner"])
+@pytest.mark.parametrize("body", SPLIT)
+def test_event_filters_with_visit_filters_equal_the_query_time_plan(
+    data: Any, body: dict[str, Any], scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {**body, "date_range": RANGE}
+    q = parse(body, NOW)
+    b = Builder(q, scope, data.full_table, 30)
+    assert rollup.usable(q, b) and asof.event_split(b)
+    rolled, plain = both(query.run, data, scope, body, monkeypatch)
+    assert rolled["results"] == plain["results"]
+    assert plain["results"] or scope == "partner"
 
 
 FILTERS = [

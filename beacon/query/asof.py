@@ -18,9 +18,10 @@ millisecond) is given the later visit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from beacon.query.model import PROP_PREFIX
+from beacon.query.model import PROP_PREFIX, Combination, Condition, Filter, is_event_level
 
 if TYPE_CHECKING:  # sql.py imports this module: annotations only
     from beacon.query.sql import Builder
@@ -42,6 +43,47 @@ def props_split(b: Builder) -> bool:
     )
 
 
+def _dims(f: Filter) -> set[str]:
+    if isinstance(f, Condition):
+        return {f.dimension}
+    if isinstance(f, Combination):
+        return set().union(*(_dims(p) for p in f.parts))
+    return _dims(f.part)
+
+
+def event_split(b: Builder) -> bool:
+    """Event-level dimensions or filters (page and name together, properties, hours) where each top-level
+    filter is about the event alone or the visit alone, and one is about the event: the events that pass the
+    event filters are read (few, for a clicked page or property), each takes its visit from the rollup, and
+    the visit filters are applied to the visits. An event counts when it and its visit pass, as in the event
+    plan."""
+    split = [{is_event_level(d) for d in _dims(f)} for f in b.q.filters]
+    return not b.commerce and b.event_plan and not b.paged and all(len(s) == 1 for s in split) and {True} in split
+
+
+def event_rows(b: Builder) -> str:
+    """Rows of the event plan's shape for `event_split`: per (dimension values, visit), its passing events."""
+    from beacon.query.sql import PAGE, PAGEVIEW, column  # sql.py imports this module
+
+    event_filters = [f for f in b.q.filters if all(is_event_level(d) for d in _dims(f))]
+    visit_filters = [f for f in b.q.filters if f not in event_filters]
+    event_dims = [d for d in b.q.dimensions if is_event_level(d)]
+    cond = " AND ".join(b.condition(f, b.event_expr) for f in event_filters)
+    values = "".join(f", {b.event_expr(d)} AS e_{column(d)}" for d in event_dims)
+    left = (
+        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {PAGE} AS page, toUInt8({PAGEVIEW}) AS pv"
+        f"{values} {scan(b, cond)}"
+    )
+    picked = "".join(f"e.e_{column(d)} AS {column(d)}, " if d in event_dims else f"v.{b.cols[d]} AS {column(d)}, " for d in b.q.dimensions)
+    cols = f"{picked}e.vkey AS vkey, v.v_start AS v_start, v.has_id AS has_id, e.pv AS pv, v.v_pv AS v_pv, v.v_dur AS v_dur"
+    rows = joined(b, left, cols, visit_filters)
+    group = "".join(f"{column(d)}, " for d in b.q.dimensions)
+    return (
+        f"SELECT {group}vkey, any(has_id) AS has_id, count() AS m_events, sum(pv) AS m_pageviews, any(v_pv) AS v_pageviews, "
+        f"any(v_dur) AS v_duration FROM ({rows}) GROUP BY {group}vkey, v_start"
+    )
+
+
 def scan(b: Builder, where: str) -> str:
     """FROM ... WHERE over the range's events (scope, bots) that satisfy `where`."""
     bots = "" if b.q.include_bots else " AND is_bot = 0"
@@ -51,8 +93,9 @@ def scan(b: Builder, where: str) -> str:
     return f"FROM {b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
 
 
-def visits(b: Builder) -> str:
-    """The visits that pass the filters: vkey, v_start, v_end (ms), has_id, v_pv, v_ev, v_dur.
+def visits(b: Builder, filters: Sequence[Filter] | None = None) -> str:
+    """The visits that pass the filters (`filters`, visit:* only, or else all of the query's): vkey, v_start,
+    v_end (ms), has_id, v_pv, v_ev, v_dur and the visit:* attributes.
 
     `b.cols` names the visit:* attributes. With page (or event name) filters (`b.paged`) a visit passes
     when one of its pages, with the visit's values, matches, as the event plan counts it."""
@@ -68,19 +111,22 @@ def visits(b: Builder) -> str:
     )
     if b.plan.irregular:
         rows += f" UNION ALL {b.glued(irregular, starts=True, totals=True)}"
-    if b.paged:
+    if filters is not None:
+        cond = " AND ".join(b.condition(f, lambda d: b.cols[d]) for f in filters) or "1"
+    elif b.paged:
         cond = f"arrayExists(x_page -> {b.where(lambda d: 'x_page' if d == b.key else b.cols[d])}, pg_pages)"
     else:
         cond = b.where(lambda d: b.cols[d])
-    return f"SELECT vkey, v_start, v_start + v_dur AS v_end, has_id, v_pv, v_ev, v_dur FROM ({rows}) WHERE {cond}"
+    keep = "".join(f", {b.cols[d]}" for d in b.visit_dims)
+    return f"SELECT vkey, v_start, v_start + v_dur AS v_end, has_id, v_pv, v_ev, v_dur{keep} FROM ({rows}) WHERE {cond}"
 
 
-def joined(b: Builder, left: str, cols: str) -> str:
+def joined(b: Builder, left: str, cols: str, filters: Sequence[Filter] | None = None) -> str:
     """`cols` (of `e`, an event of `left` with vkey and t_ms, and `v`, its visit) of the events of `left` in a
-    visit that passes the filters."""
-    return (
-        f"SELECT {cols} FROM ({left}) AS e ASOF JOIN ({visits(b)}) AS v ON e.vkey = v.vkey AND e.t_ms >= v.v_start WHERE e.t_ms <= v.v_end"
-    )
+    visit that passes the filters (`visits`)."""
+    right = visits(b, filters)
+    on = "e.vkey = v.vkey AND e.t_ms >= v.v_start"
+    return f"SELECT {cols} FROM ({left}) AS e ASOF JOIN ({right}) AS v ON {on} WHERE e.t_ms <= v.v_end"
 
 
 def props_rows(b: Builder) -> str:

@@ -325,6 +325,10 @@ class Builder:
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
             return asof.props_rows(self)
+        if self.rollup is not None and asof.event_split(self):  # the events passing the event filters, with their visits
+            for d in self.visit_dims:
+                self.cols[d] = column(d, "a_") + "_1"
+            return asof.event_rows(self)
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
