@@ -119,6 +119,12 @@ def test_event_filters_with_visit_filters_equal_the_query_time_plan(
     assert plain["results"] or scope == "partner"
 
 
+def test_event_filters_without_visits_read_no_visit(data: Any) -> None:
+    body = {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:name"], "filters": [["is", "event:page", ["/b"]]]}
+    q = parse(body, NOW)
+    assert not asof.event_split(Builder(q, "mall", data.full_table, 30))  # `events_only`: no join, no visit
+
+
 FILTERS = [
     [],
     [["is", "visit:source", ["Google"]]],

@@ -57,8 +57,12 @@ def event_split(b: Builder) -> bool:
     event filters are read (few, for a clicked page or property), each takes its visit from the rollup, and
     the visit filters are applied to the visits. An event counts when it and its visit pass, as in the event
     plan."""
+    from beacon.query.sql import VISIT_METRICS  # sql.py imports this module
+
     split = [{is_event_level(d) for d in _dims(f)} for f in b.q.filters]
-    return not b.commerce and b.event_plan and not b.paged and all(len(s) == 1 for s in split) and {True} in split
+    visits = {False} in split or any(d.startswith("visit:") for d in b.q.dimensions) or bool(set(b.q.metrics) & VISIT_METRICS)
+    pure = all(len(s) == 1 for s in split) and {True} in split
+    return not b.commerce and b.event_plan and not b.paged and pure and visits  # no visit needed: `events_only`
 
 
 def event_rows(b: Builder) -> str:
