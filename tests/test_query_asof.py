@@ -133,6 +133,7 @@ FILTERS = [
     [["or", [["is", "visit:source", ["Newsletter"]], ["is", "event:page", ["/a"]]]]],
     [["is", "event:name", ["click"]]],
     [["contains", "visit:exit_page", ["/c"]]],
+    [["is", "event:props:plan", ["pro"]], ["is", "visit:source", ["Google"]]],  # the query-time plan
 ]
 
 

@@ -88,7 +88,7 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
     per_visit = True  # `hit` is each event's; else each visit's (only the passing visits' events)
     if window is not None and not q.filters:  # every event of the visitor: no visit needed
         events, per_visit = _step_events(b, steps, None), False
-    elif rollup.usable(q, b):  # each step event's visit from the visits rollup
+    elif rollup.usable(q, b) and (b.paged or not b.event_plan):  # each step event's visit from the visits rollup
         b.rollup = rollup.prepare(store, scope, q, visit_timeout)
         events, per_visit = _step_events(b, steps, b.rollup), False
     else:
