@@ -74,8 +74,9 @@ def event_rows(b: Builder) -> str:
     event_dims = [d for d in b.q.dimensions if is_event_level(d)]
     cond = " AND ".join(b.condition(f, b.event_expr) for f in event_filters)
     values = "".join(f", {b.event_expr(d)} AS e_{column(d)}" for d in event_dims)
+    page = PAGE if "event:page" in (*b.q.dimensions, *b.filter_dims) else "''"  # the URLs are read only when asked
     left = (
-        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {PAGE} AS page, toUInt8({PAGEVIEW}) AS pv"
+        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {page} AS page, toUInt8({PAGEVIEW}) AS pv"
         f"{values} {scan(b, cond)}"
     )
     picked = "".join(f"e.e_{column(d)} AS {column(d)}, " if d in event_dims else f"v.{b.cols[d]} AS {column(d)}, " for d in b.q.dimensions)

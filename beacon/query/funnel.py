@@ -143,7 +143,8 @@ def _step_events(b: Builder, steps: list[tuple[str, str]], plan: Plan | None) ->
     per event, more than it saves when most visitors who do a later step did the first."""
     any_step = " OR ".join(f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}" for kind, value in steps)
     where = asof.scan(b, f"visitor_id != '' AND ({any_step})")
-    left = f"SELECT {asof.VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, event, path(url) AS page {where}"
+    page = "path(url)" if any(kind == "page" for kind, _ in steps) else "''"  # the URLs are read only for a page step
+    left = f"SELECT {asof.VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, event, {page} AS page {where}"
     if plan is None:
         return f"SELECT vkey, 0 AS visit_no, t_ms AS ms, event, page, toUInt8(1) AS hit FROM ({left})"
     b.visit_dims = sorted(d for d in b.filter_dims if d.startswith("visit:"))
