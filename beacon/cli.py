@@ -354,7 +354,18 @@ COMMANDS = {"up": cmd_up, "serve": cmd_serve, "flush": cmd_flush, "migrate": cmd
 _STORE = ("data_dir", "clickhouse_url", "database", "table", "cluster", "retention_days", "dedup_window")
 _FLUSHER = ("batch_rows", "batch_age", "claim_idle", "lease", "consumer")
 _ONLY = {
-    "flush": ("redis_url", "redis_cluster", "stream_shards", "redis_timeout", "stream", *_STORE, *_FLUSHER, "log_level"),
+    "flush": (
+        "redis_url",
+        "redis_cluster",
+        "stream_shards",
+        "redis_timeout",
+        "stream",
+        *_STORE,
+        *_FLUSHER,
+        "log_level",
+        "visit_timeout",
+        "rollup_interval",
+    ),
     "migrate": (*_STORE, "partners_file", "log_level"),
     "forget": (*_STORE, "secret_keys", "account_hash_key", "log_level"),
     "partners": ("partners_file", "cookie_name", "mall_hosts", "database", "table", "cluster", "log_level"),

@@ -251,6 +251,14 @@ class Settings:
     dedup_window: int = setting(100_000, "Insert blocks ClickHouse remembers for deduplication (non_replicated_deduplication_window).")
     # reports
     visit_timeout: int = setting(30, "Minutes without an event after which the next event starts a new visit (Query API v2).")
+    rollup_interval: float = setting(
+        10.0,
+        "Seconds between the flusher's passes over the visits rollup (README, Freshness). 0: off, each query computes the rollup it needs.",
+    )
+    dashboard_max_lag: float = setting(
+        0.0,
+        "Seconds a dashboard view may read a day's visits rollup that lags its events (README, Freshness). 0: exact, as /api/v2/query always is.",
+    )
     # ops
     access_log: bool = setting(False, "Log every request (costly on the pixel path).")
     log_level: str = setting("info", "Log level: critical, error, warning, info, debug or trace.", _log_level)
@@ -366,7 +374,7 @@ _AT_LEAST_1 = (
     "workers",
     "dedup_window",
 )
-_AT_LEAST_0 = ("max_props", "spool_max_bytes", "cookie_refresh_age")
+_AT_LEAST_0 = ("max_props", "spool_max_bytes", "cookie_refresh_age", "rollup_interval", "dashboard_max_lag")
 _ABOVE_0 = ("batch_age", "redis_timeout", "commit_timeout")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")  # an RFC 6265 token
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")

@@ -35,6 +35,7 @@ from beacon import failpoints, metrics, rcluster
 from beacon.columns import str_of
 from beacon.keys import GROUP, dead_letter_key, manifests_key
 from beacon.lease import Lease, dead_consumers
+from beacon.query.warm import Warmer
 from beacon.rcluster import StreamEntry, SyncRedis
 from beacon.store import Store
 
@@ -117,6 +118,7 @@ class Flusher:
         max_backoff: float = 10.0,
         lease: float = 0.0,
         wait_ms: int = 0,
+        warmer: Warmer | None = None,
     ) -> None:
         self.r = r  # its stream replies are narrowed by rcluster's entries, read_group_entries, ...
         # wait_ms > 0 (Redis Cluster): a manifest is on a replica before its insert (beacon/rcluster.py)
@@ -138,6 +140,7 @@ class Flusher:
         self._reader: ThreadPoolExecutor | None = None  # reads the next batch during an insert
         self._rows_per_entry = 0  # of the last read; 0: unknown yet, read one entry to learn it
         self.manifests = manifests_key(stream)
+        self.warmer = warmer  # the visits rollup, built between batches when there is no backlog (beacon/query/warm.py)
         self.dead = dead_letter_key(stream)
 
     # -- lifecycle -------------------------------------------------------------
@@ -172,6 +175,8 @@ class Flusher:
                 if batch.ids:
                     due = time.monotonic() - self._last_recover > every
                     _, ahead = self._flush_reading_ahead(batch, block=True, read_ahead=not due and not self._stop.is_set())
+                if self.warmer and not ahead.ids and batch.rows < self.batch_rows and not self._stop.is_set() and self.warmer.due():
+                    self.warmer.run(self.r, self.consumer)  # never raises: a failure is logged and retried later
                 backoff = 0.1
             except rcluster.REDIS_ERRORS as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)

@@ -23,6 +23,7 @@ from beacon.buffer import DirectWrite, GroupCommit
 from beacon.config import Settings
 from beacon.flusher import Flusher, lag_from
 from beacon.keys import dead_letter_key, shard_streams, spool_subdir, stream_of_subdir
+from beacon.query.warm import Warmer
 from beacon.rcluster import AsyncRedis, SyncRedis
 from beacon.sink import Buffer
 from beacon.spool import Spool
@@ -149,8 +150,11 @@ class ShardedFlusher:
 
 
 def flusher(s: Settings, store: Store, consumer: str) -> Flusher | ShardedFlusher:
+    warmer = Warmer(store, s.rollup_interval, s.visit_timeout) if s.rollup_interval > 0 else None
     if not sharded(s):
-        return Flusher(rcluster.sync_client(s), store, s.stream, consumer, s.batch_rows, s.batch_age, s.claim_idle, lease=s.lease)
+        return Flusher(
+            rcluster.sync_client(s), store, s.stream, consumer, s.batch_rows, s.batch_age, s.claim_idle, lease=s.lease, warmer=warmer
+        )
     wait = rcluster.wait_ms(s) if s.redis_cluster else 0
     return ShardedFlusher(
         [
@@ -164,7 +168,8 @@ def flusher(s: Settings, store: Store, consumer: str) -> Flusher | ShardedFlushe
                 s.claim_idle,
                 lease=s.lease,
                 wait_ms=wait,
+                warmer=warmer if i == 0 else None,  # one shard's flusher builds the rollup
             )
-            for stream in streams(s)
+            for i, stream in enumerate(streams(s))
         ]
     )

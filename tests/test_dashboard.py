@@ -240,3 +240,26 @@ def test_the_property_csv_without_a_property_name_is_a_400_with_the_hint(dash):
     sign_in(dash)
     res = dash.get("/dashboard/api/csv/props")
     assert res.status_code == 400 and "property name" in res.json()["error"]
+
+
+def test_the_series_has_every_day_of_the_range_and_every_hour_of_a_day(dash, flush):
+    """Days (hours) without events are zeros, not missing rows: the chart and its table have no gaps."""
+    import datetime as dt
+
+    before = dt.datetime.now(dt.timezone.utc)
+    assert dash.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fshoes", headers={"referer": "https://shop.test/"}).status_code == 200
+    assert flush() == 1
+    sign_in(dash)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    start = today - dt.timedelta(days=9)
+    res = dash.get(f"/dashboard/api/csv/series?period=custom&from={start}&to={today}")
+    assert res.status_code == 200, res.text
+    rows = [r.split(",") for r in res.text.splitlines()]
+    assert rows[0] == ["time", "visitors", "pageviews"]
+    assert [r[0] for r in rows[1:]] == [(start + dt.timedelta(days=i)).isoformat() for i in range(10)]
+    assert sorted(tuple(r[1:]) for r in rows[1:]) == [("0", "0")] * 9 + [("1", "1")]
+    day = [r.split(",") for r in dash.get("/dashboard/api/csv/series?period=day").text.splitlines()[1:]]
+    assert [r[0] for r in day] == [f"{today} {h:02d}:00:00" for h in range(24)]
+    if before.date() == today:  # not across midnight: the one pageview is in its hour, the others are zeros
+        assert [r[1:] for r in day if r[1:] != ["0", "0"]] == [["1", "1"]]
+        assert [r[0] for r in day if r[1:] == ["1", "1"]][0][11:13] in {f"{before.hour:02d}", f"{(before.hour + 1) % 24:02d}"}

@@ -339,7 +339,10 @@ class Dashboard:
 
     async def ask(self, scope: str, body: Mapping[str, object]) -> Answer:
         """A panel's query through the same code as `/api/v2/query`, with the same settings."""
-        return await self.answer(lambda: query.run(self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout))
+        age = self.core.settings.dashboard_max_lag  # 0: exact; else a rollup the flusher refreshed may lag (README, Freshness)
+        return await self.answer(
+            lambda: query.run(self.core.store, scope, body, visit_timeout=self.core.settings.visit_timeout, rollup_age=age)
+        )
 
     async def ask_funnel(self, scope: str, body: Mapping[str, object]) -> FunnelAnswer:
         """The funnel panel's query through the same code as `/api/v2/funnel`."""
@@ -368,7 +371,7 @@ class Dashboard:
         try:
             if name == "series":
                 answer = await self.ask(scope, panels.series_body(state))
-                return {"columns": ["time", "visitors", "pageviews"], "rows": rows_of(answer)}
+                return {"columns": ["time", "visitors", "pageviews"], "rows": filled(rows_of(answer), state)}
             if name == "realtime":
                 answer = await self.ask(scope, panels.realtime_body(state))
                 return {"columns": ["visitors"], "rows": [r["metrics"] for r in answer.get("results", [])]}
@@ -482,6 +485,17 @@ def first_metrics(answer: Answer) -> list[Metric]:
 
 def rows_of(answer: Answer) -> list[list[Cell]]:
     return [[*r.get("dimensions", []), *r.get("metrics", [])] for r in answer.get("results", [])]
+
+
+def filled(rows: list[list[Cell]], state: panels.State) -> list[list[Cell]]:
+    """The series with every day of the range (every hour of a one-day view), a bucket without
+    events as zeros: the chart's time axis and its table have no gaps."""
+    have = {str(r[0]): r for r in rows if r}
+    if state.start == state.end:
+        labels = [f"{state.start.isoformat()} {h:02d}:00:00" for h in range(24)]
+    else:
+        labels = [(state.start + dt.timedelta(days=i)).isoformat() for i in range((state.end - state.start).days + 1)]
+    return [have.get(label) or [label, 0, 0] for label in labels]
 
 
 def plain(value: object) -> object:

@@ -58,18 +58,18 @@ def _metric(
 
 
 def _rows(
-    store: Store, scope: str, q: Query, visit_timeout: int, limit: int, offset: int, total_rows: bool
+    store: Store, scope: str, q: Query, visit_timeout: int, limit: int, offset: int, total_rows: bool, rollup_age: float = 0.0
 ) -> tuple[list[Result], int | None]:
     commerce.check(q, scope)
     denominator: dict[tuple[str, ...], int] = {}
     if "conversion_rate" in q.metrics:  # visitors of each row without the goal: a query of its own
-        without_goal, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False)
+        without_goal, _ = _rows(store, scope, commerce.without_goal(q), visit_timeout, MAX_LIMIT, 0, False, rollup_age)
         denominator = commerce.denominators(without_goal)
     b = Builder(q, scope, store.full_table, visit_timeout)
     if b.commerce:  # orders' first purchases (and the cards' purchases) from the copy of the purchase events
         b.purchases = purchases.ready(store)
     if rollup.usable(q, b):
-        b.rollup = rollup.prepare(store, scope, q, visit_timeout)
+        b.rollup = rollup.prepare(store, scope, q, visit_timeout, rollup_age)
     sql, params = b.build(limit, offset, total_rows)
     n = len(q.dimensions)
     shop = bool(denominator) or any(m in COMMERCE_METRICS for m in q.metrics)
@@ -84,14 +84,24 @@ def _rows(
         if total_rows:
             total = int_of(row[-1])
     if total_rows and not results and offset:  # past the last page: count the groups on their own
-        _, total = _rows(store, scope, q, visit_timeout, 1, 0, True)
+        _, total = _rows(store, scope, q, visit_timeout, 1, 0, True, rollup_age)
     return results, (total if total_rows else None)
 
 
-def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT) -> Answer:
-    """Answer `body` (untrusted JSON, checked by `parse`) over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}."""
+def run(
+    store: Store,
+    scope: str,
+    body: object,
+    *,
+    now: dt.datetime | None = None,
+    visit_timeout: int = DEFAULT_VISIT_TIMEOUT,
+    rollup_age: float = 0.0,
+) -> Answer:
+    """Answer `body` (untrusted JSON, checked by `parse`) over `scope`: {"results": [{"dimensions", "metrics"}], "meta", "query"}.
+
+    `rollup_age`: seconds a day's visits rollup may lag its events (the flusher refreshes it; README, "Freshness")."""
     q = parse(body, now)
-    results, total = _rows(store, scope, q, visit_timeout, q.limit, q.offset, q.total_rows)
+    results, total = _rows(store, scope, q, visit_timeout, q.limit, q.offset, q.total_rows, rollup_age)
     meta: Meta = {"scope": scope, "visit_timeout_minutes": visit_timeout}
     if total is not None:
         meta["total_rows"] = total
@@ -99,7 +109,14 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
 
 
 def export(
-    store: Store, scope: str, body: object, fmt: str, *, now: dt.datetime | None = None, visit_timeout: int = DEFAULT_VISIT_TIMEOUT
+    store: Store,
+    scope: str,
+    body: object,
+    fmt: str,
+    *,
+    now: dt.datetime | None = None,
+    visit_timeout: int = DEFAULT_VISIT_TIMEOUT,
+    rollup_age: float = 0.0,
 ) -> Iterator[bytes]:
     """The query's rows as CSV (a header row first) or NDJSON objects, page by page.
 
@@ -120,7 +137,7 @@ def export(
         offset = q.offset
         while end is None or offset < end:
             size = EXPORT_PAGE if end is None else min(EXPORT_PAGE, end - offset)
-            rows, _ = _rows(store, scope, q, visit_timeout, size, offset, False)
+            rows, _ = _rows(store, scope, q, visit_timeout, size, offset, False, rollup_age)
             if fmt == "csv":
                 yield head + b"".join(_csv_line([*r["dimensions"], *r["metrics"]]) for r in rows)
             else:

@@ -16,15 +16,18 @@ the range's visits except for a visitor who
 Such visitors (flags on a day after the range's first) are recomputed from their events
 by the query-time plan; every other visitor's visits are read from the rollup.
 
-Each computed day gets a row in `<events>_visit_days` with its signature and flagged
-visitors, so a query finds what to read without scanning the rollup.
+Each computed day gets a row in `<events>_visit_days` (its mark) with its signature, the
+signature its rows carry and its flagged visitors, so a query finds what to read without
+scanning the rollup.
 
 Freshness. A ClickHouse materialized view keeps per (scope, day, is_bot) the count and a
 hash sum of the events inserted (`<events>_days`); `store.forget` subtracts what it
-deletes. A day's rollup rows carry a signature of that day's and the previous day's sums
-(and the first block number of their partitions, which a TRUNCATE or a dropped partition
-changes); rows with another signature are ignored, and a day without rows of the current
-signature is computed on the first query that needs it. Nothing runs on the web hot path.
+deletes. A day's signature is made of that day's and the previous day's sums (and the
+first block number of their partitions, which a TRUNCATE or a dropped partition changes).
+The flusher computes the days ahead (beacon/query/warm.py), many per INSERT; a query reads
+the rows of the day's newest mark of its current signature, or, when the caller allows an
+age (the web: a few flusher passes), of the newest mark that young; a day with neither is
+computed by the query. Nothing runs on the web hot path.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import threading
+import uuid
+import weakref
 from typing import TYPE_CHECKING
 
 from beacon.columns import date_of, int_of, ints_of
@@ -50,7 +56,10 @@ ATTRS = tuple(FIRST_EVENT_COLUMNS.values())
 PAGE_COLUMNS = (
     "pages Array(String), page_pageviews Array(UInt32), page_events Array(UInt32), names Array(String), name_events Array(UInt32)"
 )
-VERSION = 3
+VERSION = 4  # 4: rows carry a signature of their computation (`rows` in the marks), days computed many at a time
+# events per INSERT ... SELECT of many days: bounds its memory (every event of its days in per-visitor arrays) and how
+# long it holds the store's lock (beacon up: the web's queries wait for it)
+CHUNK_EVENTS = 2_000_000
 LOW = {"source", "channel", "browser", "browser_version", "os", "os_version", "device", "country", "region"}
 
 
@@ -79,7 +88,8 @@ def ddl(store: Store) -> list[str]:
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
-        "day Date, sig UInt64, links Array(UInt64), cuts Array(UInt64)) ENGINE = MergeTree "
+        "day Date, sig UInt64, links Array(UInt64), cuts Array(UInt64), rows UInt64, at DateTime64(6, 'UTC') DEFAULT now64(6)) "
+        "ENGINE = MergeTree "
         f"ORDER BY (scope, timeout, bots, day) TTL day + INTERVAL {ttl + 1} DAY "
         "SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {days_table(store)} (scope LowCardinality(String), day Date, is_bot UInt8, "
@@ -95,6 +105,14 @@ def migrate(store: Store) -> None:
     existed = store.query(f"EXISTS TABLE {days_table(store)}")[0][0]
     for sql in ddl(store):
         store.command(sql)
+    if not store.query(
+        "SELECT count() FROM system.columns WHERE database = {d:String} AND table = {t:String} AND name = 'rows'",
+        {"d": store.database, "t": marks_table(store).split(".", 1)[1]},
+    )[0][0]:  # a rollup of release 3 or earlier: none of its rows is read any more (VERSION), so none is kept
+        for table in (visits_table(store), marks_table(store)):
+            store.command(f"TRUNCATE TABLE {table}")
+        store.command(f"ALTER TABLE {marks_table(store)} ADD COLUMN IF NOT EXISTS rows UInt64")
+        store.command(f"ALTER TABLE {marks_table(store)} ADD COLUMN IF NOT EXISTS at DateTime64(6, 'UTC') DEFAULT now64(6)")
     for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
         store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
@@ -160,18 +178,34 @@ def _sig(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
 
 
-def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
-    """Signatures of the range's days; the days without rows of their signature are computed now."""
-    first, last = q.start.date(), (q.end - DAY).date()
-    bots = (0, 1) if q.include_bots else (0,)
+@dataclasses.dataclass(frozen=True)
+class Mark:
+    """One computed day: its signature, the signature its rows carry (`rows`), their age, its flagged visitors."""
+
+    sig: int
+    rows: int
+    age_ms: int
+    links: tuple[int, ...]
+    cuts: tuple[int, ...]
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+
+
+def signatures(store: Store, scope: str, first: dt.date, last: dt.date, timeout: int, bots: bool) -> list[tuple[dt.date, int, int]]:
+    """(day, signature, events) of each day from first to last; signature 0 for a day without events."""
+    kinds = (0, 1) if bots else (0,)
     sums: dict[dt.date, tuple[int, ...]] = {}
-    for day, is_bot, events, hsum in store.query(
+    events: dict[dt.date, int] = {}
+    for day, is_bot, n, hsum in store.query(
         f"SELECT day, is_bot, sum(events), sum(hash) FROM {days_table(store)} WHERE scope = {{scope:String}} "
         "AND day >= {a:Date} AND day <= {b:Date} GROUP BY day, is_bot",
         {"scope": scope, "a": first - DAY, "b": last},
     ):
-        if is_bot in bots and events:
-            sums[date_of(day)] = (*sums.get(date_of(day), ()), int_of(is_bot), int_of(events), int_of(hsum))
+        if is_bot in kinds and n:
+            sums[date_of(day)] = (*sums.get(date_of(day), ()), int_of(is_bot), int_of(n), int_of(hsum))
+            events[date_of(day)] = events.get(date_of(day), 0) + int_of(n)
     blocks = {
         str(partition): int_of(block)
         for partition, block in store.query(
@@ -180,55 +214,144 @@ def prepare(store: Store, scope: str, q: Query, timeout: int) -> Plan:
             {"d": store.database, "t": store.table},
         )
     }
-    sigs = []
+    out = []
     day = first
     while day <= last:
         prev = day - DAY
-        sigs.append(
-            _sig(
-                VERSION,
-                timeout,
-                q.include_bots,
-                sums[day],
-                sums.get(prev),
-                blocks.get(day.strftime("%Y%m")),
-                blocks.get(prev.strftime("%Y%m")),
-            )
+        sig = (
+            _sig(VERSION, timeout, bots, sums[day], sums.get(prev), blocks.get(day.strftime("%Y%m")), blocks.get(prev.strftime("%Y%m")))
             if day in sums
             else 0
         )
+        out.append((day, sig, events.get(day, 0)))
         day += DAY
-    table = visits_table(store)
-    marks = (
-        f"SELECT day, sig, links, cuts FROM {marks_table(store)} WHERE scope = {{scope:String}} "
-        "AND timeout = {t:UInt16} AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date}"
-    )
-    params = {"scope": scope, "t": timeout, "bots": int(q.include_bots), "a": first, "b": last}
-    have = {(d, s): (links, cuts) for d, s, links, cuts in store.query(marks, params)}
-    stale = {d for d, _ in have}
-    computed = False
-    for i, sig in enumerate(sigs):
-        day = first + i * DAY
-        if sig and (day, sig) not in have:
-            _compute(store, scope, q, timeout, day, sig, day in stale)
-            computed = True
-    if computed:
-        have = {(d, s): (links, cuts) for d, s, links, cuts in store.query(marks, params)}
+    return out
+
+
+def marks(store: Store, scope: str, timeout: int, bots: bool, first: dt.date, last: dt.date) -> dict[dt.date, list[Mark]]:
+    """The computed days' marks (a mark of an earlier release, without `rows`, is not one)."""
+    out: dict[dt.date, list[Mark]] = {}
+    for day, sig, rows, age, links, cuts in store.query(
+        f"SELECT day, sig, rows, dateDiff('millisecond', at, now64(6)), links, cuts FROM {marks_table(store)} "
+        "WHERE scope = {scope:String} AND timeout = {t:UInt16} AND bots = {bots:UInt8} AND day >= {a:Date} AND day <= {b:Date} "
+        "AND rows != 0",
+        {"scope": scope, "t": timeout, "bots": int(bots), "a": first, "b": last},
+    ):
+        mark = Mark(int_of(sig), int_of(rows), int_of(age), tuple(ints_of(links)), tuple(ints_of(cuts)))
+        out.setdefault(date_of(day), []).append(mark)
+    return out
+
+
+def choose(sig: int, day_marks: list[Mark], max_age_ms: int) -> Mark | None:
+    """The rows to read for a day: the newest computed with the day's signature; else, when `max_age_ms` allows, the
+    newest of any signature computed at most that long ago (a day still receiving events, refreshed by the flusher)."""
+    current = [m for m in day_marks if m.sig == sig]
+    if current:
+        return min(current, key=lambda m: (m.age_ms, m.rows))
+    young = [m for m in day_marks if m.age_ms <= max_age_ms]
+    return min(young, key=lambda m: (m.age_ms, m.rows)) if young and max_age_ms > 0 else None
+
+
+def prepare(store: Store, scope: str, q: Query, timeout: int, max_age: float = 0.0) -> Plan:
+    """The rows to read for each day of the range; the days without usable rows are computed now.
+
+    `max_age` (seconds): a day whose events changed since its rollup may be read from a rollup computed at most
+    that long ago (see README, "Freshness"); 0: only a rollup of the day's current events."""
+    first, last = q.start.date(), (q.end - DAY).date()
+    days = signatures(store, scope, first, last, timeout, q.include_bots)
+    age_ms = int(max_age * 1000)
+    have = marks(store, scope, timeout, q.include_bots, first, last)
+    if any(sig and choose(sig, have.get(day, []), age_ms) is None for day, sig, _ in days):
+        with _build_lock(store):  # the flusher's thread may be building these days: wait, then read its marks
+            have = marks(store, scope, timeout, q.include_bots, first, last)
+            todo = [Day(scope, day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), age_ms) is None]
+            for chunk in chunks(todo):
+                compute(store, q, timeout, chunk)
+            if todo:
+                have = marks(store, scope, timeout, q.include_bots, first, last)
+    sigs: list[int] = []
     irregular: set[int] = set()
-    for i, sig in enumerate(sigs):
-        links, cuts = have.get((first + i * DAY, sig), ((), ()))
-        irregular.update(ints_of(cuts))
-        if i:  # a segment may continue the day before's visit only if that day is in the range
-            irregular.update(ints_of(links))
-    return Plan(table, first, tuple(sigs), tuple(sorted(irregular)))
+    for i, (day, sig, _) in enumerate(days):
+        mark = choose(sig, have.get(day, []), age_ms) if sig else None
+        sigs.append(mark.rows if mark else 0)
+        if mark:
+            irregular.update(mark.cuts)
+            if i:  # a segment may continue the day before's visit only if that day is in the range
+                irregular.update(mark.links)
+    return Plan(visits_table(store), first, tuple(sigs), tuple(sorted(irregular)))
 
 
-def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig: int, stale: bool) -> None:
-    """One day's visits into the rollup (one block, deduplicated by its signature), older signatures dropped."""
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    dq = dataclasses.replace(q, start=start, end=start + DAY, dimensions=(), filters=())
-    b = Builder(dq, scope, store.full_table, timeout)
+@dataclasses.dataclass(frozen=True)
+class Day:
+    """A day of one scope to compute: its signature and its events (how much work it is)."""
+
+    scope: str
+    day: dt.date
+    sig: int
+    events: int
+
+
+def build(store: Store, scopes: list[str], q: Query, timeout: int, max_statements: int) -> tuple[int, int]:
+    """Compute the range's days (of these scopes) whose rollup is missing or not of their current events, the newest
+    days first, at most `max_statements` INSERTs (the flusher's pace, beacon/query/warm.py); return (INSERTs run,
+    days still to compute after them)."""
+    first, last = q.start.date(), (q.end - DAY).date()
+    with _build_lock(store):
+        todo: list[Day] = []
+        for scope in scopes:
+            have = marks(store, scope, timeout, q.include_bots, first, last)
+            days = signatures(store, scope, first, last, timeout, q.include_bots)
+            todo += [Day(scope, day, sig, n) for day, sig, n in days if sig and choose(sig, have.get(day, []), 0) is None]
+        todo.sort(key=lambda d: (d.day, d.scope), reverse=True)  # the newest days first: the shorter views are ready first
+        parts = chunks(todo)
+        ran = parts[: max(0, max_statements)]
+        for chunk in ran:
+            compute(store, q, timeout, chunk)
+        return len(ran), sum(len(c) for c in parts[len(ran) :])
+
+
+def chunks(todo: list[Day]) -> list[list[Day]]:
+    """Days in groups of at most CHUNK_EVENTS events (a day bigger than that alone): one INSERT each."""
+    out: list[list[Day]] = []
+    size = 0
+    for item in todo:
+        if not out or size + item.events > CHUNK_EVENTS:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += item.events
+    return out
+
+
+_LOCKS: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _build_lock(store: Store) -> threading.Lock:
+    """One builder per Store at a time (in `beacon up` the flusher's thread and the web share one)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(store, threading.Lock())
+
+
+def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
+    """Days' visits (of one or more scopes) into the rollup in one INSERT ... SELECT (grouped per scope, visitor and
+    day), then their marks.
+
+    Planning the statement costs ~0.4 s whatever its size, so one statement takes many days and scopes. Each
+    computation's rows carry a signature of their own (`rows`: the day's signature and a random run id), named by the
+    day's mark: rows of a computation that died before its mark, or of a second computation of the same day beside
+    this one, are never read. Marks of a day but its two newest are then dropped with their rows (the second newest
+    may still be read by a query that chose it a moment ago)."""
+    run = uuid.uuid4().hex
+    scopes = [d.scope for d in days]
+    day_list = [d.day for d in days]
+    daysigs = [d.sig for d in days]
+    rowsigs = [_sig(d.sig, run) for d in days]
+    start, end = _midnight(min(day_list)), _midnight(max(day_list)) + DAY
+    dq = dataclasses.replace(q, start=start, end=end, dimensions=(), filters=())
+    b = Builder(dq, scopes[0], store.full_table, timeout)
     b.segments = True
+    b.by_day = list(zip(scopes, day_list))
     b.visit_dims = sorted(VISIT_DIMENSIONS)
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
@@ -236,12 +359,16 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
     arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
-    midnight = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-    scope_p = b.p.bind(scope, "String")
+    lo = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+    hi = b.p.bind(end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
+    scopes_p = b.p.bind(scopes, "Array(String)")
+    days_p = b.p.bind(day_list, "Array(Date)")
+    # (scope, visitor, day) of each visitor with an event within the timeout before the day's midnight
     before = (
-        f"SELECT DISTINCT if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) FROM {store.full_table} "
-        f"WHERE scope = {scope_p} AND received_at >= {midnight} - toIntervalMillisecond({gap}) "
-        f"AND received_at < {midnight}{bots}"
+        "SELECT DISTINCT toString(scope), if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)), "
+        f"toDate(received_at) + 1 FROM {store.full_table} WHERE has({scopes_p}, scope) "
+        f"AND received_at >= {lo} - toIntervalMillisecond({gap}) AND received_at < {hi} "
+        f"AND toUnixTimestamp64Milli(received_at) + {gap} >= (toInt64(toDate(received_at)) + 1) * 86400000{bots}"
     )
     extra = (
         "SELECT *, arrayReduceInRanges('min', ranges, ms) AS v_start, "
@@ -257,18 +384,24 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
     attrs = ", ".join(f"{b.cols['visit:' + c]}_1" for c in ATTRS)
-    link = f"toUInt8(v_start_1 = min_start AND v_start_1 <= toUnixTimestamp64Milli({midnight}) + {gap} AND vkey IN ({before}))"
+    link = f"toUInt8(v_start_1 = min_start AND v_start_1 <= toInt64(r_day) * 86400000 + {gap} AND (r_scope, vkey, r_day) IN ({before}))"
     select = (
-        f"SELECT {scope_p}, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, {b.p.bind(day, 'Date')}, "
-        f"{b.p.bind(sig, 'UInt64')}, vkey, has_id, {link}, v_cut_1, v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
+        f"SELECT r_scope, {b.p.bind(timeout, 'UInt16')}, {int(q.include_bots)}, r_day, "
+        f"arrayElement({b.p.bind(rowsigs, 'Array(UInt64)')}, indexOf(arrayZip({scopes_p}, {days_p}), (r_scope, r_day))), vkey, has_id, "
+        f"{link}, v_cut_1, "
+        "v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
         "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2 "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
-    token = f"visits-{scope}-{timeout}-{int(q.include_bots)}-{day}-{sig}"
+    columns = (
+        "scope, timeout, bots, day, sig, vkey, has_id, link, cut, first_camp, last_camp, start_ms, pageviews, events, "
+        f"duration_ms, {', '.join(f'`{c}`' for c in ATTRS)}, entry_page, exit_page, pages, page_pageviews, page_events, names, name_events"
+    )
+    token = f"visits-{run}"
     with store._lock:  # noqa: SLF001 - one INSERT ... SELECT with its own settings, under the store's lock
         store.client.command(
-            f"INSERT INTO {visits_table(store)} {select}",
+            f"INSERT INTO {visits_table(store)} ({columns}) {select}",
             parameters=b.p.values,
             settings={
                 "insert_deduplication_token": token,
@@ -279,19 +412,32 @@ def _compute(store: Store, scope: str, q: Query, timeout: int, day: dt.date, sig
                 "max_threads": 1,
             },
         )
-    key = {"s": scope, "t": timeout, "b": int(q.include_bots), "d": day, "g": sig}
-    with store._lock:  # noqa: SLF001 - the day's mark, once its rows are in
+    key = {"s": scopes, "t": timeout, "b": int(q.include_bots), "days": day_list, "rows": rowsigs, "sigs": daysigs}
+    with store._lock:  # noqa: SLF001 - the days' marks, once their rows are in (a day without rows too: it is computed)
         store.client.command(
-            f"INSERT INTO {marks_table(store)} SELECT scope, timeout, bots, day, sig, groupArrayIf(vkey, link = 1), "
-            f"groupArrayIf(vkey, cut = 1) FROM {visits_table(store)} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
-            "AND bots = {b:UInt8} AND day = {d:Date} AND sig = {g:UInt64} GROUP BY scope, timeout, bots, day, sig",
+            f"INSERT INTO {marks_table(store)} (scope, timeout, bots, day, sig, rows, links, cuts) "
+            "SELECT d.scope, {t:UInt16}, {b:UInt8}, d.day, d.sig, d.rows, v.links, v.cuts FROM (SELECT "
+            "arrayJoin(arrayZip({s:Array(String)}, {days:Array(Date)}, {sigs:Array(UInt64)}, {rows:Array(UInt64)})) AS x, "
+            "x.1 AS scope, x.2 AS day, x.3 AS sig, x.4 AS rows) AS d LEFT JOIN (SELECT sig AS rows, groupArrayIf(vkey, link = 1) "
+            f"AS links, groupArrayIf(vkey, cut = 1) AS cuts FROM {visits_table(store)} WHERE has({{s:Array(String)}}, scope) "
+            "AND timeout = {t:UInt16} AND bots = {b:UInt8} AND has({days:Array(Date)}, day) AND has({rows:Array(UInt64)}, sig) "
+            "GROUP BY sig) AS v ON d.rows = v.rows",
             parameters=key,
-            settings={"insert_deduplication_token": token, "insert_deduplicate": 1},
+            settings={"insert_deduplication_token": token, "insert_deduplicate": 1, "join_use_nulls": 0},
         )
-    if stale:
-        for table in (visits_table(store), marks_table(store)):
-            store.command(
-                f"DELETE FROM {table} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} "
-                "AND bots = {b:UInt8} AND day = {d:Date} AND sig != {g:UInt64}",
-                key,
-            )
+    for scope in dict.fromkeys(scopes):
+        _drop_old(store, scope, q.include_bots, timeout, [d.day for d in days if d.scope == scope])
+
+
+def _drop_old(store: Store, scope: str, bots: bool, timeout: int, days: list[dt.date]) -> None:
+    have = marks(store, scope, timeout, bots, min(days), max(days))
+    old = [m.rows for d in days for m in sorted(have.get(d, []), key=lambda m: (m.age_ms, m.rows))[2:]]
+    if not old:
+        return
+    key = {"s": scope, "t": timeout, "b": int(bots), "days": days, "old": old}
+    for table, column_ in ((visits_table(store), "sig"), (marks_table(store), "rows")):
+        store.command(
+            f"DELETE FROM {table} WHERE scope = {{s:String}} AND timeout = {{t:UInt16}} AND bots = {{b:UInt8}} "
+            f"AND has({{days:Array(Date)}}, day) AND has({{old:Array(UInt64)}}, {column_})",
+            key,
+        )

@@ -107,6 +107,8 @@ class Builder:
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
         self.purchases = ""  # the copy of the purchase events, when current (beacon/query/purchases.py)
+        # the rollup's build: one row per visitor and day of these (scope, day) pairs (`r_scope`, `r_day`)
+        self.by_day: list[tuple[str, dt.date]] = []
 
     @property
     def plan(self) -> Plan:
@@ -210,8 +212,17 @@ class Builder:
             visit_attrs += f", {expr} AS {self.cols[d]}"
             per_visit.append(self.cols[d])
         restrict = self.restrict(scope, start, end, bots)
+        day, by_day, in_scope = "", "", f"scope = {scope}"
+        if self.by_day:
+            scopes = self.p.bind([s for s, _ in self.by_day], "Array(String)")
+            days = self.p.bind([d for _, d in self.by_day], "Array(Date)")
+            day = "toString(scope) AS r_scope, toDate(received_at) AS r_day, "
+            in_scope = f"has({scopes}, scope)"
+            by_day = (
+                f" AND (toString(scope), toDate(received_at)) IN (SELECT x.1, x.2 FROM (SELECT arrayJoin(arrayZip({scopes}, {days})) AS x))"
+            )
         return (
-            "SELECT vkey, max(visitor_id != '') AS has_id, "
+            f"SELECT vkey, {day}max(visitor_id != '') AS has_id, "
             "groupArray((toUnixTimestamp64Milli(received_at) * 1024 + cityHash64(event_id) % 1024) * 2 "
             f"+ ({PAGEVIEW})) AS keys, "
             "arraySort((c, k) -> k, groupArray(if(utm_source = '' AND utm_medium = '' AND utm_campaign = '', 0, "
@@ -233,8 +244,8 @@ class Builder:
             "arrayMap((a, b) -> a - b, arrayReduceInRanges('max', ranges, ms), arrayReduceInRanges('min', ranges, ms)) "
             f"AS v_duration{visit_attrs} "
             f"FROM (SELECT *, if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id)) AS vkey{self.shop(scope)} "
-            f"FROM {self.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots}{restrict}) "
-            "GROUP BY vkey"
+            f"FROM {self.table} WHERE {in_scope} AND received_at >= {start} AND received_at < {end}{bots}{restrict}{by_day}) "
+            f"GROUP BY {'r_scope, vkey, r_day' if self.by_day else 'vkey'}"
         ), per_visit
 
     def restrict(self, scope: str, start: str, end: str, bots: str) -> str:
