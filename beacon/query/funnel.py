@@ -22,11 +22,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from beacon.event import EVENT_NAME
+from beacon.query import asof, rollup
 from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
 from beacon.query.sql import Builder, column
 
 if TYPE_CHECKING:  # annotations only (store.py reads the rollup, beacon.query)
     from beacon.query.model import FunnelAnswer, FunnelStep
+    from beacon.query.rollup import Plan
     from beacon.store import Store
 
 DEFAULT_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
@@ -83,7 +85,14 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
         raise QueryError(f"funnels take no {shop[0]} filter; filter on the visit, the page, the event name or a property")
     kind, value = steps[0]  # a visitor without step 1 in the range reaches no step: its visits are not computed
     b.only_with = f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}"
-    events = _events(b)
+    per_visit = True  # `hit` is each event's; else each visit's (only the passing visits' events)
+    if window is not None and not q.filters:  # every event of the visitor: no visit needed
+        events, per_visit = _step_events(b, steps, None), False
+    elif rollup.usable(q, b) and (b.paged or not b.event_plan):  # each step event's visit from the visits rollup
+        b.rollup = rollup.prepare(store, scope, q, visit_timeout)
+        events, per_visit = _step_events(b, steps, b.rollup), False
+    else:
+        events = _events(b)
     conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
     if window is None:  # per visit: the visits with a matching event
         per = (
@@ -91,7 +100,7 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
             f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no HAVING max(hit) = 1) GROUP BY vkey"
         )
     else:  # per visitor, over the events of its selected visits
-        if q.filters:
+        if q.filters and per_visit:
             hits = f"SELECT *, max(hit) OVER (PARTITION BY vkey, visit_no) AS visit_hit FROM ({events})"
             events = f"SELECT * FROM ({hits}) WHERE visit_hit = 1"
         per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
@@ -124,6 +133,24 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
             "include": {"bots": q.include_bots},
         },
     }
+
+
+def _step_events(b: Builder, steps: list[tuple[str, str]], plan: Plan | None) -> str:
+    """The step events of identified visitors (`windowFunnel` skips the others; a visitor without step 1 reaches
+    level 0), each with its visit from the rollup (`plan`; only the visits that pass the filters,
+    beacon/query/asof.py) or, without a plan (a window in seconds, no filter), with none: vkey, visit_no, ms,
+    event, page, hit = 1. Not restricted to the visitors with step 1: that costs a scan and a set lookup
+    per event, more than it saves when most visitors who do a later step did the first."""
+    any_step = " OR ".join(f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}" for kind, value in steps)
+    where = asof.scan(b, f"visitor_id != '' AND ({any_step})")
+    page = "path(url)" if any(kind == "page" for kind, _ in steps) else "''"  # the URLs are read only for a page step
+    left = f"SELECT {asof.VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, event, {page} AS page {where}"
+    if plan is None:
+        return f"SELECT vkey, 0 AS visit_no, t_ms AS ms, event, page, toUInt8(1) AS hit FROM ({left})"
+    b.visit_dims = sorted(d for d in b.filter_dims if d.startswith("visit:"))
+    for d in b.visit_dims:
+        b.cols[d] = column(d, "a_") + "_1"
+    return asof.joined(b, left, "e.vkey AS vkey, v.v_start AS visit_no, e.t_ms AS ms, e.event AS event, e.page AS page, toUInt8(1) AS hit")
 
 
 def _events(b: Builder) -> str:

@@ -41,6 +41,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from beacon.columns import date_of, int_of, ints_of, str_of
+from beacon.query import asof
 from beacon.query.model import VISIT_DIMENSIONS, Query
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
 
@@ -190,7 +191,7 @@ def usable(q: Query, b: Builder) -> bool:
     daily = not q.filters and set(q.dimensions) <= {"time:day"} and not set(q.metrics) & VISIT_METRICS and not b.commerce
     shop = b.shop_rolled()  # purchases from their copy, each with its visit from the rollup
     return (
-        (not b.event_plan or daily or b.paged or shop)
+        (not b.event_plan or daily or b.paged or shop or asof.props_split(b) or asof.event_split(b))
         and (not b.commerce or shop)
         and q.start.time() == midnight
         and q.end.time() == midnight

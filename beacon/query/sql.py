@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from beacon.query import commerce
+from beacon.query import asof, commerce
 from beacon.query.model import (
     COMMERCE_DIMENSIONS,
     PROP_PREFIX,
@@ -363,6 +363,14 @@ class Builder:
         self.visit_dims = sorted({d for d in (*self.q.dimensions, *self.filter_dims) if d.startswith("visit:")})
         if self.rollup is not None and self.shop_rolled():
             return self.purchase_visits()
+        if self.rollup is not None and asof.props_split(self):  # the carrying events, each with its visit from the rollup
+            for d in self.visit_dims:
+                self.cols[d] = column(d, "a_") + "_1"
+            return asof.props_rows(self)
+        if self.rollup is not None and asof.event_split(self):  # the events passing the event filters, with their visits
+            for d in self.visit_dims:
+                self.cols[d] = column(d, "a_") + "_1"
+            return asof.event_rows(self)
         if self.rollup is not None and self.paged:  # event:page from each visit's pages in the rollup
             for d in self.visit_dims:
                 self.cols[d] = column(d, "a_") + "_1"
@@ -493,7 +501,7 @@ class Builder:
             f"WHERE {self.where(lambda d: self.cols[d])}"
         )
 
-    def glued(self, irregular: str, starts: bool = False) -> str:
+    def glued(self, irregular: str, starts: bool = False, totals: bool = False) -> str:
         """The irregular visitors' visits: their rollup segments in time order, glued where the range joins them.
 
         A segment starts a visit unless it is the first of its day (after the range's first day)
@@ -564,6 +572,9 @@ class Builder:
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
         if starts:
             attrs = "".join(f", {self.cols[d]}_j AS {self.cols[d]}" for d in self.visit_dims)
+            if totals:  # and its counts (and pages, when paged): beacon/query/asof.py
+                attrs += ", has_id, v_pv_j AS v_pv, v_ev_j AS v_ev, v_dur_j AS v_dur"
+                attrs += ", v_pagemap_j.1 AS pg_pages" if self.paged else ""
             return f"SELECT vkey, v_st_j AS v_start{attrs} FROM ({visits}) ARRAY JOIN {joined}"
         if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
             spread = "".join(
