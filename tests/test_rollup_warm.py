@@ -218,3 +218,21 @@ def test_the_api_counts_an_event_flushed_after_the_flushers_last_pass(make_clien
     assert client.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fb", headers={"referer": "https://shop.test/"}).status_code == 200
     assert flush() == 1
     assert client.post("/api/v2/query", json=body, headers=headers).json()["results"][0]["metrics"] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("lag", [0, 30])
+def test_the_dashboard_lags_behind_its_events_only_when_told_to(make_client, store, r, flush, lag):
+    """BEACON_DASHBOARD_MAX_LAG: 0 (the default) counts a visitor flushed after the last pass at once;
+    30 reads the last pass's rollup for up to 30 s (the README's Freshness)."""
+    from tests.conftest import API_KEY
+    from tests.test_dashboard import sign_in
+
+    client = make_client(dashboard_max_lag=lag)
+    assert client.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fa", headers={"referer": "https://shop.test/"}).status_code == 200
+    assert flush() == 1 and Warmer(store, 10, 30).run(r, "test") == 0
+    client.cookies.clear()
+    assert client.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fb", headers={"referer": "https://shop.test/"}).status_code == 200
+    assert flush() == 1
+    sign_in(client, API_KEY)
+    rows = dict(line.split(",", 1) for line in client.get("/dashboard/api/csv/headline?period=day").text.splitlines()[1:])
+    assert rows["visitors"].split(",")[0] == ("2" if lag == 0 else "1")
