@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from beacon.query.model import PROP_PREFIX, Combination, Condition, Filter, is_event_level
+from beacon.query.model import PROP_PREFIX, Filter, dimensions_of, is_event_level
 
 if TYPE_CHECKING:  # sql.py imports this module: annotations only
     from beacon.query.sql import Builder
@@ -43,14 +43,6 @@ def props_split(b: Builder) -> bool:
     )
 
 
-def _dims(f: Filter) -> set[str]:
-    if isinstance(f, Condition):
-        return {f.dimension}
-    if isinstance(f, Combination):
-        return set().union(*(_dims(p) for p in f.parts))
-    return _dims(f.part)
-
-
 def event_split(b: Builder) -> bool:
     """Event-level dimensions or filters (page and name together, properties, hours) where each top-level
     filter is about the event alone or the visit alone, and one is about the event: the events that pass the
@@ -59,7 +51,7 @@ def event_split(b: Builder) -> bool:
     plan."""
     from beacon.query.sql import VISIT_METRICS  # sql.py imports this module
 
-    split = [{is_event_level(d) for d in _dims(f)} for f in b.q.filters]
+    split = [{is_event_level(d) for d in dimensions_of(f)} for f in b.q.filters]
     visits = {False} in split or any(d.startswith("visit:") for d in b.q.dimensions) or bool(set(b.q.metrics) & VISIT_METRICS)
     pure = all(len(s) == 1 for s in split) and {True} in split
     return not b.commerce and b.event_plan and not b.paged and pure and visits  # no visit needed: `events_only`
@@ -69,7 +61,7 @@ def event_rows(b: Builder) -> str:
     """Rows of the event plan's shape for `event_split`: per (dimension values, visit), its passing events."""
     from beacon.query.sql import PAGE, PAGEVIEW, column  # sql.py imports this module
 
-    event_filters = [f for f in b.q.filters if all(is_event_level(d) for d in _dims(f))]
+    event_filters = [f for f in b.q.filters if all(is_event_level(d) for d in dimensions_of(f))]
     visit_filters = [f for f in b.q.filters if f not in event_filters]
     event_dims = [d for d in b.q.dimensions if is_event_level(d)]
     cond = " AND ".join(b.condition(f, b.event_expr) for f in event_filters)

@@ -171,6 +171,15 @@ class Negation:
 Filter = Condition | Combination | Negation
 
 
+def dimensions_of(f: Filter) -> set[str]:
+    """The dimensions a filter reads, through its and/or/not."""
+    if isinstance(f, Condition):
+        return {f.dimension}
+    if isinstance(f, Combination):
+        return set().union(*(dimensions_of(p) for p in f.parts))
+    return dimensions_of(f.part)
+
+
 @dataclasses.dataclass(frozen=True)
 class Query:
     metrics: tuple[str, ...]

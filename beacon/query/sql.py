@@ -28,10 +28,10 @@ from beacon.query.model import (
     COMMERCE_DIMENSIONS,
     PROP_PREFIX,
     Combination,
-    Condition,
     Filter,
     Negation,
     Query,
+    dimensions_of,
     is_event_level,
 )
 
@@ -117,7 +117,7 @@ class Builder:
         self.table = table
         self.gap_ms = visit_timeout_minutes * 60_000
         self.p = Params()
-        self.filter_dims = sorted({d for f in q.filters for d in _dims(f)})
+        self.filter_dims = sorted({d for f in q.filters for d in dimensions_of(f)})
         self.event_plan = any(is_event_level(d) for d in (*q.dimensions, *self.filter_dims))
         self.commerce = commerce.needed(q, self.filter_dims)  # issue 12: beacon/query/commerce.py
         self.customers = "customers" in q.metrics
@@ -641,7 +641,7 @@ class Builder:
             return var[d] if d in var else "toString(pg_day)" if d == "time:day" else attr(d)
 
         # filters on the page (or name) are checked per page; the others once per visit, before any page
-        on_key = [f for f in self.q.filters if _dims(f) & set(keys)]
+        on_key = [f for f in self.q.filters if dimensions_of(f) & set(keys)]
         per_row = " AND ".join(self.condition(f, expr) for f in self.q.filters if f not in on_key) or "1"
         per_page = " AND ".join(self.condition(f, expr) for f in on_key) or "1"
         arrays = {"event:page": "pg_pages", "event:name": "pg_names" if self.key == "pair" else "pg_pages"}
@@ -705,11 +705,3 @@ class Builder:
         order = f" ORDER BY {', '.join(order_terms)}" if order_terms else ""
         sql = f"SELECT {select} FROM ({inner}){group}{order} LIMIT {lim} OFFSET {off}"
         return sql, self.p.values
-
-
-def _dims(f: Filter) -> set[str]:
-    if isinstance(f, Condition):
-        return {f.dimension}
-    if isinstance(f, Combination):
-        return set().union(*(_dims(p) for p in f.parts))
-    return _dims(f.part)
