@@ -236,3 +236,26 @@ def test_the_dashboard_lags_behind_its_events_only_when_told_to(make_client, sto
     sign_in(client, API_KEY)
     rows = dict(line.split(",", 1) for line in client.get("/dashboard/api/csv/headline?period=day").text.splitlines()[1:])
     assert rows["visitors"].split(",")[0] == ("2" if lag == 0 else "1")
+
+
+def test_a_pass_never_waits_for_a_query_computing_days(make_client, store, r, flush):
+    """In `beacon up` a view that computes a cold range holds the store's build lock for seconds; the
+    flusher's pass then skips (flushing goes on) and a later pass computes what is left."""
+    client = make_client()
+    assert client.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fa", headers={"referer": "https://shop.test/"}).status_code == 200
+    assert flush() == 1  # today's events changed: its rollup is due
+
+    def newest_mark() -> object:
+        return store.query(f"SELECT max(at) FROM {rollup.marks_table(store)}")[0][0]
+
+    before = newest_mark()
+    warmer = Warmer(store, 10, 30)
+    with rollup._build_lock(store):  # what a query computing days holds
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (warmer.run(r, "test"), done.set()))
+        worker.start()
+        assert done.wait(10), "the pass waited for the query's lock"
+        worker.join()
+    assert newest_mark() == before  # skipped: nothing computed
+    assert warmer.run(r, "test") == 0
+    assert newest_mark() != before  # the next pass computed today

@@ -324,7 +324,10 @@ def build(store: Store, scopes: list[str], q: Query, timeout: int, max_statement
     days first, at most `max_statements` INSERTs (the flusher's pace, beacon/query/warm.py); return (INSERTs run,
     days still to compute after them)."""
     first, last = q.start.date(), (q.end - DAY).date()
-    with _build_lock(store):
+    lock = _build_lock(store)
+    if not lock.acquire(blocking=False):  # a query is computing days (beacon up): the flusher never waits for it
+        return 0, 0  # the next pass, an interval later, looks again
+    try:
         todo: list[Day] = []
         for scope in scopes:
             have = marks(store, scope, timeout, q.include_bots, first, last)
@@ -336,6 +339,8 @@ def build(store: Store, scopes: list[str], q: Query, timeout: int, max_statement
         for chunk in ran:
             compute(store, q, timeout, chunk)
         return len(ran), sum(len(c) for c in parts[len(ran) :])
+    finally:
+        lock.release()
 
 
 def chunks(todo: list[Day]) -> list[list[Day]]:
