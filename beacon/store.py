@@ -158,6 +158,18 @@ class Store:
             rows: Sequence[Row] = self.client.query(sql, parameters=parameters).result_rows
             return rows
 
+    def first_blocks(self) -> dict[str, int]:
+        """partition id -> the first block number of the events table's active parts there. A TRUNCATE or a
+        dropped partition changes it: the visits rollup and the purchases copy notice by it."""
+        return {
+            str(pid): int_of(block)
+            for pid, block in self.query(
+                "SELECT partition_id, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
+                "AND active GROUP BY partition_id",
+                {"d": self.database, "t": self.table},
+            )
+        }
+
     def ping(self) -> bool:
         try:
             return self.query("SELECT 1") == [(1,)]

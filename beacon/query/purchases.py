@@ -92,14 +92,7 @@ def ready(store: Store) -> str:
     if store.cluster:
         return ""
     with _lock:
-        current = {
-            str(pid): int_of(block)
-            for pid, block in store.query(
-                "SELECT partition_id, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
-                "AND active GROUP BY partition_id",
-                {"d": store.database, "t": store.table},
-            )
-        }
+        current = store.first_blocks()
         copied = {
             str(pid): int_of(block)
             for pid, block in store.query(f"SELECT partition_id, argMax(min_block, at) FROM {parts_table(store)} GROUP BY partition_id")

@@ -234,14 +234,7 @@ def signatures(store: Store, scope: str, first: dt.date, last: dt.date, timeout:
         if is_bot in kinds and n:
             sums[date_of(day)] = (*sums.get(date_of(day), ()), int_of(is_bot), int_of(n), int_of(hsum))
             events[date_of(day)] = events.get(date_of(day), 0) + int_of(n)
-    blocks = {
-        str(partition): int_of(block)
-        for partition, block in store.query(
-            "SELECT partition, min(min_block_number) FROM system.parts WHERE database = {d:String} AND table = {t:String} "
-            "AND active GROUP BY partition",
-            {"d": store.database, "t": store.table},
-        )
-    }
+    blocks = store.first_blocks()  # by partition id: toYYYYMM's, as `%Y%m` below
     out = []
     day = first
     while day <= last:
