@@ -139,6 +139,13 @@ def rows(store: Store) -> Any:
     return fetch
 
 
+def with_partners(make_client: Any, tmp_path: Any, registry: str, **overrides: Any) -> Any:
+    """An app client with `registry` as its partners file and shop.test as the mall's host."""
+    path = tmp_path / "partners.toml"
+    path.write_text(registry)
+    return make_client(partners_file=str(path), mall_hosts="shop.test", **overrides)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

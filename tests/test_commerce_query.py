@@ -26,7 +26,7 @@ import pytest
 from beacon import customers, query
 from beacon.query import QueryError, funnel
 
-from .conftest import API_KEY
+from .conftest import API_KEY, with_partners
 from .test_partners import A_KEY, MALL, REGISTRY
 
 UTC = dt.timezone.utc
@@ -192,9 +192,7 @@ def test_query_refusals(day):
 
 @pytest.fixture
 def pclient(make_client, tmp_path):
-    path = tmp_path / "partners.toml"
-    path.write_text(REGISTRY)
-    return make_client(partners_file=str(path), mall_hosts="shop.test")
+    return with_partners(make_client, tmp_path, REGISTRY)
 
 
 def test_a_partner_key_reads_only_its_own_revenue_and_no_account_or_mall_id(day, pclient):

@@ -16,7 +16,7 @@ import pytest
 from beacon import partners as reg
 from beacon.dashboard.session import Sessions, fingerprint
 
-from .conftest import API_KEY, KEY
+from .conftest import API_KEY, KEY, with_partners
 
 A_KEY, B_KEY = "bpk_dash-partner-a", "bpk_dash-partner-b"
 MALL = "https://shop.test"
@@ -40,9 +40,7 @@ STATIC = Path(__file__).parent.parent / "beacon" / "dashboard" / "static"
 
 @pytest.fixture
 def dash(make_client, tmp_path):
-    path = tmp_path / "partners.toml"
-    path.write_text(REGISTRY)
-    return make_client(partners_file=str(path), mall_hosts="shop.test")
+    return with_partners(make_client, tmp_path, REGISTRY)
 
 
 def sign_in(client, key=API_KEY, base=MALL, prefix=""):

@@ -21,7 +21,7 @@ import pytest
 
 from beacon.query import QueryError, funnel
 
-from .conftest import API_KEY
+from .conftest import API_KEY, with_partners
 from .test_partners import A_KEY, MALL, REGISTRY
 
 UTC = dt.timezone.utc
@@ -126,9 +126,7 @@ def test_the_filters_are_echoed_and_bad_ones_named(day):
 
 @pytest.fixture
 def pclient(make_client, tmp_path):
-    path = tmp_path / "partners.toml"
-    path.write_text(REGISTRY)
-    return make_client(partners_file=str(path), mall_hosts="shop.test")
+    return with_partners(make_client, tmp_path, REGISTRY)
 
 
 def test_the_funnel_route_takes_filters(day, pclient):

@@ -15,7 +15,7 @@ import pytest
 
 from beacon import query
 
-from .conftest import API_KEY, free_port
+from .conftest import API_KEY, free_port, with_partners
 from .test_commerce_query import DAY, NOW, ask, day  # noqa: F401 - `day` is a fixture
 from .test_operators import beacon, one_line
 
@@ -177,9 +177,7 @@ console.log(JSON.stringify(sent));
 def prefixed(make_client, tmp_path):
     from .test_partners import REGISTRY
 
-    path = tmp_path / "partners.toml"
-    path.write_text(REGISTRY)
-    return make_client(partners_file=str(path), mall_hosts="shop.test")
+    return with_partners(make_client, tmp_path, REGISTRY)
 
 
 def test_beacon_js_is_served_under_the_partner_prefix_and_sends_there(prefixed):
