@@ -152,6 +152,36 @@ def test_funnels_through_the_rollup_equal_the_query_time_plan(
         assert rolled["steps"][0]["visitors"] > 20 and rolled["steps"][1]["visitors"] > 5
 
 
+# event steps only (no pageview): each visit's sequence in the rollup (beacon/query/sequences.py)
+EVENT_STEPS = (["click", "signup"], ["signup", "click", "signup"])
+PAIR = [["is", "event:page", ["/a", "/c"]], ["is_not", "event:name", ["pageview"]], ["is", "visit:device", ["desktop"]]]
+
+
+@pytest.mark.parametrize("scope", ["mall", "partner"])
+@pytest.mark.parametrize("filters", [*FILTERS[:-1], PAIR, [["is_not", "event:page", ["/b"]]]])
+def test_event_step_funnels_from_the_sequences_equal_the_query_time_plan(
+    data: Any, filters: list[Any], scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for steps, bots in zip(EVENT_STEPS, (False, True)):
+        body = {"steps": steps, "date_range": RANGE, "filters": filters, "include": {"bots": bots}}
+        rolled, plain = both(funnel.run, data, scope, body, monkeypatch)
+        assert rolled == plain
+        if scope == "mall" and not filters:
+            assert rolled["steps"][0]["visitors"] > 10 and rolled["steps"][1]["visitors"] > 3
+
+
+def test_an_event_step_funnel_reads_the_sequences_not_the_events(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = data.query
+    asked: list[str] = []
+    monkeypatch.setattr(data, "query", lambda sql, *a, **k: asked.append(sql) or run(sql, *a, **k))
+    for filters in ([], [GOOGLE], [["is", "event:page", ["/a"]]]):
+        asked.clear()
+        answer = funnel.run(data, "mall", {"steps": list(EVENT_STEPS[0]), "date_range": RANGE, "filters": filters}, now=NOW)
+        assert answer["steps"][0]["visitors"] > 0
+        [sql] = [s for s in asked if "windowFunnel" in s]
+        assert "seq_names" in sql and "ASOF JOIN" not in sql and f"FROM {data.full_table} " not in sql
+
+
 def test_a_funnel_over_whole_days_reads_the_rollup_not_every_visit(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
     real = rollup.prepare
