@@ -60,8 +60,8 @@ def levels(b: Builder, steps: list[tuple[str, str]], whole_visit_ms: int) -> str
     pages = {"event:page": "pages", "event:name": "names", "pair": "arrayZip(pn_pages, pn_names)"}
     paged = f", {pages[b.key]} AS pg_pages" if b.paged else ""
     rows = (
-        f"SELECT vkey{attrs}{paged}, seq_names AS sq_names, seq_ms AS sq_ms FROM {b.plan.table} "
-        f"WHERE {b.rolled_where()} AND has_id = 1 AND has(seq_names, {first}) AND vkey NOT IN (SELECT arrayJoin({irregular}))"
+        f"SELECT vkey{attrs}{paged}, seq_names AS sq_names, seq_ms AS sq_ms FROM {b.plan.table} PREWHERE {b.rolled_where()} "
+        f"WHERE has_id = 1 AND has(seq_names, {first}) AND vkey NOT IN (SELECT arrayJoin({irregular}))"
     )
     if b.plan.irregular:
         keep = "".join(f", {b.cols[d]}" for d in b.visit_dims) + (", pg_pages" if b.paged else "")
