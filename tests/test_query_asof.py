@@ -195,3 +195,30 @@ def test_a_funnel_over_whole_days_reads_the_rollup_not_every_visit(data: Any, mo
         [sql] = [s for s in asked if "windowFunnel" in s]
         assert "arrayCumSum" not in sql  # no visit computed from the events
         assert ("rollup" in asked and "ASOF JOIN" in sql) == (window == "visit" or bool(filters))
+
+
+def test_an_earlier_rollup_gets_the_sequences_and_its_rows_are_not_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VERSION 6 rollup (no event sequences): migrate adds the columns; its rows (sequences empty) are never read by a
+    funnel, whose answer stays the query-time plan's."""
+    from beacon.store import Store
+
+    store.command("DROP DATABASE IF EXISTS beacon_v6_rollup")
+    old = Store(store.dsn, "beacon_v6_rollup", "events", 395, 1000)
+    try:
+        old.migrate()
+        old.command(f"DROP TABLE {rollup.visits_table(old)}")
+        old.command(rollup.ddl(old)[0].replace(f", {rollup.SEQ_COLUMNS}", ""))
+        insert(old, with_props())
+        old.migrate()
+        old.migrate()  # safe to repeat
+        names = {n for (n,) in old.query("SELECT name FROM system.columns WHERE database = 'beacon_v6_rollup' AND table = 'events_visits'")}
+        assert {"seq_names", "seq_ms"} <= names
+        with monkeypatch.context() as m:  # rows of the earlier release: computed under its VERSION, without sequences
+            m.setattr(rollup, "VERSION", 6)
+            query.run(old, "mall", {"metrics": ["visits"], "date_range": RANGE}, now=NOW)
+        old.command(f"ALTER TABLE {rollup.visits_table(old)} UPDATE seq_names = [], seq_ms = [] WHERE 1 SETTINGS mutations_sync = 2")
+        body = {"steps": list(EVENT_STEPS[0]), "date_range": RANGE}
+        rolled, plain = both(funnel.run, old, "mall", body, monkeypatch)
+        assert rolled == plain and plain["steps"][1]["visitors"] > 0
+    finally:
+        store.command("DROP DATABASE IF EXISTS beacon_v6_rollup")
