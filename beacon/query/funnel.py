@@ -13,6 +13,10 @@ visits the way they do for every other panel: a visit takes part when one of its
 carrying its visit's values, matches the filters. The funnel then runs over all the
 events of the selected visits (a page filter picks the visits that saw the page; it does
 not drop the visit's other steps).
+
+Plans: event steps within a visit read each visit's event sequence in the rollup
+(beacon/query/sequences.py); other funnels over whole days read their step events, each
+with its visit from the rollup (`_step_events`); the rest compute visits from the events.
 """
 
 from __future__ import annotations
