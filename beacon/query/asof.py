@@ -18,6 +18,7 @@ millisecond) is given the later visit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -30,16 +31,38 @@ VKEY = "if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id))"
 
 
 def props_split(b: Builder) -> bool:
-    """One event:props:<name> breakdown with only visit:* filters (the properties panel after a visit filter):
-    the events carrying the property take their visit from the rollup, and the visits' other events (the
-    breakdown's "" row) are counted from the visits' totals, so no event without the property is read."""
+    """One event:props:<name> breakdown answered from the rollup: with only visit:* filters (the properties panel
+    after a visit filter), the events carrying the property take their visit from the rollup, and the visits'
+    other events (the breakdown's "" row) are counted from the visits' totals, so no event without the property
+    is read; without filters or with page and name filters, `props_copied`."""
+    q = b.q
+    one = not b.commerce and len(q.dimensions) == 1 and q.dimensions[0].startswith(PROP_PREFIX)
+    return one and (_visit_only(b) or props_copied(b))
+
+
+def _visit_only(b: Builder) -> bool:
+    return bool(b.filter_dims) and all(d.startswith("visit:") for d in b.filter_dims)
+
+
+def props_copied(b: Builder) -> bool:
+    """The properties breakdown (visitors, events, pageviews) unfiltered or with page and name filters, each top-level
+    filter about the event's page and name alone or the visit alone: the carrying events from their copy
+    (beacon/query/copies.py) and each visitor's other events from the rollup's counts (`copied_rows`)."""
+    from beacon.query.sql import KEY_VARS, VISIT_METRICS  # sql.py imports this module
+
+    def pure(dims: set[str]) -> bool:
+        return dims <= set(KEY_VARS) or all(d.startswith("visit:") for d in dims)
+
     q = b.q
     return (
-        not b.commerce
+        bool(b.props)
+        and not b.commerce
         and len(q.dimensions) == 1
         and q.dimensions[0].startswith(PROP_PREFIX)
-        and bool(b.filter_dims)
-        and all(d.startswith("visit:") for d in b.filter_dims)
+        and not q.include_bots  # the rollup warmed ahead is the one without bots (beacon/query/warm.py)
+        and not set(q.metrics) & VISIT_METRICS  # rows per (value, visitor), not per visit
+        and not _visit_only(b)
+        and all(pure(dimensions_of(f)) for f in q.filters)
     )
 
 
@@ -81,13 +104,13 @@ def event_rows(b: Builder) -> str:
     )
 
 
-def scan(b: Builder, where: str) -> str:
-    """FROM ... WHERE over the range's events (scope, bots) that satisfy `where`."""
+def scan(b: Builder, where: str, source: str = "") -> str:
+    """FROM ... WHERE over the range's events (scope, bots) that satisfy `where` (in `source`: the events, or a copy)."""
     bots = "" if b.q.include_bots else " AND is_bot = 0"
     scope = b.p.bind(b.scope, "String")
     start = b.p.bind(b.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
     end = b.p.bind(b.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-    return f"FROM {b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
+    return f"FROM {source or b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
 
 
 def visits(b: Builder, filters: Sequence[Filter] | None = None) -> str:
@@ -132,11 +155,13 @@ def props_rows(b: Builder) -> str:
     (the visit's totals less its carrying events), in one aggregation."""
     from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
 
+    if props_copied(b):
+        return copied_rows(b)
     dim = b.q.dimensions[0]
     value = b.event_expr(dim)
-    carrying = (
+    carrying = (  # from their copy when there is one (FINAL: an event copied twice is read once)
         f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {value} AS val, toInt64({PAGEVIEW}) AS pv "
-        f"{scan(b, f'{value} != {chr(39) * 2}')}"
+        f"{scan(b, f'{value} != {chr(39) * 2}', f'{b.props} FINAL' if b.props else '')}"
     )
     rows = joined(
         b, carrying, "e.val AS val, e.vkey AS vkey, v.v_start AS v_start, v.has_id AS has_id, e.pv AS pv, v.v_pv AS v_pv, v.v_dur AS v_dur"
@@ -151,4 +176,42 @@ def props_rows(b: Builder) -> str:
     return (
         f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
         f"max(v_pv) AS v_pageviews, max(v_dur) AS v_duration FROM ({counted}) GROUP BY k_val, vkey, v_start HAVING m_events > 0"
+    )
+
+
+def copied_rows(b: Builder) -> str:
+    """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_copied`, one per (value, visitor).
+
+    The events carrying the property that pass the page and name filters come from the copy, each
+    +1 under its value and -1 under ""; the same query without the breakdown, from the rollup, gives
+    each visitor's passing events (its segments' counts unfiltered; its matching pages' counts with
+    page or name filters, `Builder.paged_rows`) under "". With visit filters too, the carrying events
+    keep only those whose visit passes (`joined`), as the rollup's rows do. A visitor's "" is the sum
+    of its visits' other events, each >= 0, so per (value, visitor) is enough for visitors, events
+    and pageviews."""
+    from beacon.query.sql import KEY_VARS, PAGE, PAGEVIEW, Builder, column  # sql.py imports this module
+
+    dim = b.q.dimensions[0]
+    value = b.event_expr(dim)
+    event_filters = [f for f in b.q.filters if dimensions_of(f) <= set(KEY_VARS)]
+    visit_filters = [f for f in b.q.filters if f not in event_filters]
+    cond = " AND ".join([f"{value} != ''", *(b.condition(f, b.event_expr) for f in event_filters)])
+    page = PAGE if "event:page" in b.filter_dims else "''"  # the URLs are read only when asked
+    carrying = (
+        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, toUInt8(visitor_id != '') AS has_id, "
+        f"{value} AS val, toInt64({PAGEVIEW}) AS pv, {page} AS page {scan(b, cond, f'{b.props} FINAL')}"
+    )
+    if visit_filters:
+        carrying = joined(b, carrying, "e.vkey AS vkey, e.has_id AS has_id, e.val AS val, e.pv AS pv", visit_filters)
+    # the same query without the breakdown, from the rollup, sharing the parameters
+    rest = Builder(dataclasses.replace(b.q, dimensions=(), order_by=()), b.scope, b.table, b.gap_ms // 60_000)
+    rest.p, rest.rollup = b.p, b.rollup
+    counted = (
+        "SELECT x.1 AS k_val, vkey, has_id, x.2 AS k_ev, x.3 AS k_pv "
+        f"FROM ({carrying}) ARRAY JOIN [(val, toInt64(1), pv), ('', toInt64(-1), -pv)] AS x "
+        f"UNION ALL SELECT '' AS k_val, vkey, has_id, toInt64(m_events), toInt64(m_pageviews) FROM ({rest.per_visit()})"
+    )
+    return (
+        f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
+        f"0 AS v_pageviews, 0 AS v_duration FROM ({counted}) GROUP BY k_val, vkey HAVING m_events > 0"
     )
