@@ -59,6 +59,9 @@ PROPS = [
     {"metrics": ALL, "filters": [["is_not", "visit:utm_campaign", ["spring"]]], "include": {"bots": True}},
     {"metrics": ["visitors", "visits", "pageviews"], "filters": [["contains", "visit:entry_page", ["/a", "/b"]]]},
     {"metrics": ALL, "filters": [["or", [["is", "visit:source", ["Newsletter"]], ["is", "visit:exit_page", ["/c"]]]]]},
+    # no visit metric: one aggregation per visitor (`asof.visitor_rows`)
+    {"metrics": ["visitors", "pageviews", "events"], "filters": [["is_not", "visit:device", ["mobile"]]], "include": {"bots": True}},
+    {"metrics": ["events"], "filters": [["contains", "visit:exit_page", ["/c"]], ["is_not", "visit:utm_campaign", ["autumn"]]]},
 ]
 
 

@@ -153,10 +153,12 @@ def props_rows(b: Builder) -> str:
     """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_split`, per (value, visit) that
     passes the filters: its events carrying the property with that value and, under "", its other events
     (the visit's totals less its carrying events), in one aggregation."""
-    from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
+    from beacon.query.sql import PAGEVIEW, VISIT_METRICS, column  # sql.py imports this module
 
     if props_copied(b):
         return copied_rows(b)
+    if not set(b.q.metrics) & VISIT_METRICS:  # no row per visit needed: one aggregation per visitor
+        return visitor_rows(b)
     dim = b.q.dimensions[0]
     value = b.event_expr(dim)
     carrying = (  # from their copy when there is one (FINAL: an event copied twice is read once)
@@ -214,4 +216,38 @@ def copied_rows(b: Builder) -> str:
     return (
         f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
         f"0 AS v_pageviews, 0 AS v_duration FROM ({counted}) GROUP BY k_val, vkey HAVING m_events > 0"
+    )
+
+
+def visitor_rows(b: Builder) -> str:
+    """`props_rows` without visit metrics, in one aggregation per visitor instead of a join: rows (value, vkey,
+    has_id, counts) where a visitor's rows under one value may repeat (visitors are distinct keys, the rest sums).
+
+    Each visitor's passing visits and carrying events, in time order (a visit before an event of the same
+    millisecond): an event is in a passing visit when the last passing visit starting at or before it has not
+    ended before it, the `joined` rule; its value gets +1 and "" gets the visits' totals less those events.
+    The passing visits are read once, where the join read them twice (docs/benchmarks.md)."""
+    from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
+
+    dim = b.q.dimensions[0]
+    value = b.event_expr(dim)
+    carrying = (
+        f"SELECT toUInt8(1) AS k, {VKEY} AS vkey, toUInt8(visitor_id != '') AS has_id, toUnixTimestamp64Milli(received_at) AS t, "
+        f"toInt64(0) AS v_end, toInt64(0) AS v_ev, toInt64({PAGEVIEW}) AS pv, {value} AS val "
+        f"{scan(b, f'{value} != {chr(39) * 2}', f'{b.props} FINAL' if b.props else '')}"
+    )
+    passing = f"SELECT toUInt8(0), vkey, has_id, v_start, v_end, toInt64(v_ev), toInt64(v_pv), '' FROM ({visits(b)})"
+    per_visitor = (
+        "SELECT vkey, max(has_id) AS has_id, sumIf(v_ev, k = 0) AS tot_ev, sumIf(pv, k = 0) AS tot_pv, "
+        "arraySort(groupArray((t, k, v_end, pv, val))) AS s, "
+        "arrayFill(x -> x != 0, arrayMap(x -> x.3, s)) AS ends, "
+        "arrayMap((x, e) -> x.2 = 1 AND x.1 <= e, s, ends) AS ok, "
+        "arrayFilter((x, o) -> o, s, ok) AS hits "
+        f"FROM ({carrying} UNION ALL {passing}) GROUP BY vkey HAVING tot_ev > 0"
+    )
+    return (
+        f"SELECT r.1 AS {column(dim)}, vkey, has_id, r.2 AS m_events, r.3 AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration "
+        "FROM (SELECT vkey, has_id, arrayPushBack(arrayMap(x -> (x.5, toInt64(1), x.4), hits), "
+        f"('', tot_ev - length(hits), tot_pv - arraySum(x -> x.4, hits))) AS rs FROM ({per_visitor})) "
+        "ARRAY JOIN rs AS r WHERE r.2 > 0"
     )
