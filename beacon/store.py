@@ -19,7 +19,7 @@ from beacon.columns import Row, datetime_of, int_of
 
 # The visits rollup's tables live beside the events table: migrated and forgotten with it.
 # (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
-from beacon.query import purchases, rollup
+from beacon.query import copies, purchases, rollup
 
 # A query parameter's value: str, int, datetime, list[str], ... bound by the client.
 Param = object
@@ -160,7 +160,7 @@ class Store:
 
     def first_blocks(self) -> dict[str, int]:
         """partition id -> the first block number of the events table's active parts there. A TRUNCATE or a
-        dropped partition changes it: the visits rollup and the purchases copy notice by it."""
+        dropped partition changes it: the visits rollup and the copies (query/copies.py) notice by it."""
         return {
             str(pid): int_of(block)
             for pid, block in self.query(
@@ -189,6 +189,7 @@ class Store:
         self.command(accounts_ddl(self.accounts_table, self.retention_days))
         rollup.migrate(self)  # the visits rollup and the day sums that keep it fresh
         purchases.migrate(self)  # the copy of the purchase events the commerce queries read
+        copies.PROPS.migrate(self)  # and of the events carrying properties (the properties breakdown)
 
     # -- writes ---------------------------------------------------------------
 
@@ -302,4 +303,5 @@ class Store:
             target = f"{self.full_table}_local ON CLUSTER {self.cluster}" if self.cluster else self.full_table
             self.command(f"DELETE FROM {target} WHERE {where}", params)
             purchases.forget(self, scope, visitor)  # and the copy of its purchases
+            copies.PROPS.forget(self, scope, visitor)  # and of its events carrying properties
         return int_of(rows)

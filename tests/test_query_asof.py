@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from beacon import query
-from beacon.query import asof, funnel, rollup
+from beacon.query import asof, copies, funnel, rollup
 from beacon.query.model import parse
 from beacon.query.sql import Builder
 
@@ -59,6 +59,9 @@ PROPS = [
     {"metrics": ALL, "filters": [["is_not", "visit:utm_campaign", ["spring"]]], "include": {"bots": True}},
     {"metrics": ["visitors", "visits", "pageviews"], "filters": [["contains", "visit:entry_page", ["/a", "/b"]]]},
     {"metrics": ALL, "filters": [["or", [["is", "visit:source", ["Newsletter"]], ["is", "visit:exit_page", ["/c"]]]]]},
+    # no visit metric: one aggregation per visitor (`asof.visitor_rows`)
+    {"metrics": ["visitors", "pageviews", "events"], "filters": [["is_not", "visit:device", ["mobile"]]], "include": {"bots": True}},
+    {"metrics": ["events"], "filters": [["contains", "visit:exit_page", ["/c"]], ["is_not", "visit:utm_campaign", ["autumn"]]]},
 ]
 
 
@@ -222,3 +225,47 @@ def test_an_earlier_rollup_gets_the_sequences_and_its_rows_are_not_read(store: A
         assert rolled == plain and plain["steps"][1]["visitors"] > 0
     finally:
         store.command("DROP DATABASE IF EXISTS beacon_v6_rollup")
+
+
+COPIED = [  # the carrying events from their copy, each visitor's other events from the rollup (`asof.copied_rows`)
+    {"metrics": ["visitors", "events"]},  # the properties panel
+    {"metrics": ["visitors", "pageviews", "events"], "filters": [["is", "event:page", ["/b"]]]},
+    {"metrics": ["visitors", "events"], "filters": [["is_not", "event:page", ["/a"]]], "dimensions": ["event:props:other"]},
+    {"metrics": ["visitors", "pageviews", "events"], "filters": [["is", "event:name", ["signup"]]]},
+    {"metrics": ["visitors", "events"], "filters": [["is", "event:page", ["/a", "/c"]], ["is_not", "event:name", ["pageview"]]]},
+    {"metrics": ["visitors", "pageviews", "events"], "filters": [["is", "event:page", ["/b"]], GOOGLE]},
+    {"metrics": ["events", "visitors"], "filters": [["is", "event:name", ["signup"]], ["is_not", "visit:utm_campaign", ["spring"]]]},
+]
+
+
+@pytest.mark.parametrize("scope", ["mall", "partner"])
+@pytest.mark.parametrize("one_day", [False, True])
+@pytest.mark.parametrize("body", COPIED)
+def test_properties_from_their_copy_equal_the_query_time_plan(
+    data: Any, body: dict[str, Any], one_day: bool, scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"dimensions": ["event:props:plan"], **body, "date_range": [MIDNIGHT.date().isoformat()] * 2 if one_day else RANGE}
+    q = parse(body, NOW)
+    b = Builder(q, scope, data.full_table, 30)
+    b.props = copies.PROPS.ready(data)
+    assert asof.props_copied(b) and rollup.usable(q, b)
+    rolled, plain = both(query.run, data, scope, body, monkeypatch)
+    assert rolled["results"] == plain["results"]
+    if scope == "mall" and not one_day:
+        assert {r["dimensions"][0] for r in plain["results"]} >= {"free", "pro", ""} or body["dimensions"] != ["event:props:plan"], plain
+
+
+def test_the_properties_panel_reads_the_copy_and_the_rollup_not_the_events(data: Any) -> None:
+    body = {"metrics": ["visitors", "events"], "date_range": RANGE, "dimensions": ["event:props:plan"]}
+    q = parse(body, NOW)
+    b = Builder(q, "mall", data.full_table, 30)
+    b.props = copies.PROPS.ready(data)
+    b.rollup = rollup.prepare(data, "mall", q, 30)
+    sql, _ = b.build(10, 0, False)
+    assert f"FROM {data.full_table}_props FINAL WHERE" in sql and f"FROM {data.full_table}_visits WHERE" in sql
+    assert f"FROM {data.full_table} " not in sql  # no event read from the events table
+    # with bots, visit metrics or a property filter: the query-time plan, as before
+    for other in ({"include": {"bots": True}}, {"metrics": ["visits"]}, {"filters": [["is", "event:props:other", ["x"]]]}):
+        b = Builder(parse({**body, **other}, NOW), "mall", data.full_table, 30)
+        b.props = copies.PROPS.table(data)
+        assert not asof.props_copied(b)

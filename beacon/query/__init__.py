@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from beacon.columns import int_of
-from beacon.query import commerce, purchases, rollup
-from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, Answer, Meta, Metric, Query, QueryError, Result, parse
+from beacon.query import commerce, copies, purchases, rollup
+from beacon.query.model import COMMERCE_METRICS, MAX_LIMIT, PROP_PREFIX, Answer, Meta, Metric, Query, QueryError, Result, parse
 from beacon.query.sql import Builder
 
 if TYPE_CHECKING:  # annotations only: store.py reads the rollup (beacon.query.rollup)
@@ -68,6 +68,8 @@ def _rows(
     b = Builder(q, scope, store.full_table, visit_timeout)
     if b.commerce:  # orders' first purchases (and the cards' purchases) from the copy of the purchase events
         b.purchases = purchases.ready(store)
+    elif any(d.startswith(PROP_PREFIX) for d in q.dimensions):  # the properties breakdown reads the events carrying them
+        b.props = copies.PROPS.ready(store)
     if rollup.usable(q, b):
         b.rollup = rollup.prepare(store, scope, q, visit_timeout, rollup_age)
     sql, params = b.build(limit, offset, total_rows)

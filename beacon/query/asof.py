@@ -18,6 +18,7 @@ millisecond) is given the later visit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -30,16 +31,38 @@ VKEY = "if(visitor_id = '', cityHash64(event_id), cityHash64(visitor_id))"
 
 
 def props_split(b: Builder) -> bool:
-    """One event:props:<name> breakdown with only visit:* filters (the properties panel after a visit filter):
-    the events carrying the property take their visit from the rollup, and the visits' other events (the
-    breakdown's "" row) are counted from the visits' totals, so no event without the property is read."""
+    """One event:props:<name> breakdown answered from the rollup: with only visit:* filters (the properties panel
+    after a visit filter), the events carrying the property take their visit from the rollup, and the visits'
+    other events (the breakdown's "" row) are counted from the visits' totals, so no event without the property
+    is read; without filters or with page and name filters, `props_copied`."""
+    q = b.q
+    one = not b.commerce and len(q.dimensions) == 1 and q.dimensions[0].startswith(PROP_PREFIX)
+    return one and (_visit_only(b) or props_copied(b))
+
+
+def _visit_only(b: Builder) -> bool:
+    return bool(b.filter_dims) and all(d.startswith("visit:") for d in b.filter_dims)
+
+
+def props_copied(b: Builder) -> bool:
+    """The properties breakdown (visitors, events, pageviews) unfiltered or with page and name filters, each top-level
+    filter about the event's page and name alone or the visit alone: the carrying events from their copy
+    (beacon/query/copies.py) and each visitor's other events from the rollup's counts (`copied_rows`)."""
+    from beacon.query.sql import KEY_VARS, VISIT_METRICS  # sql.py imports this module
+
+    def pure(dims: set[str]) -> bool:
+        return dims <= set(KEY_VARS) or all(d.startswith("visit:") for d in dims)
+
     q = b.q
     return (
-        not b.commerce
+        bool(b.props)
+        and not b.commerce
         and len(q.dimensions) == 1
         and q.dimensions[0].startswith(PROP_PREFIX)
-        and bool(b.filter_dims)
-        and all(d.startswith("visit:") for d in b.filter_dims)
+        and not q.include_bots  # the rollup warmed ahead is the one without bots (beacon/query/warm.py)
+        and not set(q.metrics) & VISIT_METRICS  # rows per (value, visitor), not per visit
+        and not _visit_only(b)
+        and all(pure(dimensions_of(f)) for f in q.filters)
     )
 
 
@@ -81,13 +104,13 @@ def event_rows(b: Builder) -> str:
     )
 
 
-def scan(b: Builder, where: str) -> str:
-    """FROM ... WHERE over the range's events (scope, bots) that satisfy `where`."""
+def scan(b: Builder, where: str, source: str = "") -> str:
+    """FROM ... WHERE over the range's events (scope, bots) that satisfy `where` (in `source`: the events, or a copy)."""
     bots = "" if b.q.include_bots else " AND is_bot = 0"
     scope = b.p.bind(b.scope, "String")
     start = b.p.bind(b.q.start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
     end = b.p.bind(b.q.end.replace(tzinfo=None), "DateTime64(3, 'UTC')")
-    return f"FROM {b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
+    return f"FROM {source or b.table} WHERE scope = {scope} AND received_at >= {start} AND received_at < {end}{bots} AND ({where})"
 
 
 def visits(b: Builder, filters: Sequence[Filter] | None = None) -> str:
@@ -130,13 +153,17 @@ def props_rows(b: Builder) -> str:
     """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_split`, per (value, visit) that
     passes the filters: its events carrying the property with that value and, under "", its other events
     (the visit's totals less its carrying events), in one aggregation."""
-    from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
+    from beacon.query.sql import PAGEVIEW, VISIT_METRICS, column  # sql.py imports this module
 
+    if props_copied(b):
+        return copied_rows(b)
+    if not set(b.q.metrics) & VISIT_METRICS:  # no row per visit needed: one aggregation per visitor
+        return visitor_rows(b)
     dim = b.q.dimensions[0]
     value = b.event_expr(dim)
-    carrying = (
+    carrying = (  # from their copy when there is one (FINAL: an event copied twice is read once)
         f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, {value} AS val, toInt64({PAGEVIEW}) AS pv "
-        f"{scan(b, f'{value} != {chr(39) * 2}')}"
+        f"{scan(b, f'{value} != {chr(39) * 2}', f'{b.props} FINAL' if b.props else '')}"
     )
     rows = joined(
         b, carrying, "e.val AS val, e.vkey AS vkey, v.v_start AS v_start, v.has_id AS has_id, e.pv AS pv, v.v_pv AS v_pv, v.v_dur AS v_dur"
@@ -151,4 +178,76 @@ def props_rows(b: Builder) -> str:
     return (
         f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
         f"max(v_pv) AS v_pageviews, max(v_dur) AS v_duration FROM ({counted}) GROUP BY k_val, vkey, v_start HAVING m_events > 0"
+    )
+
+
+def copied_rows(b: Builder) -> str:
+    """Rows of the event plan's shape (value, vkey, has_id, counts) for `props_copied`, one per (value, visitor).
+
+    The events carrying the property that pass the page and name filters come from the copy, each
+    +1 under its value and -1 under ""; the same query without the breakdown, from the rollup, gives
+    each visitor's passing events (its segments' counts unfiltered; its matching pages' counts with
+    page or name filters, `Builder.paged_rows`) under "". With visit filters too, the carrying events
+    keep only those whose visit passes (`joined`), as the rollup's rows do. A visitor's "" is the sum
+    of its visits' other events, each >= 0, so per (value, visitor) is enough for visitors, events
+    and pageviews."""
+    from beacon.query.sql import KEY_VARS, PAGE, PAGEVIEW, Builder, column  # sql.py imports this module
+
+    dim = b.q.dimensions[0]
+    value = b.event_expr(dim)
+    event_filters = [f for f in b.q.filters if dimensions_of(f) <= set(KEY_VARS)]
+    visit_filters = [f for f in b.q.filters if f not in event_filters]
+    cond = " AND ".join([f"{value} != ''", *(b.condition(f, b.event_expr) for f in event_filters)])
+    page = PAGE if "event:page" in b.filter_dims else "''"  # the URLs are read only when asked
+    carrying = (
+        f"SELECT {VKEY} AS vkey, toUnixTimestamp64Milli(received_at) AS t_ms, toUInt8(visitor_id != '') AS has_id, "
+        f"{value} AS val, toInt64({PAGEVIEW}) AS pv, {page} AS page {scan(b, cond, f'{b.props} FINAL')}"
+    )
+    if visit_filters:
+        carrying = joined(b, carrying, "e.vkey AS vkey, e.has_id AS has_id, e.val AS val, e.pv AS pv", visit_filters)
+    # the same query without the breakdown, from the rollup, sharing the parameters
+    rest = Builder(dataclasses.replace(b.q, dimensions=(), order_by=()), b.scope, b.table, b.gap_ms // 60_000)
+    rest.p, rest.rollup = b.p, b.rollup
+    counted = (
+        "SELECT x.1 AS k_val, vkey, has_id, x.2 AS k_ev, x.3 AS k_pv "
+        f"FROM ({carrying}) ARRAY JOIN [(val, toInt64(1), pv), ('', toInt64(-1), -pv)] AS x "
+        f"UNION ALL SELECT '' AS k_val, vkey, has_id, toInt64(m_events), toInt64(m_pageviews) FROM ({rest.per_visit()})"
+    )
+    return (
+        f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
+        f"0 AS v_pageviews, 0 AS v_duration FROM ({counted}) GROUP BY k_val, vkey HAVING m_events > 0"
+    )
+
+
+def visitor_rows(b: Builder) -> str:
+    """`props_rows` without visit metrics, in one aggregation per visitor instead of a join: rows (value, vkey,
+    has_id, counts) where a visitor's rows under one value may repeat (visitors are distinct keys, the rest sums).
+
+    Each visitor's passing visits and carrying events, in time order (a visit before an event of the same
+    millisecond): an event is in a passing visit when the last passing visit starting at or before it has not
+    ended before it, the `joined` rule; its value gets +1 and "" gets the visits' totals less those events.
+    The passing visits are read once, where the join read them twice (docs/benchmarks.md)."""
+    from beacon.query.sql import PAGEVIEW, column  # sql.py imports this module
+
+    dim = b.q.dimensions[0]
+    value = b.event_expr(dim)
+    carrying = (
+        f"SELECT toUInt8(1) AS k, {VKEY} AS vkey, toUInt8(visitor_id != '') AS has_id, toUnixTimestamp64Milli(received_at) AS t, "
+        f"toInt64(0) AS v_end, toInt64(0) AS v_ev, toInt64({PAGEVIEW}) AS pv, {value} AS val "
+        f"{scan(b, f'{value} != {chr(39) * 2}', f'{b.props} FINAL' if b.props else '')}"
+    )
+    passing = f"SELECT toUInt8(0), vkey, has_id, v_start, v_end, toInt64(v_ev), toInt64(v_pv), '' FROM ({visits(b)})"
+    per_visitor = (
+        "SELECT vkey, max(has_id) AS has_id, sumIf(v_ev, k = 0) AS tot_ev, sumIf(pv, k = 0) AS tot_pv, "
+        "arraySort(groupArray((t, k, v_end, pv, val))) AS s, "
+        "arrayFill(x -> x != 0, arrayMap(x -> x.3, s)) AS ends, "
+        "arrayMap((x, e) -> x.2 = 1 AND x.1 <= e, s, ends) AS ok, "
+        "arrayFilter((x, o) -> o, s, ok) AS hits "
+        f"FROM ({carrying} UNION ALL {passing}) GROUP BY vkey HAVING tot_ev > 0"
+    )
+    return (
+        f"SELECT r.1 AS {column(dim)}, vkey, has_id, r.2 AS m_events, r.3 AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration "
+        "FROM (SELECT vkey, has_id, arrayPushBack(arrayMap(x -> (x.5, toInt64(1), x.4), hits), "
+        f"('', tot_ev - length(hits), tot_pv - arraySum(x -> x.4, hits))) AS rs FROM ({per_visitor})) "
+        "ARRAY JOIN rs AS r WHERE r.2 > 0"
     )

@@ -139,6 +139,7 @@ class Builder:
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
         self.purchases = ""  # the copy of the purchase events, when current (beacon/query/purchases.py)
         self.sequences = False  # glued visits carry their event sequences too (beacon/query/sequences.py)
+        self.props = ""  # the copy of the events carrying properties, when current (beacon/query/copies.py)
         # the rollup's build: one row per visitor and day of these (scope, day) pairs (`r_scope`, `r_day`)
         self.by_day: list[tuple[str, dt.date]] = []
 
