@@ -155,6 +155,36 @@ def test_funnels_through_the_rollup_equal_the_query_time_plan(
         assert rolled["steps"][0]["visitors"] > 20 and rolled["steps"][1]["visitors"] > 5
 
 
+# event steps only (no pageview): each visit's sequence in the rollup (beacon/query/sequences.py)
+EVENT_STEPS = (["click", "signup"], ["signup", "click", "signup"])
+PAIR = [["is", "event:page", ["/a", "/c"]], ["is_not", "event:name", ["pageview"]], ["is", "visit:device", ["desktop"]]]
+
+
+@pytest.mark.parametrize("scope", ["mall", "partner"])
+@pytest.mark.parametrize("filters", [*FILTERS[:-1], PAIR, [["is_not", "event:page", ["/b"]]]])
+def test_event_step_funnels_from_the_sequences_equal_the_query_time_plan(
+    data: Any, filters: list[Any], scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for steps, bots in zip(EVENT_STEPS, (False, True)):
+        body = {"steps": steps, "date_range": RANGE, "filters": filters, "include": {"bots": bots}}
+        rolled, plain = both(funnel.run, data, scope, body, monkeypatch)
+        assert rolled == plain
+        if scope == "mall" and not filters:
+            assert rolled["steps"][0]["visitors"] > 10 and rolled["steps"][1]["visitors"] > 3
+
+
+def test_an_event_step_funnel_reads_the_sequences_not_the_events(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = data.query
+    asked: list[str] = []
+    monkeypatch.setattr(data, "query", lambda sql, *a, **k: asked.append(sql) or run(sql, *a, **k))
+    for filters in ([], [GOOGLE], [["is", "event:page", ["/a"]]]):
+        asked.clear()
+        answer = funnel.run(data, "mall", {"steps": list(EVENT_STEPS[0]), "date_range": RANGE, "filters": filters}, now=NOW)
+        assert answer["steps"][0]["visitors"] > 0
+        [sql] = [s for s in asked if "windowFunnel" in s]
+        assert "seq_names" in sql and "ASOF JOIN" not in sql and f"FROM {data.full_table} " not in sql
+
+
 def test_a_funnel_over_whole_days_reads_the_rollup_not_every_visit(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
     real = rollup.prepare
@@ -168,6 +198,33 @@ def test_a_funnel_over_whole_days_reads_the_rollup_not_every_visit(data: Any, mo
         [sql] = [s for s in asked if "windowFunnel" in s]
         assert "arrayCumSum" not in sql  # no visit computed from the events
         assert ("rollup" in asked and "ASOF JOIN" in sql) == (window == "visit" or bool(filters))
+
+
+def test_an_earlier_rollup_gets_the_sequences_and_its_rows_are_not_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VERSION 6 rollup (no event sequences): migrate adds the columns; its rows (sequences empty) are never read by a
+    funnel, whose answer stays the query-time plan's."""
+    from beacon.store import Store
+
+    store.command("DROP DATABASE IF EXISTS beacon_v6_rollup")
+    old = Store(store.dsn, "beacon_v6_rollup", "events", 395, 1000)
+    try:
+        old.migrate()
+        old.command(f"DROP TABLE {rollup.visits_table(old)}")
+        old.command(rollup.ddl(old)[0].replace(f", {rollup.SEQ_COLUMNS}", ""))
+        insert(old, with_props())
+        old.migrate()
+        old.migrate()  # safe to repeat
+        names = {n for (n,) in old.query("SELECT name FROM system.columns WHERE database = 'beacon_v6_rollup' AND table = 'events_visits'")}
+        assert {"seq_names", "seq_ms"} <= names
+        with monkeypatch.context() as m:  # rows of the earlier release: computed under its VERSION, without sequences
+            m.setattr(rollup, "VERSION", 6)
+            query.run(old, "mall", {"metrics": ["visits"], "date_range": RANGE}, now=NOW)
+        old.command(f"ALTER TABLE {rollup.visits_table(old)} UPDATE seq_names = [], seq_ms = [] WHERE 1 SETTINGS mutations_sync = 2")
+        body = {"steps": list(EVENT_STEPS[0]), "date_range": RANGE}
+        rolled, plain = both(funnel.run, old, "mall", body, monkeypatch)
+        assert rolled == plain and plain["steps"][1]["visitors"] > 0
+    finally:
+        store.command("DROP DATABASE IF EXISTS beacon_v6_rollup")
 
 
 COPIED = [  # the carrying events from their copy, each visitor's other events from the rollup (`asof.copied_rows`)

@@ -13,6 +13,10 @@ visits the way they do for every other panel: a visit takes part when one of its
 carrying its visit's values, matches the filters. The funnel then runs over all the
 events of the selected visits (a page filter picks the visits that saw the page; it does
 not drop the visit's other steps).
+
+Plans: event steps within a visit read each visit's event sequence in the rollup
+(beacon/query/sequences.py); other funnels over whole days read their step events, each
+with its visit from the rollup (`_step_events`); the rest compute visits from the events.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from beacon.event import EVENT_NAME
-from beacon.query import asof, rollup
+from beacon.query import asof, rollup, sequences
 from beacon.query.model import COMMERCE_DIMENSIONS, PROP_PREFIX, QueryError, parse
 from beacon.query.sql import Builder, column
 
@@ -85,25 +89,11 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
         raise QueryError(f"funnels take no {shop[0]} filter; filter on the visit, the page, the event name or a property")
     kind, value = steps[0]  # a visitor without step 1 in the range reaches no step: its visits are not computed
     b.only_with = f"{'event' if kind == 'event' else 'path(url)'} = {b.p.bind(value, 'String')}"
-    per_visit = True  # `hit` is each event's; else each visit's (only the passing visits' events)
-    if window is not None and not q.filters:  # every event of the visitor: no visit needed
-        events, per_visit = _step_events(b, steps, None), False
-    elif rollup.usable(q, b) and (b.paged or not b.event_plan):  # each step event's visit from the visits rollup
+    if rollup.usable(q, b) and sequences.usable(b, steps, window):  # each visit's events from the rollup: no event read
         b.rollup = rollup.prepare(store, scope, q, visit_timeout)
-        events, per_visit = _step_events(b, steps, b.rollup), False
+        per = sequences.levels(b, steps, WHOLE_VISIT_MS)
     else:
-        events = _events(b)
-    conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
-    if window is None:  # per visit: the visits with a matching event
-        per = (
-            f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
-            f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no HAVING max(hit) = 1) GROUP BY vkey"
-        )
-    else:  # per visitor, over the events of its selected visits
-        if q.filters and per_visit:
-            hits = f"SELECT *, max(hit) OVER (PARTITION BY vkey, visit_no) AS visit_hit FROM ({events})"
-            events = f"SELECT * FROM ({hits}) WHERE visit_hit = 1"
-        per = f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
+        per = _from_events(store, scope, b, steps, window, visit_timeout)
     levels = {
         lv: c
         for lv, c in store.query(f"SELECT level, count() FROM ({per}) GROUP BY level", b.p.values)
@@ -133,6 +123,29 @@ def run(store: Store, scope: str, body: object, *, now: dt.datetime | None = Non
             "include": {"bots": q.include_bots},
         },
     }
+
+
+def _from_events(store: Store, scope: str, b: Builder, steps: list[tuple[str, str]], window: int | None, visit_timeout: int) -> str:
+    """(vkey, level) from the step events, each with its visit from the rollup, or from every event with its visit."""
+    q = b.q
+    per_visit = True  # `hit` is each event's; else each visit's (only the passing visits' events)
+    if window is not None and not q.filters:  # every event of the visitor: no visit needed
+        events, per_visit = _step_events(b, steps, None), False
+    elif rollup.usable(q, b) and (b.paged or not b.event_plan):  # each step event's visit from the visits rollup
+        b.rollup = rollup.prepare(store, scope, q, visit_timeout)
+        events, per_visit = _step_events(b, steps, b.rollup), False
+    else:
+        events = _events(b)
+    conds = ", ".join(f"{kind} = {b.p.bind(value, 'String')}" for kind, value in steps)
+    if window is None:  # per visit: the visits with a matching event
+        return (
+            f"SELECT vkey, max(level) AS level FROM (SELECT vkey, visit_no, windowFunnel({WHOLE_VISIT_MS})"
+            f"(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey, visit_no HAVING max(hit) = 1) GROUP BY vkey"
+        )
+    if q.filters and per_visit:  # per visitor, over the events of its selected visits
+        hits = f"SELECT *, max(hit) OVER (PARTITION BY vkey, visit_no) AS visit_hit FROM ({events})"
+        events = f"SELECT * FROM ({hits}) WHERE visit_hit = 1"
+    return f"SELECT vkey, windowFunnel({int(window)})(toUInt64(ms), {conds}) AS level FROM ({events}) GROUP BY vkey"
 
 
 def _step_events(b: Builder, steps: list[tuple[str, str]], plan: Plan | None) -> str:

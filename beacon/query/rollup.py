@@ -59,6 +59,9 @@ PAGE_COLUMNS = (
     # and each (page, event name) with its events, so a page filter with an event:name breakdown (or the reverse) reads visits
     "pn_pages Array(LowCardinality(String)), pn_names Array(LowCardinality(String)), pn_events Array(UInt32)"
 )
+# per visit: its events but pageviews, in time order, with their ms after the visit's start, so a funnel of event steps
+# reads visits, not events (beacon/query/sequences.py; added by issue 13 with VERSION 7)
+SEQ_COLUMNS = "seq_names Array(LowCardinality(String)), seq_ms Array(UInt32)"
 # paths and names as dictionary codes (i13-pages): a page filter or breakdown reads and compares
 # integers, not every visit's strings (docs/benchmarks.md, "Top pages and the page filter")
 DICTIONARY = {
@@ -68,8 +71,8 @@ DICTIONARY = {
     "names": "Array(LowCardinality(String))",
 }
 # 6: rows carry a signature of their computation (`rows` in the marks), days computed many at a time,
-# paths and names as dictionary codes, (page, event name) pairs per visit
-VERSION = 6
+# paths and names as dictionary codes, (page, event name) pairs per visit; 7: each visit's event sequence
+VERSION = 7
 # events per INSERT ... SELECT of many days: bounds its memory (every event of its days in per-visitor arrays) and how
 # long it holds the store's lock (beacon up: the web's queries wait for it)
 CHUNK_EVENTS = 2_000_000
@@ -98,7 +101,7 @@ def ddl(store: Store) -> list[str]:
         "day Date, sig UInt64, vkey UInt64, has_id UInt8, link UInt8, cut UInt8, first_camp UInt64, last_camp UInt64, "
         "start_ms Int64, pageviews UInt32, "
         f"events UInt32, duration_ms Int64, {attrs}, entry_page {DICTIONARY['entry_page']}, exit_page {DICTIONARY['exit_page']}, "
-        f"{PAGE_COLUMNS}) ENGINE = MergeTree "
+        f"{PAGE_COLUMNS}, {SEQ_COLUMNS}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
         f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
@@ -127,7 +130,7 @@ def migrate(store: Store) -> None:
             store.command(f"TRUNCATE TABLE {table}")
         store.command(f"ALTER TABLE {marks_table(store)} ADD COLUMN IF NOT EXISTS rows UInt64")
         store.command(f"ALTER TABLE {marks_table(store)} ADD COLUMN IF NOT EXISTS at DateTime64(6, 'UTC') DEFAULT now64(6)")
-    for col in PAGE_COLUMNS.split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
+    for col in f"{PAGE_COLUMNS}, {SEQ_COLUMNS}".split(", "):  # a rollup of an earlier release: its rows stay unread (VERSION)
         store.command(f"ALTER TABLE {visits_table(store)} ADD COLUMN IF NOT EXISTS {col}")
     types = {
         str_of(name): str_of(type_)
@@ -382,7 +385,7 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
     for d in b.visit_dims:
         b.cols[d] = column(d, "a_")
     visitors, arrays = b.visitors(["event"])
-    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap", "v_pnmap"]
+    arrays += ["v_start", "v_cut", "v_first_camp", "v_last_camp", "v_pagemap", "v_namemap", "v_pnmap", "v_seqn", "v_seqt"]
     bots = "" if q.include_bots else " AND is_bot = 0"
     gap = b.p.bind(b.gap_ms, "Int64")
     lo = b.p.bind(start.replace(tzinfo=None), "DateTime64(3, 'UTC')")
@@ -407,7 +410,10 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
         "arrayReduceInRanges('sumMap', ranges, arrayMap(e -> [toString(e)], s_event), arrayMap(v -> [toUInt32(1)], is_pv)) "
         "AS v_namemap, "
         "arrayReduceInRanges('sumMap', ranges, arrayMap((p, e) -> [(p, toString(e))], s_page, s_event), "
-        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pnmap "
+        "arrayMap(v -> [toUInt32(1)], is_pv)) AS v_pnmap, "
+        # each visit's events but pageviews in time order, and their times (ms)
+        "arrayReduceInRanges('groupArrayIf', ranges, s_event, arrayMap(v -> v = 0, is_pv)) AS v_seqn, "
+        "arrayReduceInRanges('groupArrayIf', ranges, ms, arrayMap(v -> v = 0, is_pv)) AS v_seqt "
         f"FROM ({visitors})"
     )
     joined = ", ".join(f"{a} AS {a}_1" for a in arrays)
@@ -420,13 +426,14 @@ def compute(store: Store, q: Query, timeout: int, days: list[Day]) -> None:
         "v_first_camp_1, v_last_camp_1, v_start_1, v_pageviews_1, "
         f"v_events_1, v_duration_1, {attrs}, {b.cols['visit:entry_page']}_1, {b.cols['visit:exit_page']}_1, "
         "v_pagemap_1.1, v_pagemap_1.2, v_pagemap_1.3, v_namemap_1.1, v_namemap_1.2, "
-        "arrayMap(t -> t.1, v_pnmap_1.1), arrayMap(t -> t.2, v_pnmap_1.1), v_pnmap_1.2 "
+        "arrayMap(t -> t.1, v_pnmap_1.1), arrayMap(t -> t.2, v_pnmap_1.1), v_pnmap_1.2, "
+        "v_seqn_1, arrayMap(t -> toUInt32(t - v_start_1), v_seqt_1) "
         f"FROM (SELECT *, arrayMin(v_start) AS min_start FROM ({extra})) ARRAY JOIN {joined}"
     )
     columns = (
         "scope, timeout, bots, day, sig, vkey, has_id, link, cut, first_camp, last_camp, start_ms, pageviews, events, "
         f"duration_ms, {', '.join(f'`{c}`' for c in ATTRS)}, entry_page, exit_page, pages, page_pageviews, page_events, "
-        "names, name_events, pn_pages, pn_names, pn_events"
+        "names, name_events, pn_pages, pn_names, pn_events, seq_names, seq_ms"
     )
     token = f"visits-{run}"
     with store._lock:  # noqa: SLF001 - one INSERT ... SELECT with its own settings, under the store's lock

@@ -138,6 +138,7 @@ class Builder:
         self.segments = False  # cut visits at the range's first campaign too (the rollup's segments)
         self.only_with = ""  # an event condition: compute visits only for visitors with such an event in the range
         self.purchases = ""  # the copy of the purchase events, when current (beacon/query/purchases.py)
+        self.sequences = False  # glued visits carry their event sequences too (beacon/query/sequences.py)
         self.props = ""  # the copy of the events carrying properties, when current (beacon/query/copies.py)
         # the rollup's build: one row per visitor and day of these (scope, day) pairs (`r_scope`, `r_day`)
         self.by_day: list[tuple[str, dt.date]] = []
@@ -525,6 +526,7 @@ class Builder:
             "exit_page",
         ] + [source[d] for d in self.visit_dims if d in FIRST_EVENT_COLUMNS]
         names += list(KEY_COLUMNS[self.key]) if self.paged else []
+        names += ["seq_names", "seq_ms"] if self.sequences else []
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
         sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
@@ -549,6 +551,10 @@ class Builder:
         ]
         if starts:  # each visit's start (the purchases' ASOF JOIN)
             per_visit.append(("arrayReduceInRanges('min', ranges, g_start_ms)", "v_st"))
+        if self.sequences:  # a glued visit's events: its segments' sequences in turn, at their times (ms)
+            times = "arrayMap((t, s) -> arrayMap(x -> toUInt64(s + x), t), g_seq_ms, g_start_ms)"
+            per_visit += [("arrayReduceInRanges('groupArrayArray', ranges, g_seq_names)", "v_sqn")]
+            per_visit += [(f"arrayReduceInRanges('groupArrayArray', ranges, {times})", "v_sqt")]
         if self.paged:  # a glued visit's pages: its segments' pages, pageviews and events summed
             maps = ", ".join("g_" + c for c in KEY_COLUMNS[self.key])
             if self.key == "pair":  # summed by (page, name)
@@ -576,6 +582,7 @@ class Builder:
             if totals:  # and its counts (and pages, when paged): beacon/query/asof.py
                 attrs += ", has_id, v_pv_j AS v_pv, v_ev_j AS v_ev, v_dur_j AS v_dur"
                 attrs += ", v_pagemap_j.1 AS pg_pages" if self.paged else ""
+                attrs += ", v_sqn_j AS sq_names, v_sqt_j AS sq_ms" if self.sequences else ""
             return f"SELECT vkey, v_st_j AS v_start{attrs} FROM ({visits}) ARRAY JOIN {joined}"
         if self.daily:  # one row per segment (one day's piece of a visit) with its visit's values
             spread = "".join(
