@@ -476,13 +476,17 @@ class Builder:
         )
 
     def rolled_where(self) -> str:
+        """The rows of the range's days, each day's of the computation its mark chose. As a (day, sig) set, the
+        primary key (scope, timeout, bots, day, sig, vkey) skips the granules of a day's other computations (the
+        one kept beside the newest, an earlier release's): an expression of day picking the sig read them all."""
         r = self.plan
+        first = self.p.bind(r.first, "Date")
+        sigs = self.p.bind(list(r.sigs), "Array(UInt64)")
         return (
             f"scope = {self.p.bind(self.scope, 'String')} AND timeout = {self.p.bind(self.gap_ms // 60_000, 'UInt16')} "
-            f"AND bots = {int(self.q.include_bots)} AND day >= {self.p.bind(r.first, 'Date')} "
+            f"AND bots = {int(self.q.include_bots)} AND day >= {first} "
             f"AND day < {self.p.bind(r.first + dt.timedelta(days=len(r.sigs)), 'Date')} "
-            f"AND sig = arrayElement({self.p.bind(list(r.sigs), 'Array(UInt64)')}, "
-            f"toUInt32(day - {self.p.bind(r.first, 'Date')}) + 1)"
+            f"AND (day, sig) IN (SELECT arrayJoin(arrayZip(arrayMap(i -> toDate({first} + i - 1), arrayEnumerate({sigs})), {sigs})))"
         )
 
     def rolled(self, irregular: str) -> str:
