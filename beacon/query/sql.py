@@ -564,21 +564,30 @@ class Builder:
             if self.key == "pair":  # summed by (page, name)
                 maps = "arrayMap((a, b) -> arrayZip(a, b), g_pn_pages, g_pn_names), g_pn_events"
             per_visit.append((f"arrayReduceInRanges('sumMap', ranges, {maps})", "v_pagemap"))
-        visits = (
-            f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays}, arrayEnumerate(g_start_ms) AS positions, "
-            "arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
+        # one subquery per step: ClickHouse's analyzer expands an alias into every expression that uses it, so the
+        # whole chain in one SELECT (ranges from first_i from starts from pe, ...) took ~60 ms to plan, as long as
+        # the panel's own work (docs/benchmarks.md, "Planning the glued visits")
+        grouped = (
+            f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays} "
+            f"FROM {self.plan.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
+        )
+        edges = (
+            "SELECT *, arrayEnumerate(g_start_ms) AS positions, arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
             "arrayPushFront(arrayPopBack(arrayFill(x -> x != 0, g_last_camp)), 0) AS pc, "
-            "arrayPushFront(arrayPopBack(ends), 0) AS pe, "
-            "arrayMap((i, h, c, k, s, p, q, dy) -> toUInt8(i = 1 OR NOT ("
+            f"arrayPushFront(arrayPopBack(ends), 0) AS pe FROM ({grouped})"
+        )
+        starts_ = (
+            "SELECT *, arrayMap((i, h, c, k, s, p, q, dy) -> toUInt8(i = 1 OR NOT ("
             f"(h = 1 AND dy > {first} AND s - p <= {gap} AND NOT (c != 0 AND q != 0 AND c != q)) "
             "OR (k = 1 AND NOT (q != 0 AND q != c)))), "
-            "positions, g_link, g_first_camp, g_cut, g_start_ms, pe, pc, g_day) AS starts, "
-            "arrayFilter((i, s) -> s = 1, positions, starts) AS first_i, "
-            "arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), length(starts) + 1)) "
-            "AS ranges, "
-            + ", ".join(f"{e} AS {a}" for e, a in per_visit)
-            + f" FROM {self.plan.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
+            f"positions, g_link, g_first_camp, g_cut, g_start_ms, pe, pc, g_day) AS starts FROM ({edges})"
         )
+        firsts = f"SELECT *, arrayFilter((i, s) -> s = 1, positions, starts) AS first_i FROM ({starts_})"
+        ranges = (
+            "SELECT *, arrayMap((a, b) -> (a, toUInt32(b - a)), first_i, arrayPushBack(arrayPopFront(first_i), "
+            f"length(starts) + 1)) AS ranges FROM ({firsts})"
+        )
+        visits = "SELECT *, " + ", ".join(f"{e} AS {a}" for e, a in per_visit) + f" FROM ({ranges})"
         joined = ", ".join(f"{a} AS {a}_j" for _, a in per_visit)
         rename = {self.cols[d]: f"{self.cols[d]}_j" for d in self.visit_dims}
         if starts:
