@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from beacon.columns import NO_SPARSE
 from beacon.partners import Partner, row_policy_sql
 from beacon.store import Store, alter_table_sql, create_table_sql
 
@@ -53,9 +54,9 @@ def statements(
     window = int(dedup_window)
     if engine is None:
         engine = replicated_engine(database, table)
-        dedup = f"replicated_deduplication_window = {window}"
+        dedup = f"replicated_deduplication_window = {window}, {NO_SPARSE}"
     else:
-        dedup = f"non_replicated_deduplication_window = {window}"
+        dedup = f"non_replicated_deduplication_window = {window}, {NO_SPARSE}"
     out = [
         f"CREATE DATABASE IF NOT EXISTS {database}{on}",
         create_table_sql(local, engine, retention_days, dedup, on),

@@ -15,7 +15,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.summary import QuerySummary
 
-from beacon.columns import Row, datetime_of, int_of
+from beacon.columns import NO_SPARSE, Row, datetime_of, int_of
 
 # The visits rollup's tables live beside the events table: migrated and forgotten with it.
 # (beacon.query imports nothing of Beacon's that imports this module: no cycle.)
@@ -117,7 +117,8 @@ def accounts_ddl(accounts_table: str, retention_days: int) -> str:
         "  `scope` LowCardinality(String),\n  `visitor_id` String,\n  `account` String,\n"
         "  `linked_at` DateTime64(3, 'UTC')\n)\nENGINE = ReplacingMergeTree(linked_at)\n"
         "ORDER BY (scope, visitor_id, account)\n"
-        f"TTL toDateTime(linked_at) + INTERVAL {int(retention_days)} DAY"
+        f"TTL toDateTime(linked_at) + INTERVAL {int(retention_days)} DAY\n"
+        f"SETTINGS {NO_SPARSE}"
     )
 
 
@@ -182,11 +183,13 @@ class Store:
         """Create or bring up to date the database and the events table; safe to repeat."""
         window = int(self.dedup_window)
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self.command(create_table_sql(self.full_table, "MergeTree", self.retention_days, f"non_replicated_deduplication_window = {window}"))
+        settings = f"non_replicated_deduplication_window = {window}, {NO_SPARSE}"
+        self.command(create_table_sql(self.full_table, "MergeTree", self.retention_days, settings))
         for sql in alter_table_sql(self.full_table, self.retention_days):
             self.command(sql)
-        self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING non_replicated_deduplication_window = {window}")
+        self.command(f"ALTER TABLE {self.full_table} MODIFY SETTING {settings}")  # a table of an earlier release: new parts
         self.command(accounts_ddl(self.accounts_table, self.retention_days))
+        self.command(f"ALTER TABLE {self.accounts_table} MODIFY SETTING {NO_SPARSE}")
         rollup.migrate(self)  # the visits rollup and the day sums that keep it fresh
         purchases.migrate(self)  # the copy of the purchase events the commerce queries read
         copies.PROPS.migrate(self)  # and of the events carrying properties (the properties breakdown)

@@ -94,3 +94,31 @@ def test_an_event_copied_twice_counts_once(data: Any, monkeypatch: pytest.Monkey
     assert int(data.query(f"SELECT count() FROM {COPY.table(data)}")[0][0]) == 2 * carrying(data)
     assert same(data, monkeypatch) == before
     assert query.run(data, "mall", PANEL, now=NOW)["results"] == before
+
+
+def test_an_event_flushed_while_its_visitor_is_forgotten_stays_in_the_copy(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`forget` deletes the events, then the copy's rows: an event of the visitor flushed in between (it was still in
+    the Redis buffer) is in the events afterwards, so it must be in the copy too."""
+    insert(data, [{**event("f", MIDNIGHT, "/a"), "props": {"plan": "free"}}])
+    real = type(data).command
+
+    def command(self: Any, sql: str, parameters: Any = None) -> Any:
+        out = real(self, sql, parameters)
+        if sql.startswith(f"DELETE FROM {data.full_table} WHERE"):  # the flusher's next block, between the two deletes
+            insert(data, [{**event("f", MIDNIGHT + dt.timedelta(minutes=62), "/c"), "props": {"plan": "pro"}}])
+        return out
+
+    monkeypatch.setattr(type(data), "command", command)
+    data.forget("mall", "f")
+    monkeypatch.undo()
+    assert carrying(data, "visitor_id = 'f'") == copied(data, "visitor_id = 'f'") == 1
+    same(data, monkeypatch)
+
+
+def test_a_lagging_rollup_is_not_read_beside_the_current_copy(data: Any) -> None:
+    """With BEACON_DASHBOARD_MAX_LAG the rollup may be older than the copy: the panel then reads the events as they are."""
+    insert(data, [event("g", MIDNIGHT + dt.timedelta(minutes=70), "/a"), event("g", MIDNIGHT + dt.timedelta(minutes=71), "/b")])
+    query.run(data, "mall", PANEL, now=NOW, rollup_age=3600)  # the rollup of these days, now
+    later = [{**event(v, MIDNIGHT + dt.timedelta(minutes=m), "/c"), "props": {"plan": "pro"}} for v, m in (("g", 72), ("h", 80))]
+    insert(data, later)
+    assert query.run(data, "mall", PANEL, now=NOW, rollup_age=3600)["results"] == query.run(data, "mall", PANEL, now=NOW)["results"]

@@ -68,7 +68,9 @@ def _rows(
     b = Builder(q, scope, store.full_table, visit_timeout)
     if b.commerce:  # orders' first purchases (and the cards' purchases) from the copy of the purchase events
         b.purchases = purchases.ready(store)
-    elif any(d.startswith(PROP_PREFIX) for d in q.dimensions):  # the properties breakdown reads the events carrying them
+    elif any(d.startswith(PROP_PREFIX) for d in q.dimensions) and not rollup_age:
+        # the properties breakdown reads the events carrying them from their copy, and the others' counts from the
+        # rollup: only from an exact rollup (a lagging one beside a current copy would match no moment)
         b.props = copies.PROPS.ready(store)
     if rollup.usable(q, b):
         b.rollup = rollup.prepare(store, scope, q, visit_timeout, rollup_age)

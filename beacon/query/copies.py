@@ -30,7 +30,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
-from beacon.columns import int_of
+from beacon.columns import NO_SPARSE, int_of
 
 if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
     from beacon.store import Store
@@ -63,11 +63,12 @@ class Copy:
         table, cols = self.table(store), ", ".join(self.columns)
         return [
             f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'`{c}` {types[c]}' for c in self.columns)}) ENGINE = ReplacingMergeTree "
-            f"PARTITION BY toYYYYMM(received_at) ORDER BY (scope, received_at, event_id) TTL {ttl}",
+            f"PARTITION BY toYYYYMM(received_at) ORDER BY (scope, received_at, event_id) TTL {ttl} SETTINGS {NO_SPARSE}",
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS SELECT {cols} FROM {store.full_table} WHERE {self.condition}",
             f"CREATE TABLE IF NOT EXISTS {self.parts_table(store)} (partition_id String, min_block Int64, "
             "at DateTime64(6, 'UTC') DEFAULT now64(6)) ENGINE = MergeTree ORDER BY partition_id",
             f"ALTER TABLE {table} MODIFY TTL {ttl}",
+            f"ALTER TABLE {table} MODIFY SETTING {NO_SPARSE}",
         ]
 
     def migrate(self, store: Store) -> None:
@@ -79,11 +80,15 @@ class Copy:
         self.ready(store)
 
     def forget(self, store: Store, scope: str, visitor: str) -> None:
-        """After the visitor's events are deleted: its rows here (a copy made in between is copied from what is left)."""
+        """After the visitor's events are deleted: its rows here that the events no longer hold. An event of the
+        visitor flushed between the two deletes (still in the Redis buffer when `forget` began) stays in both:
+        deleting every row of the visitor here would leave the events holding one the copy lacks."""
         if store.cluster:
             return
         store.command(
-            f"DELETE FROM {self.table(store)} WHERE scope = {{scope:String}} AND visitor_id = {{visitor:String}}",
+            f"DELETE FROM {self.table(store)} WHERE scope = {{scope:String}} AND visitor_id = {{visitor:String}} "
+            f"AND event_id NOT IN (SELECT event_id FROM {store.full_table} WHERE scope = {{scope:String}} "
+            "AND visitor_id = {visitor:String})",
             {"scope": scope, "visitor": visitor},
         )
 

@@ -40,7 +40,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING
 
-from beacon.columns import date_of, int_of, ints_of, str_of
+from beacon.columns import NO_SPARSE, date_of, int_of, ints_of, str_of
 from beacon.query import asof
 from beacon.query.model import VISIT_DIMENSIONS, Query
 from beacon.query.sql import FIRST_EVENT_COLUMNS, VISIT_METRICS, Builder, column
@@ -71,8 +71,9 @@ DICTIONARY = {
     "names": "Array(LowCardinality(String))",
 }
 # 6: rows carry a signature of their computation (`rows` in the marks), days computed many at a time,
-# paths and names as dictionary codes, (page, event name) pairs per visit; 7: each visit's event sequence
-VERSION = 7
+# paths and names as dictionary codes, (page, event name) pairs per visit; 7: each visit's event sequence;
+# 8: rows in full columns only (a sparse `link` of an earlier part could glue the wrong segments: beacon/columns.py)
+VERSION = 8
 # events per INSERT ... SELECT of many days: bounds its memory (every event of its days in per-visitor arrays) and how
 # long it holds the store's lock (beacon up: the web's queries wait for it)
 CHUNK_EVENTS = 2_000_000
@@ -103,15 +104,15 @@ def ddl(store: Store) -> list[str]:
         f"events UInt32, duration_ms Int64, {attrs}, entry_page {DICTIONARY['entry_page']}, exit_page {DICTIONARY['exit_page']}, "
         f"{PAGE_COLUMNS}, {SEQ_COLUMNS}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(day) ORDER BY (scope, timeout, bots, day, sig, vkey) "
-        f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000",
+        f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS non_replicated_deduplication_window = 10000, {NO_SPARSE}",
         f"CREATE TABLE IF NOT EXISTS {marks_table(store)} (scope LowCardinality(String), timeout UInt16, bots UInt8, "
         "day Date, sig UInt64, links Array(UInt64), cuts Array(UInt64), rows UInt64, at DateTime64(6, 'UTC') DEFAULT now64(6)) "
         "ENGINE = MergeTree "
         f"ORDER BY (scope, timeout, bots, day) TTL day + INTERVAL {ttl + 1} DAY "
-        "SETTINGS non_replicated_deduplication_window = 10000",
+        f"SETTINGS non_replicated_deduplication_window = 10000, {NO_SPARSE}",
         f"CREATE TABLE IF NOT EXISTS {days_table(store)} (scope LowCardinality(String), day Date, is_bot UInt8, "
         "events Int64, hash UInt64) ENGINE = SummingMergeTree ORDER BY (scope, day, is_bot) "
-        f"TTL day + INTERVAL {ttl + 1} DAY",
+        f"TTL day + INTERVAL {ttl + 1} DAY SETTINGS {NO_SPARSE}",
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {days_table(store)}_mv TO {days_table(store)} AS "
         f"SELECT scope, toDate(received_at) AS day, is_bot, toInt64(count()) AS events, "
         f"sum(cityHash64(event_id)) AS hash FROM {store.full_table} GROUP BY scope, day, is_bot",
@@ -148,6 +149,7 @@ def migrate(store: Store) -> None:
             store.command(f"ALTER TABLE {visits_table(store)} MODIFY COLUMN {name} {type_}")
     for table in (visits_table(store), marks_table(store), days_table(store)):  # BEACON_RETENTION_DAYS may have changed
         store.command(f"ALTER TABLE {table} MODIFY TTL day + INTERVAL {int(store.retention_days) + 1} DAY")
+        store.command(f"ALTER TABLE {table} MODIFY SETTING {NO_SPARSE}")  # new parts in full (beacon/columns.py)
     if not existed:  # a table made by an earlier release: its days, once
         store.command(
             f"INSERT INTO {days_table(store)} SELECT scope, toDate(received_at) AS day, is_bot, "

@@ -533,7 +533,11 @@ class Builder:
         names += ["seq_names", "seq_ms"] if self.sequences else []
         uniq = list(dict.fromkeys(names))
         alias = {n: "g_" + n.strip("`") for n in uniq}
-        sorted_arrays = ", ".join(f"arraySort((x, k) -> k, groupArray({n}), groupArray(start_ms)) AS {alias[n]}" for n in uniq)
+        # each visitor's segments in time order: one array of tuples, sorted once, then each column's array. Never one
+        # groupArray per column: over a sparse column (a part of an earlier release) chDB put its non-default values
+        # first when one visitor was gathered, so `link` landed on the wrong segment (beacon/columns.py)
+        gathered = f"arraySort(x -> x.1, groupArray(({', '.join(uniq)}))) AS g_rows"
+        sorted_arrays = ", ".join(f"g_rows.{i} AS {alias[n]}" for i, n in enumerate(uniq, 1))
         first = self.p.bind(self.plan.first, "Date")
         gap = self.p.bind(self.gap_ms, "Int64")
         per_visit = []
@@ -568,8 +572,8 @@ class Builder:
         # whole chain in one SELECT (ranges from first_i from starts from pe, ...) took ~60 ms to plan, as long as
         # the panel's own work (docs/benchmarks.md, "Planning the glued visits")
         grouped = (
-            f"SELECT vkey, any(has_id) AS has_id, {sorted_arrays} "
-            f"FROM {self.plan.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey"
+            f"SELECT vkey, has_id, {sorted_arrays} FROM (SELECT vkey, any(has_id) AS has_id, {gathered} "
+            f"FROM {self.plan.table} WHERE {self.rolled_where()} AND vkey IN (SELECT arrayJoin({irregular})) GROUP BY vkey)"
         )
         edges = (
             "SELECT *, arrayEnumerate(g_start_ms) AS positions, arrayMap((s, d) -> s + d, g_start_ms, g_duration_ms) AS ends, "
