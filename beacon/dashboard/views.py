@@ -68,6 +68,7 @@ class Headline(TypedDict):
 
 
 HERE = Path(__file__).parent
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
 CSP = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
@@ -448,7 +449,7 @@ class Dashboard:
             return JSONResponse({"error": data["hint"]}, status_code=400)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(data["columns"])
+        writer.writerow([plain(c) for c in data["columns"]])
         writer.writerows([plain(v) for v in row] for row in data["rows"])
         filename = f"{sc.id}-{name}.csv"
         return Response(
@@ -504,7 +505,12 @@ def filled(rows: list[list[Cell]], state: panels.State) -> list[list[Cell]]:
 
 
 def plain(value: object) -> object:
-    """A CSV cell: revenue per currency (`{"EUR": "12.50"}`) becomes `EUR 12.50`."""
+    """A CSV cell as the panel shows it: revenue per currency (`{"EUR": "12.50"}`) as `EUR 12.50`,
+    `0` without any. The file is opened in spreadsheets, so text that one would run as a formula
+    (visitors write campaigns, sources, properties) is kept text by a leading `'` (OWASP, CSV
+    injection); numbers stay numbers, a negative one too."""
     if isinstance(value, dict):
-        return "; ".join(f"{c} {v}" for c, v in value.items())
+        return "; ".join(f"{c} {v}" for c, v in value.items()) or "0"
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
     return "" if value is None else value
