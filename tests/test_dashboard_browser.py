@@ -363,7 +363,9 @@ def test_the_chart_reads_utc_days_in_any_time_zone(browser: Any, server: Server)
         tab.goto("/dashboard?period=7d")
         tab.sign_in(MALL_KEY)
         assert tab.page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == timezone
-        days = tab.page.eval_on_selector_all("[data-panel='series'] details tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+        days = tab.page.eval_on_selector_all(
+            "[data-panel='series'] details tbody tr td:first-child", "cells => cells.map(c => c.textContent)"
+        )
         assert len(days) == 7
         charts[timezone] = tab.page.locator("[data-panel='series'] canvas").screenshot()  # the axis's labels are drawn in it
         over = tab.page.locator("[data-panel='series'] .u-over")

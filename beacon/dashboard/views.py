@@ -253,12 +253,20 @@ class Dashboard:
         if not ok:
             return self.signin(request, why)
         sc = self.scope_of(request)
-        context = {"base": self.base(sc), "title": self.title(sc), "is_mall": sc.id == MALL, "lists": panels.LISTS.values()}
+        error, status = "", 200
         try:
             panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
         except panels.StateError as exc:  # say so, rather than show panels of some other view
-            return self.render("dashboard.html", 400, error=str(exc), **context)
-        return self.render("dashboard.html", **context)
+            error, status = str(exc), 400
+        return self.render(
+            "dashboard.html",
+            status,
+            base=self.base(sc),
+            title=self.title(sc),
+            is_mall=sc.id == MALL,
+            lists=panels.LISTS.values(),
+            error=error,
+        )
 
     async def login(self, request: Request) -> Response:
         sc = self.scope_of(request)
