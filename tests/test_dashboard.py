@@ -311,3 +311,10 @@ def test_the_same_filter_twice_is_one_and_an_eleventh_is_refused_not_dropped(das
     assert page.status_code == 400 and 'role="alert"' in page.text and "at most 10 different filters, not 11" in page.text
     assert "data-panel" not in page.text  # no panel of some other view
     assert 'data-panel="headline"' in dash.get(f"/dashboard?period=day&{'&'.join([shoes] * 20)}").text
+    # A long value is matched whole (a page URL may have 2,048 characters), or refused: never cut.
+    long = "/" + "x" * 1499
+    assert dash.get(f"/p.gif?u=https%3A%2F%2Fshop.test{long}").status_code == 200
+    assert flush() == 1
+    assert visitors([f"f=event:page={long}"]) == 1
+    res = dash.get(f"/dashboard/api/panel/headline?period=day&f=event:page=/{'x' * 2048}")
+    assert res.status_code == 400 and "longer than 2048 characters" in res.json()["error"]

@@ -11,6 +11,8 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 
+from beacon.query.model import MAX_VALUE_LENGTH
+
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
 COMMERCE = ("conversions", "total_revenue")  # a query of their own: it reads only the purchases
@@ -107,8 +109,10 @@ def parse_state(params: Mapping[str, str], today: dt.date) -> State:
         dim, sep, value = raw.partition("=")
         if not sep or not (dim in FILTERABLE or (dim.startswith("event:props:") and PROP.fullmatch(dim[12:]))):
             raise StateError(f"filter {raw[:80]!r} is not <dimension>=<value> on a dashboard dimension")
-        if (dim, value[:500]) not in filters:  # the same filter twice is one filter
-            filters.append((dim, value[:500]))
+        if len(value) > MAX_VALUE_LENGTH:  # refused, not cut: a cut value would filter by another one
+            raise StateError(f"filter {raw[:80]!r}... is longer than {MAX_VALUE_LENGTH} characters")
+        if (dim, value) not in filters:  # the same filter twice is one filter
+            filters.append((dim, value))
     if len(filters) > MAX_FILTERS:
         raise StateError(f"at most {MAX_FILTERS} different filters, not {len(filters)}: remove one to see this view")
     prop = get("prop") or ""
