@@ -261,3 +261,60 @@ def test_the_series_has_every_day_of_the_range_and_every_hour_of_a_day(dash, flu
     if before.date() == today:  # not across midnight: the one pageview is in its hour, the others are zeros
         assert [r[1:] for r in day if r[1:] != ["0", "0"]] == [["1", "1"]]
         assert [r[0] for r in day if r[1:] == ["1", "1"]][0][11:13] in {f"{before.hour:02d}", f"{(before.hour + 1) % 24:02d}"}
+
+
+def test_a_custom_range_outside_what_the_store_holds_is_a_400_with_a_reason(dash):
+    """The period before a range is compared with it, so it too must start on 1970-01-01 or later."""
+    sign_in(dash)
+    assert sign_in(dash, A_KEY, prefix="/partners/a").status_code == 303
+    for base in ("/dashboard", "/partners/a/dashboard"):
+        for api in ("panel", "csv"):
+            for dates, word in (
+                ("from=0001-01-01&to=0001-01-02", "from must be on or after 1970-01-03"),
+                ("from=1970-01-01&to=1970-01-01", "from must be on or after 1970-01-02"),
+                ("from=2105-12-31&to=2106-01-01", "to must be on or before 2105-12-31"),
+                ("from=9999-12-31&to=9999-12-31", "to must be on or before"),
+            ):
+                res = dash.get(f"{base}/api/{api}/headline?period=custom&{dates}")
+                assert res.status_code == 400 and word in res.json()["error"], (base, api, dates)
+        page = dash.get(f"{base}?period=custom&from=0001-01-01&to=0001-01-02")
+        assert page.status_code == 400 and "from must be on or after 1970-01-03" in page.text
+    # The earliest and the latest range the page can show are answered.
+    for dates in ("from=1970-01-02&to=1970-01-02", "from=2105-12-31&to=2105-12-31"):
+        res = dash.get(f"/dashboard/api/panel/headline?period=custom&{dates}")
+        assert res.status_code == 200 and res.json()["unavailable"] == {}, res.text
+        assert res.json()["current"]["visitors"] == 0
+
+
+FILTERS = [f"f=event:page=/p{i}" for i in range(10)]
+
+
+def test_the_same_filter_twice_is_one_and_an_eleventh_is_refused_not_dropped(dash, flush):
+    assert dash.get("/p.gif?u=https%3A%2F%2Fshop.test%2Fshoes").status_code == 200
+    assert flush() == 1
+    sign_in(dash)
+
+    def visitors(filters):
+        res = dash.get("/dashboard/api/panel/headline?period=day&" + "&".join(filters))
+        assert res.status_code == 200, res.text
+        return res.json()["current"]["visitors"]
+
+    shoes = "f=event:page=/shoes"
+    assert visitors([shoes] * 10) == 1
+    assert visitors([shoes] * 10 + ["f=event:name=signup"]) == 0  # the filter after ten copies applies
+    assert visitors([shoes, *FILTERS[:9]]) == 0
+    eleven = "&".join([shoes, *FILTERS])
+    for path in ("/dashboard/api/panel/headline", "/dashboard/api/csv/headline", "/dashboard/api/panel/sources"):
+        res = dash.get(f"{path}?period=day&{eleven}")
+        assert res.status_code == 400 and "at most 10 different filters, not 11" in res.json()["error"], path
+    page = dash.get(f"/dashboard?period=day&{eleven}")
+    assert page.status_code == 400 and 'role="alert"' in page.text and "at most 10 different filters, not 11" in page.text
+    assert "data-panel" not in page.text  # no panel of some other view
+    assert 'data-panel="headline"' in dash.get(f"/dashboard?period=day&{'&'.join([shoes] * 20)}").text
+    # A long value is matched whole (a page URL may have 2,048 characters), or refused: never cut.
+    long = "/" + "x" * 1499
+    assert dash.get(f"/p.gif?u=https%3A%2F%2Fshop.test{long}").status_code == 200
+    assert flush() == 1
+    assert visitors([f"f=event:page={long}"]) == 1
+    res = dash.get(f"/dashboard/api/panel/headline?period=day&f=event:page=/{'x' * 2048}")
+    assert res.status_code == 400 and "longer than 2048 characters" in res.json()["error"]

@@ -140,9 +140,10 @@ def browser() -> Any:
 class Tab:
     """One fresh browser context on one origin: every request, response body and console error kept."""
 
-    def __init__(self, browser: Any, origin: str) -> None:
+    def __init__(self, browser: Any, origin: str, timezone: str | None = None) -> None:
         self.origin = origin
-        self.context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        zone = {"timezone_id": timezone} if timezone else {}  # Chromium's time zone (CDP Emulation.setTimezoneOverride)
+        self.context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900}, **zone)
         self.page = self.context.new_page()
         self.requests: list[str] = []
         self.bodies: list[str] = []
@@ -279,6 +280,7 @@ def test_the_mall_dashboard_shows_the_api_numbers_filters_exports_and_signs_out(
 
     # Change the range: the filter stays; the numbers follow.
     tab.page.select_option("#period", "30d")
+    tab.page.click("#controls button[type='submit']:text-is('Apply')")
     tab.page.wait_for_url(re.compile(r"period=30d"))
     tab.loaded()
     assert "f=visit%3Asource%3DGoogle" in tab.page.url
@@ -350,4 +352,93 @@ def test_a_wrong_key_and_an_expired_session_get_the_sign_in_page(browser: Any, s
     tab.goto("/dashboard")
     assert tab.page.is_visible("text=Your session expired; sign in again.")
     assert tab.page.is_visible("form.signin")
+    tab.close()
+
+
+def test_the_chart_reads_utc_days_in_any_time_zone(browser: Any, server: Server) -> None:
+    """The table and the range line are UTC days; so are the chart's axis and legend, in Los Angeles too."""
+    charts = {}
+    for timezone in ("UTC", "America/Los_Angeles"):
+        tab = Tab(browser, server.origin("shop.test"), timezone)
+        tab.goto("/dashboard?period=7d")
+        tab.sign_in(MALL_KEY)
+        assert tab.page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == timezone
+        days = tab.page.eval_on_selector_all(
+            "[data-panel='series'] details tbody tr td:first-child", "cells => cells.map(c => c.textContent)"
+        )
+        assert len(days) == 7
+        charts[timezone] = tab.page.locator("[data-panel='series'] canvas").screenshot()  # the axis's labels are drawn in it
+        over = tab.page.locator("[data-panel='series'] .u-over")
+        box = over.bounding_box()
+        legend = "[data-panel='series'] .u-legend .u-series:first-child .u-value"
+        for i in (0, 6):  # the first and the last day, under the pointer
+            over.hover(position={"x": 1 + i * (box["width"] - 2) / 6, "y": box["height"] / 2})
+            assert tab.page.inner_text(legend) == days[i], (timezone, i)
+        tab.close()
+    assert charts["America/Los_Angeles"] == charts["UTC"]
+
+
+def test_the_period_select_waits_for_enter_or_apply_from_the_keyboard(browser: Any, server: Server) -> None:
+    """Arrow keys only move the choice (WCAG 3.2.2), so "Custom" is reachable; Enter or Apply applies it."""
+    tab = Tab(browser, server.origin("shop.test"))
+    tab.goto("/dashboard")
+    tab.sign_in(MALL_KEY)
+    url = tab.page.url
+    tab.page.focus("#period")
+    tab.page.keyboard.press("ArrowDown")
+    assert tab.page.input_value("#period") == "30d"
+    tab.page.keyboard.press("ArrowDown")
+    assert tab.page.input_value("#period") == "custom" and tab.page.is_visible("#from")
+    tab.page.wait_for_timeout(500)
+    assert tab.page.url == url  # still the page it was, nothing reloaded
+    today = dt.datetime.now(dt.timezone.utc).date()
+    start = today - dt.timedelta(days=2)
+    tab.page.keyboard.press("Tab")
+    assert tab.page.evaluate("document.activeElement.id") == "from"
+    tab.page.keyboard.type(start.strftime("%m%d%Y"))  # the date field's segments, in the context's en-US order
+    tab.page.keyboard.press("Tab")
+    while tab.page.evaluate("document.activeElement.id") != "to":  # past the from field's own segments
+        tab.page.keyboard.press("Tab")
+    tab.page.keyboard.type(today.strftime("%m%d%Y"))
+    tab.page.focus("#controls button[type='submit']")
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_url(re.compile(r"period=custom"))
+    tab.loaded()
+    assert f"from={start}" in tab.page.url and f"to={today}" in tab.page.url
+    assert len(tab.page.query_selector_all("[data-panel='series'] details tbody tr")) == 3
+    # Enter on the select applies what the arrows chose.
+    tab.page.focus("#period")
+    tab.page.keyboard.press("ArrowUp")
+    tab.page.wait_for_timeout(300)
+    assert "period=custom" in tab.page.url
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_url(re.compile(r"period=30d"))
+    tab.loaded()
+    # A choice made with the pointer still applies at once.
+    tab.page.dispatch_event("#period", "pointerdown")
+    tab.page.select_option("#period", "day")
+    tab.page.wait_for_url(re.compile(r"period=day"))
+    tab.loaded()
+    tab.close()
+
+
+def test_a_view_with_too_many_filters_says_so_instead_of_showing_another(browser: Any, server: Server) -> None:
+    tab = Tab(browser, server.origin("shop.test"))
+    tab.goto("/dashboard")
+    tab.sign_in(MALL_KEY)
+    google = "f=visit%3Asource%3DGoogle"
+    tab.goto("/dashboard?" + "&".join([google] * 12))
+    tab.loaded()
+    assert tab.page.inner_text("#filters").count("Source is Google") == 1  # twelve copies are one filter
+    assert tab.column("sources") == ["Google"]
+    eleven = "&".join([google, *(f"f=event%3Apage%3D%2Fp{i}" for i in range(10))])
+    tab.goto(f"/dashboard?{eleven}")
+    tab.loaded()
+    tab.errors = [e for e in tab.errors if "400" not in e]  # the page itself answers 400, as it should
+    assert "at most 10 different filters, not 11" in tab.page.inner_text("[role='alert']")
+    assert tab.page.query_selector_all("[data-panel]") == []
+    assert tab.page.inner_text("#filters").count(" is ") == 11  # each one removable with its chip
+    tab.page.click("#filters a.chip >> nth=0")
+    tab.loaded()
+    assert tab.page.query_selector("[role='alert']") is None and tab.page.is_visible("[data-panel='headline']")
     tab.close()

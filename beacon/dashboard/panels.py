@@ -11,11 +11,18 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 
+from beacon.query.model import MAX_VALUE_LENGTH
+
 PERIODS = ("day", "7d", "30d", "custom")
 HEADLINE = ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration")
 COMMERCE = ("conversions", "total_revenue")  # a query of their own: it reads only the purchases
 PROP = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_DAYS = 3700
+MAX_FILTERS = 10
+# The days a view (and the period before it, as long) may cover: what ClickHouse's Date and
+# DateTime hold, with room to spare; outside, the page answers 400 rather than a query error.
+FIRST_DAY = dt.date(1970, 1, 1)
+LAST_DAY = dt.date(2105, 12, 31)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +92,29 @@ def parse_state(params: Mapping[str, str], today: dt.date) -> State:
             raise StateError("from must not be after to")
         if (end - start).days > MAX_DAYS:
             raise StateError("the period is longer than ten years")
+        days = (end - start).days + 1
+        if end > LAST_DAY:
+            raise StateError(f"to must be on or before {LAST_DAY}")
+        if (start - FIRST_DAY).days < days:
+            earliest = FIRST_DAY + dt.timedelta(days=days)
+            raise StateError(
+                f"from must be on or after {earliest}: the {days} days before it, compared with it, start on {FIRST_DAY} or later"
+            )
     else:
         end = today
         start = today - dt.timedelta(days={"day": 0, "7d": 6, "30d": 29}[period])
-    filters = []
+    filters: list[tuple[str, str]] = []
     raw_filters = params.getlist("f") if hasattr(params, "getlist") else []
-    for raw in raw_filters[:10]:
+    for raw in raw_filters:
         dim, sep, value = raw.partition("=")
         if not sep or not (dim in FILTERABLE or (dim.startswith("event:props:") and PROP.fullmatch(dim[12:]))):
             raise StateError(f"filter {raw[:80]!r} is not <dimension>=<value> on a dashboard dimension")
-        filters.append((dim, value[:500]))
+        if len(value) > MAX_VALUE_LENGTH:  # refused, not cut: a cut value would filter by another one
+            raise StateError(f"filter {raw[:80]!r}... is longer than {MAX_VALUE_LENGTH} characters")
+        if (dim, value) not in filters:  # the same filter twice is one filter
+            filters.append((dim, value))
+    if len(filters) > MAX_FILTERS:
+        raise StateError(f"at most {MAX_FILTERS} different filters, not {len(filters)}: remove one to see this view")
     prop = get("prop") or ""
     if prop and not PROP.fullmatch(prop):
         raise StateError("prop must be a property name (letters, digits, _ . : -)")

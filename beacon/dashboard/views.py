@@ -68,6 +68,7 @@ class Headline(TypedDict):
 
 
 HERE = Path(__file__).parent
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
 CSP = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
@@ -252,7 +253,20 @@ class Dashboard:
         if not ok:
             return self.signin(request, why)
         sc = self.scope_of(request)
-        return self.render("dashboard.html", base=self.base(sc), title=self.title(sc), is_mall=sc.id == MALL, lists=panels.LISTS.values())
+        error, status = "", 200
+        try:
+            panels.parse_state(request.query_params, dt.datetime.now(dt.timezone.utc).date())
+        except panels.StateError as exc:  # say so, rather than show panels of some other view
+            error, status = str(exc), 400
+        return self.render(
+            "dashboard.html",
+            status,
+            base=self.base(sc),
+            title=self.title(sc),
+            is_mall=sc.id == MALL,
+            lists=panels.LISTS.values(),
+            error=error,
+        )
 
     async def login(self, request: Request) -> Response:
         sc = self.scope_of(request)
@@ -443,7 +457,7 @@ class Dashboard:
             return JSONResponse({"error": data["hint"]}, status_code=400)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(data["columns"])
+        writer.writerow([plain(c) for c in data["columns"]])
         writer.writerows([plain(v) for v in row] for row in data["rows"])
         filename = f"{sc.id}-{name}.csv"
         return Response(
@@ -499,7 +513,12 @@ def filled(rows: list[list[Cell]], state: panels.State) -> list[list[Cell]]:
 
 
 def plain(value: object) -> object:
-    """A CSV cell: revenue per currency (`{"EUR": "12.50"}`) becomes `EUR 12.50`."""
+    """A CSV cell as the panel shows it: revenue per currency (`{"EUR": "12.50"}`) as `EUR 12.50`,
+    `0` without any. The file is opened in spreadsheets, so text that one would run as a formula
+    (visitors write campaigns, sources, properties) is kept text by a leading `'` (OWASP, CSV
+    injection); numbers stay numbers, a negative one too."""
     if isinstance(value, dict):
-        return "; ".join(f"{c} {v}" for c, v in value.items())
+        return "; ".join(f"{c} {v}" for c, v in value.items()) or "0"
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
     return "" if value is None else value

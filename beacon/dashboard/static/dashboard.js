@@ -128,10 +128,17 @@
     box.replaceChildren(table(data.columns, data.rows, null));
     const chart = section.querySelector(".chart");
     if (!window.uPlot || !data.rows.length) return;
-    const xs = data.rows.map((r) => Date.parse(String(r[0]).replace(" ", "T") + (String(r[0]).length > 10 ? "Z" : "T00:00:00Z")) / 1000);
+    const hourly = String(data.rows[0][0]).length > 10;
+    const xs = data.rows.map((r) => Date.parse(String(r[0]).replace(" ", "T") + (hourly ? "Z" : "T00:00:00Z")) / 1000);
     const opts = {
       width: Math.max(300, chart.clientWidth), height: 220,
-      series: [{}, { label: "Visitors", stroke: "#2563eb", width: 2 }, { label: "Pageviews", stroke: "#16a34a", width: 2 }],
+      // UTC days and hours, as the table and the range line, whatever the browser's time zone
+      tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+      series: [
+        { label: "Time (UTC)", value: hourly ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}" },
+        { label: "Visitors", stroke: "#2563eb", width: 2 },
+        { label: "Pageviews", stroke: "#16a34a", width: 2 },
+      ],
       axes: [{}, {}],
     };
     chart.replaceChildren();
@@ -166,15 +173,25 @@
     period.value = params.get("period") || "7d";
     document.getElementById("from").value = params.get("from") || "";
     document.getElementById("to").value = params.get("to") || "";
-    document.getElementById("prop").value = params.get("prop") || "";
+    const prop = document.getElementById("prop");
+    if (prop) prop.value = params.get("prop") || "";
     const custom = document.getElementById("custom");
     custom.hidden = period.value !== "custom";
+    // A period picked with the mouse or a finger applies at once; the keyboard's arrows only move
+    // the choice, which Enter or Apply applies (WCAG 3.2.2: no navigation on a mere change).
+    let pointer = false;
+    period.addEventListener("pointerdown", () => { pointer = true; });
+    period.addEventListener("keydown", (e) => {
+      pointer = false;
+      if (e.key === "Enter") { e.preventDefault(); form.requestSubmit(); }
+    });
     period.addEventListener("change", () => {
       custom.hidden = period.value !== "custom";
-      if (period.value !== "custom") form.requestSubmit();
+      if (pointer && period.value !== "custom") form.requestSubmit();
+      pointer = false;
     });
     const chips = document.getElementById("filters");
-    for (const f of params.getAll("f")) {
+    for (const f of new Set(params.getAll("f"))) {  // the same filter twice is one filter (as the server reads it)
       form.appendChild(el("input", { type: "hidden", name: "f", value: f }));
       const i = f.indexOf("=");
       const chip = el("a", { href: without(f), class: "chip", title: "Remove this filter" });
@@ -194,5 +211,5 @@
     document.body.dataset.loaded = "1";
   })();
   const realtime = document.getElementById("realtime");
-  setInterval(() => fill(realtime), 15000);
+  if (realtime) setInterval(() => fill(realtime), 15000);
 })();
