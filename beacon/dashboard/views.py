@@ -199,7 +199,7 @@ class Dashboard:
         if "/api/" in request.url.path or request.url.path.endswith("/ops/data"):
             return JSONResponse({"error": message}, status_code=503, headers={"retry-after": "5"})
         ops = request.url.path.endswith("/ops")
-        response = self.signin(request, message, status=503, ops=ops)
+        response = self.signin(request, message, status=503, ops=ops, clear=False)  # the session may well be valid
         response.headers["retry-after"] = "5"
         return response
 
@@ -231,7 +231,7 @@ class Dashboard:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status)
 
-    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False) -> HTMLResponse:
+    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False, clear: bool = True) -> HTMLResponse:
         sc = self.scope_of(request)
         base = self.base(sc)
         label = (
@@ -248,7 +248,7 @@ class Dashboard:
             action=base + ("/ops/login" if ops else "/login"),
             label=label,
         )
-        if request.cookies.get(self.cookie_name(sc)) and not ops:
+        if clear and request.cookies.get(self.cookie_name(sc)) and not ops:
             self.clear_cookie(response, sc)
         return response
 
