@@ -201,7 +201,9 @@ class Settings:
     )
     # the event
     trusted_proxies: tuple[Network, ...] = setting(
-        (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`.", _networks
+        (),
+        "Networks whose X-Forwarded-For (client address) and X-Forwarded-Proto (https: the dashboard's Secure cookie) are believed, e.g. `10.0.0.0/8,127.0.0.1/32`.",
+        _networks,
     )
     ipv4_prefix: int = setting(24, "IPv4 addresses are truncated to this prefix before they are stored.")
     ipv6_prefix: int = setting(48, "IPv6 addresses are truncated to this prefix before they are stored.")

@@ -66,7 +66,9 @@ def test_a_newcomer_sees_the_visit_of_a_local_page_on_the_printed_dashboard(tmp_
         tag = printed.split("Embed on every page (one pageview per page load):\n", 1)[1].split("\n", 3)
         root, page_origin = site
         (root / "index.html").write_text(
-            "<!doctype html><title>My shop</title><link rel=icon href=\"data:,\"><body><h1>Hello</h1>\n" + "\n".join(line.strip() for line in tag[:3]) + "\n</body>\n"
+            '<!doctype html><title>My shop</title><link rel=icon href="data:,"><body><h1>Hello</h1>\n'
+            + "\n".join(line.strip() for line in tag[:3])
+            + "\n</body>\n"
         )
         assert f'<script async src="http://127.0.0.1:{port}/beacon.js"></script>' in (root / "index.html").read_text()
         [dashboard] = re.findall(r"^Dashboard:\n  (\S+)", printed, re.M)
