@@ -51,13 +51,13 @@ def mall_scope(s: Settings) -> Scope:
 
 def is_loopback_origin(origin: str) -> bool:
     """`http(s)://localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, on any port, and nothing else."""
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment or "@" in parts.netloc:
-        return False
     try:
+        parts = urlsplit(origin)
         parts.port  # noqa: B018 - raises ValueError for a port that is not one
         host = parts.hostname or ""
-    except ValueError:
+    except ValueError:  # `http://[::1`, `http://a:x`: no origin at all
+        return False
+    if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment or "@" in parts.netloc:
         return False
     if host == "localhost":
         return True

@@ -48,7 +48,16 @@ def test_cors_echoes_an_allowed_origin_with_credentials_never_a_star(make_client
 
 
 LOCAL_PAGES = ("http://127.0.0.1:8000", "http://localhost:5500", "https://localhost", "http://[::1]:8000")
-NOT_LOCAL = ("http://localhost.evil.test", "http://127.0.0.1.evil.test:80", "https://evil.test", "http://user@localhost:80", "null")
+NOT_LOCAL = (
+    "http://localhost.evil.test",
+    "http://127.0.0.1.evil.test:80",
+    "https://evil.test",
+    "http://user@localhost:80",
+    "null",
+    "http://[::1",
+    "http://localhost:x",
+    "http://[zz]:80",
+)
 
 
 def test_with_loopback_origins_pages_on_this_machine_may_post_events(make_client, flush):

@@ -97,6 +97,8 @@ def test_sign_in_and_out_from_another_origin_are_refused(dash):
     assert res.status_code == 403 and "set-cookie" not in res.headers
     res = dash.post("/dashboard/login", data={"key": API_KEY}, follow_redirects=False)  # no Origin at all
     assert res.status_code == 403
+    for broken in ("http://[::1", "https://[zz]"):  # not origins at all: refused, not a 500
+        assert dash.post("/dashboard/login", data={"key": API_KEY}, headers={"origin": broken}).status_code == 403
     assert sign_in(dash).status_code == 303
     assert dash.post("/dashboard/logout", headers={"origin": "https://evil.test"}).status_code == 403
     assert 'data-panel="headline"' in dash.get("/dashboard").text  # still signed in

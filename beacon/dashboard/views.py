@@ -222,7 +222,10 @@ class Dashboard:
         if origin is None:
             return request.headers.get("sec-fetch-site") == "same-origin"
         host = request.headers.get("host", "").lower()
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # `http://[::1`: not an origin, not this one
+            return False
         if parts.scheme != "https" and self.https(request.scope):
             return False
         return bool(host) and parts.netloc.lower() == host
