@@ -42,10 +42,11 @@ def up_message(origin: str, site_origins: tuple[str, ...], loopback: bool = Fals
         allowed += f"\nand from pages on this machine ({local}; BEACON_LOOPBACK_ORIGINS)." if loopback else "."
     elif loopback:
         allowed = (
-            f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e accepts events only from pages on this\n"
-            f"machine ({local}), for a trial. Before real pages embed the tag, set it to their\n"
-            "origins, comma-separated, e.g. BEACON_SITE_ORIGINS=https://shop.example (`beacon serve`\n"
-            "accepts no page until it is set)."
+            f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e accepts events only from pages on\n"
+            f"this machine ({local}), for a trial:\n"
+            "a page with the tag served by `python3 -m http.server` shows on the dashboard below.\n"
+            "Before real pages embed the tag, set BEACON_SITE_ORIGINS to their origins, comma-separated,\n"
+            "e.g. BEACON_SITE_ORIGINS=https://shop.example (`beacon serve` accepts no page until it is set)."
         )
     else:
         allowed = (
