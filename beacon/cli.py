@@ -140,6 +140,8 @@ def cmd_up(s: Settings) -> int:
             s = dataclasses.replace(s, secret_keys=(config.Secret(_secret(data / "secret_key")),))
         if not s.mall_api_key:
             s = dataclasses.replace(s, mall_api_key=config.Secret(_secret(data / "mall_api_key", 24)))
+        if not s.site_origins:  # a trial on one machine: pages on localhost may send events (README, Embedding)
+            s = dataclasses.replace(s, loopback_origins=True)
         store = _store(s, migrate=True)
         app = create_app(s, store)  # a bad partners file or GeoIP database stops us here, before "up"
         flusher = _flusher(s, store)
@@ -158,7 +160,7 @@ def cmd_up(s: Settings) -> int:
             f"""
 Beacon is up on {origin}  (data in {data.resolve()})
 
-{snippet.up_message(origin, s.site_origins)}{note}
+{snippet.up_message(origin, s.site_origins, s.loopback_origins)}{note}
 Dashboard:
   {origin}/dashboard  (sign in with the mall API key below)
 

@@ -172,6 +172,10 @@ class Settings:
     site_origins: tuple[str, ...] = setting(
         (), "Page origins allowed to POST events with credentials (CORS), e.g. `https://shop.example`.", _csv
     )
+    loopback_origins: bool = setting(
+        False,
+        "Also accept events (CORS) from pages on loopback origins, `http(s)://localhost`, `127.0.0.1` or `[::1]` on any port: a trial on one machine. `beacon up` turns it on while `BEACON_SITE_ORIGINS` is empty; `beacon serve` only when set.",
+    )
     cookie_name: str = setting("bcn", "Name of the mall's visitor cookie.")
     cookie_domain: str = setting("", "Domain attribute of the mall cookie. Empty: host-only.")
     cookie_path: str = setting("/", "Path attribute of the mall cookie.")
@@ -197,7 +201,9 @@ class Settings:
     )
     # the event
     trusted_proxies: tuple[Network, ...] = setting(
-        (), "Networks whose X-Forwarded-For is believed, e.g. `10.0.0.0/8,127.0.0.1/32`.", _networks
+        (),
+        "Networks whose X-Forwarded-For (client address) and X-Forwarded-Proto (https: the dashboard's Secure cookie) are believed, e.g. `10.0.0.0/8,127.0.0.1/32`.",
+        _networks,
     )
     ipv4_prefix: int = setting(24, "IPv4 addresses are truncated to this prefix before they are stored.")
     ipv6_prefix: int = setting(48, "IPv6 addresses are truncated to this prefix before they are stored.")

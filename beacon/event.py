@@ -64,6 +64,10 @@ class Anonymiser:
             return False
         return any(ip in net for net in self.trusted)
 
+    def trusts(self, peer: str) -> bool:
+        """Whether `peer` is one of the trusted proxies, whose forwarded headers are believed."""
+        return bool(self.trusted) and self._is_trusted(peer)
+
     def client(self, peer: str, forwarded_for: bytes | None) -> str:
         if forwarded_for is None or not self.trusted or not self._is_trusted(peer):
             return peer

@@ -67,6 +67,11 @@ def salt_key(day: str) -> str:
     return f"beacon:salt:{day}"
 
 
+def revoked_session_key(session_id: str) -> str:
+    """A signed-out dashboard session; it lives until the session's cookie would expire."""
+    return f"beacon:dash:revoked:{session_id}"
+
+
 def spool_subdir(stream: str) -> str:
     """Directory (under `<data_dir>/spool`) of a sharded stream's spool: named after the shard's
     stream key, so a spooled batch is replayed into the shard it was committed for, even if

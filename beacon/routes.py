@@ -30,7 +30,7 @@ from beacon.event import (
 from beacon.identity import cookie_value
 from beacon.partners import SyncRefused, sync_target
 from beacon.request import Request
-from beacon.scope import Scope
+from beacon.scope import Scope, is_loopback_origin
 from beacon.types import ASGIScope, Receive, Send
 
 if TYPE_CHECKING:  # app.py builds the routes from its Core: a real cycle
@@ -357,7 +357,8 @@ class BeaconRoutes:
     def _cors(self, sc: Scope, req: Request) -> list[tuple[bytes, bytes]] | None:
         if not req.origin:
             return []
-        if req.origin.decode("latin-1") not in sc.origins:
+        origin = req.origin.decode("latin-1")
+        if origin not in sc.origins and not (sc.loopback_origins and is_loopback_origin(origin)):
             return None
         return [(b"access-control-allow-origin", req.origin), (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
 

@@ -8,6 +8,8 @@ field can change it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+from urllib.parse import urlsplit
 
 from beacon.config import Settings
 
@@ -27,6 +29,7 @@ class Scope:
     cookie_samesite: str = "Lax"
     cookie_partitioned: bool = False
     origins: frozenset[str] = frozenset()
+    loopback_origins: bool = False  # and any page on this machine (`beacon up` without BEACON_SITE_ORIGINS)
     is_partner: bool = False
     path_prefix: str = ""  # "/partners/<id>" when served under the fallback prefix
 
@@ -42,7 +45,26 @@ def mall_scope(s: Settings) -> Scope:
         cookie_secure=s.cookie_secure,
         cookie_samesite="Lax",
         origins=frozenset(s.site_origins),
+        loopback_origins=s.loopback_origins,
     )
+
+
+def is_loopback_origin(origin: str) -> bool:
+    """`http(s)://localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, on any port, and nothing else."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        host = parts.hostname or ""
+    except ValueError:  # `http://[::1`, `http://a:x`: no origin at all
+        return False
+    if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Resolver:

@@ -33,11 +33,21 @@ def partner_tag(origin: str) -> str:
     )
 
 
-def up_message(origin: str, site_origins: tuple[str, ...]) -> str:
+def up_message(origin: str, site_origins: tuple[str, ...], loopback: bool = False) -> str:
     """What `beacon up` prints about embedding: the tag for its own origin and what POST /e accepts."""
     tag = "\n".join("  " + line for line in mall_tag(origin).splitlines())
+    local = "http(s)://localhost, 127.0.0.1 or [::1] on any port"
     if site_origins:
-        allowed = f"POST {origin}/e accepts events from pages on: {', '.join(site_origins)} (BEACON_SITE_ORIGINS)."
+        allowed = f"POST {origin}/e accepts events from pages on: {', '.join(site_origins)} (BEACON_SITE_ORIGINS)"
+        allowed += f"\nand from pages on this machine ({local}; BEACON_LOOPBACK_ORIGINS)." if loopback else "."
+    elif loopback:
+        allowed = (
+            f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e accepts events only from pages on\n"
+            f"this machine ({local}), for a trial:\n"
+            "a page with the tag served by `python3 -m http.server` shows on the dashboard below.\n"
+            "Before real pages embed the tag, set BEACON_SITE_ORIGINS to their origins, comma-separated,\n"
+            "e.g. BEACON_SITE_ORIGINS=https://shop.example (`beacon serve` accepts no page until it is set)."
+        )
     else:
         allowed = (
             f"BEACON_SITE_ORIGINS is empty, so POST {origin}/e answers 403 to every page and beacon.js's\n"

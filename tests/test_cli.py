@@ -35,7 +35,7 @@ def beacon_up(tmp_path_factory):
 def test_up_prints_the_snippet_and_the_stats_url(beacon_up):
     base, data, _ = beacon_up
     out = (data / "beacon.log").read_text()
-    assert snippet.up_message(base, ()) in out  # the beacon.js tag for its own origin, and BEACON_SITE_ORIGINS
+    assert snippet.up_message(base, (), loopback=True) in out  # the beacon.js tag for its own origin, and BEACON_SITE_ORIGINS
     assert f'<script async src="{base}/beacon.js"></script>' in out and "BEACON_SITE_ORIGINS is empty" in out
     assert f"{base}/api/v1/stats" in out
     assert (data / "secret_key").stat().st_mode & 0o777 == 0o600

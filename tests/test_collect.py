@@ -47,6 +47,40 @@ def test_cors_echoes_an_allowed_origin_with_credentials_never_a_star(make_client
     assert flush() == 1
 
 
+LOCAL_PAGES = ("http://127.0.0.1:8000", "http://localhost:5500", "https://localhost", "http://[::1]:8000")
+NOT_LOCAL = (
+    "http://localhost.evil.test",
+    "http://127.0.0.1.evil.test:80",
+    "https://evil.test",
+    "http://user@localhost:80",
+    "null",
+    "http://[::1",
+    "http://localhost:x",
+    "http://[zz]:80",
+)
+
+
+def test_with_loopback_origins_pages_on_this_machine_may_post_events(make_client, flush):
+    client = make_client(loopback_origins=True)  # what `beacon up` sets while BEACON_SITE_ORIGINS is empty
+    for origin in LOCAL_PAGES:
+        pre = client.options("/e", headers={"origin": origin, "access-control-request-method": "POST"})
+        assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == origin, origin
+        res = client.post("/e", json={"e": "pageview", "u": f"{origin}/"}, headers={"origin": origin})
+        assert res.status_code == 204 and res.headers["access-control-allow-origin"] == origin, origin
+    for origin in NOT_LOCAL:
+        res = client.post("/e", json={"e": "pageview"}, headers={"origin": origin})
+        assert res.status_code == 403 and "access-control-allow-origin" not in res.headers, origin
+    assert flush() == len(LOCAL_PAGES)
+
+
+def test_without_loopback_origins_site_origins_stay_exact(make_client, flush):
+    for client in (make_client(), make_client(site_origins=ORIGIN)):  # `beacon serve`'s default, and a configured list
+        for origin in LOCAL_PAGES:
+            res = client.post("/e", json={"e": "pageview"}, headers={"origin": origin})
+            assert res.status_code == 403, origin
+    assert flush() == 0
+
+
 def test_bad_posts_get_a_4xx_with_a_reason_and_store_nothing(make_client, flush):
     client = make_client(max_body_bytes="1024", max_batch_events="5")
     cases = [

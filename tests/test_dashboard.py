@@ -97,6 +97,8 @@ def test_sign_in_and_out_from_another_origin_are_refused(dash):
     assert res.status_code == 403 and "set-cookie" not in res.headers
     res = dash.post("/dashboard/login", data={"key": API_KEY}, follow_redirects=False)  # no Origin at all
     assert res.status_code == 403
+    for broken in ("http://[::1", "https://[zz]"):  # not origins at all: refused, not a 500
+        assert dash.post("/dashboard/login", data={"key": API_KEY}, headers={"origin": broken}).status_code == 403
     assert sign_in(dash).status_code == 303
     assert dash.post("/dashboard/logout", headers={"origin": "https://evil.test"}).status_code == 403
     assert 'data-panel="headline"' in dash.get("/dashboard").text  # still signed in
@@ -109,6 +111,100 @@ def test_sign_out_ends_the_session(dash):
     assert set_cookie(res).startswith('beacon_dash=""') and "Max-Age=0" in set_cookie(res)
     assert "signin" in dash.get("/dashboard").text
     assert dash.get("/dashboard/api/panel/headline").status_code == 401
+
+
+def test_a_copy_of_the_cookie_opens_nothing_after_sign_out(make_client, dash):
+    sign_in(dash)
+    token = dash.cookies.get("beacon_dash")
+    assert dash.get("/dashboard/api/csv/pages").status_code == 200
+    assert dash.post("/dashboard/logout", headers={"origin": MALL}, follow_redirects=False).status_code == 303
+    # The copied cookie, in this app and in another worker of the same deployment (same Redis).
+    for client in (dash, with_partners(make_client, dash.app.core.settings.data_dir, REGISTRY)):
+        client.cookies.set("beacon_dash", token, domain="shop.test", path="/dashboard")
+        page = client.get("/dashboard")
+        assert "You signed out; sign in again." in page.text and 'data-panel="headline"' not in page.text
+        assert client.get("/dashboard/api/panel/headline").status_code == 401
+        assert client.get("/dashboard/api/csv/pages").status_code == 401
+        assert client.get("/dashboard/ops/data").status_code == 401
+    sign_in(dash)  # signing in again opens a new session
+    assert dash.get("/dashboard/api/panel/headline").status_code == 200
+
+
+def test_a_partners_copied_cookie_opens_nothing_after_sign_out(dash):
+    a = "https://ads.a.test"
+    sign_in(dash, A_KEY, base=a)
+    token = dash.cookies.get("beacon_dash_a")
+    assert dash.get(f"{a}/dashboard/api/panel/headline").status_code == 200
+    assert dash.post(f"{a}/dashboard/logout", headers={"origin": a}, follow_redirects=False).status_code == 303
+    dash.cookies.set("beacon_dash_a", token, domain="ads.a.test", path="/dashboard")
+    assert dash.get(f"{a}/dashboard/api/panel/headline").status_code == 401
+    assert dash.get(f"{a}/dashboard/api/csv/pages").status_code == 401
+
+
+def test_signing_out_of_the_operators_page_ends_the_metrics_key_session(make_client):
+    client = make_client(metrics_key="the-metrics-key")
+    client.post("/dashboard/ops/login", data={"key": "the-metrics-key"}, headers={"origin": MALL})
+    token = client.cookies.get("beacon_ops")
+    page = client.get("/dashboard/ops")
+    assert 'action="/dashboard/ops/logout"' in page.text  # the path the ops cookie is sent to
+    res = client.post("/dashboard/ops/logout", headers={"origin": MALL}, follow_redirects=False)
+    assert res.status_code == 303 and 'beacon_ops=""' in set_cookie(res)
+    client.cookies.set("beacon_ops", token, domain="shop.test", path="/dashboard/ops")
+    assert client.get("/dashboard/ops/data").status_code == 401
+
+
+def test_while_redis_is_down_sessions_are_refused_with_a_503_not_a_500(dash):
+    import redis.asyncio
+
+    from .conftest import free_port
+
+    sign_in(dash)
+    core = dash.app.core
+    up = core.redis
+    core.redis = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    try:
+        page = dash.get("/dashboard")
+        assert page.status_code == 503 and "Sessions cannot be checked while Redis is unreachable" in page.text
+        for path in ("/dashboard/api/panel/headline", "/dashboard/api/csv/pages", "/dashboard/ops/data"):
+            res = dash.get(path)
+            assert res.status_code == 503 and "Redis is unreachable" in res.json()["error"], path
+        token = dash.cookies.get("beacon_dash")
+        assert dash.post("/dashboard/logout", headers={"origin": MALL}, follow_redirects=False).status_code == 303
+    finally:
+        core.redis = up
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401  # cookie cleared
+    dash.cookies.set("beacon_dash", token, domain="shop.test", path="/dashboard")
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401  # this process remembers the sign-out
+
+
+def test_behind_a_trusted_tls_proxy_the_session_cookie_is_secure(make_client, tmp_path):
+    from .conftest import PEER
+
+    behind = with_partners(make_client, tmp_path, REGISTRY, trusted_proxies=f"{PEER}/32")
+    https = {"x-forwarded-proto": "https", "origin": "https://shop.test"}
+    res = behind.post("http://shop.test/dashboard/login", data={"key": API_KEY}, headers=https, follow_redirects=False)
+    assert res.status_code == 303 and "; secure" in set_cookie(res).lower()
+    assert behind.get("http://shop.test/dashboard", headers={"x-forwarded-proto": "https"}).headers["cross-origin-opener-policy"]
+    # A page on http:// cannot sign in to the https dashboard behind the proxy.
+    res = behind.post(
+        "http://shop.test/dashboard/login",
+        data={"key": API_KEY},
+        headers={"x-forwarded-proto": "https", "origin": "http://shop.test"},
+        follow_redirects=False,
+    )
+    assert res.status_code == 403
+    # Without the proxy over plain http: no Secure flag, and the header from an untrusted peer is ignored.
+    assert (
+        "secure"
+        not in set_cookie(
+            behind.post(
+                "http://shop.test/dashboard/login", data={"key": API_KEY}, headers={"origin": "http://shop.test"}, follow_redirects=False
+            )
+        ).lower()
+    )
+    untrusted = with_partners(make_client, tmp_path, REGISTRY)
+    res = untrusted.post("http://shop.test/dashboard/login", data={"key": API_KEY}, headers=https, follow_redirects=False)
+    assert res.status_code == 303 and "secure" not in set_cookie(res).lower()
 
 
 def test_an_expired_or_forged_session_gets_the_sign_in_page(dash):

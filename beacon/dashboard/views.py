@@ -31,7 +31,7 @@ from beacon import query
 from beacon.config import Secret
 from beacon.dashboard import panels
 from beacon.dashboard.ops import Ops
-from beacon.dashboard.session import Sessions, fingerprint
+from beacon.dashboard.session import Revocations, Session, Sessions, SessionsUnchecked, fingerprint
 from beacon.dashboard.throttle import SigninLimit
 from beacon.query import funnel
 from beacon.query.model import Answer, FunnelAnswer, Metric
@@ -90,6 +90,7 @@ class Dashboard:
         self.core = core
         s = core.settings
         self.sessions = Sessions(tuple(reveal(k) for k in s.secret_keys), int(s.dashboard_session_age))
+        self.revocations = Revocations(lambda: core.redis)
         self.ops = Ops(core)
         self.limit = SigninLimit(
             lambda: core.redis, s.dashboard_signin_limit, s.dashboard_signin_scope_limit, s.dashboard_signin_window, core.clock
@@ -106,10 +107,12 @@ class Dashboard:
                 Route("/dashboard/api/csv/{name}", self.csv, methods=["GET"]),
                 Route("/dashboard/ops", self.ops_page, methods=["GET"]),
                 Route("/dashboard/ops/login", self.ops_login, methods=["POST"]),
+                Route("/dashboard/ops/logout", self.logout, methods=["POST"]),  # the path where the ops cookie is sent
                 Route("/dashboard/ops/data", self.ops_data, methods=["GET"]),
                 Mount("/dashboard/static", app=self.static),
             ],
             middleware=[Middleware(GZipMiddleware, minimum_size=800)],
+            exception_handlers={SessionsUnchecked: self.unchecked},
         )
 
     async def dispatch(self, scope: ASGIScope, receive: Receive, send: Send, resolve: Resolve) -> bool:
@@ -134,7 +137,7 @@ class Dashboard:
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
-                if scope.get("scheme") == "https":  # browsers ignore (and complain about) COOP over http
+                if self.https(scope):  # browsers ignore (and complain about) COOP over http
                     headers.append((b"cross-origin-opener-policy", b"same-origin"))
                 message = {**message, "headers": headers}
             await send(message)
@@ -170,27 +173,69 @@ class Dashboard:
         partner = self.core.partner_by_id.get(sc.id)
         return partner is not None and partner.key_matches(key)
 
-    def session(self, request: Request) -> tuple[bool, str]:
+    def opened(self, request: Request) -> tuple[Session | None, str]:
+        """The request's session of its scope by its signature (revocation aside), or why not."""
         sc = self.scope_of(request)
         expected = self.key_fingerprint(sc)
         if not expected:
-            return False, ""
-        return self.sessions.loads(request.cookies.get(self.cookie_name(sc), ""), sc.id, expected)
+            return None, ""
+        return self.sessions.open(request.cookies.get(self.cookie_name(sc), ""), sc.id, expected)
 
-    @staticmethod
-    def same_origin(request: Request) -> bool:
-        """CSRF guard for POSTs (besides SameSite=Strict): the Origin must be this host."""
+    async def session(self, request: Request) -> tuple[bool, str]:
+        """(valid, why not): signed for this scope and key, unexpired, not signed out.
+        Raises SessionsUnchecked (a 503) when Redis cannot say whether it was signed out."""
+        return await self.accepted(self.opened(request))
+
+    async def accepted(self, opened: tuple[Session | None, str]) -> tuple[bool, str]:
+        session, why = opened
+        if session is None:
+            return False, why
+        if await self.revocations.revoked(session):
+            return False, "You signed out; sign in again."
+        return True, ""
+
+    async def unchecked(self, request: Request, exc: Exception) -> Response:
+        """Redis did not answer a session check: 503, the sign-in page or JSON, never a 500."""
+        message = "Sessions cannot be checked while Redis is unreachable; try again shortly."
+        if "/api/" in request.url.path or request.url.path.endswith("/ops/data"):
+            return JSONResponse({"error": message}, status_code=503, headers={"retry-after": "5"})
+        ops = request.url.path.endswith("/ops")
+        response = self.signin(request, message, status=503, ops=ops, clear=False)  # the session may well be valid
+        response.headers["retry-after"] = "5"
+        return response
+
+    def https(self, scope: ASGIScope) -> bool:
+        """Whether the browser's request came over https: its own scheme, or `X-Forwarded-Proto:
+        https` from a trusted proxy (BEACON_TRUSTED_PROXIES, as the client address is read)."""
+        if scope.get("scheme") == "https":
+            return True
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        proto: bytes | None = next((v for k, v in scope["headers"] if k == b"x-forwarded-proto"), None)
+        if proto is None or not self.core.anonymiser.trusts(peer):
+            return False
+        return bool(proto.split(b",")[0].strip().lower() == b"https")
+
+    def same_origin(self, request: Request) -> bool:
+        """CSRF guard for POSTs (besides SameSite=Strict): the Origin must be this host, and an
+        https one when the request came over https (an http page cannot sign in to an https one)."""
         origin = request.headers.get("origin")
         if origin is None:
             return request.headers.get("sec-fetch-site") == "same-origin"
         host = request.headers.get("host", "").lower()
-        return bool(host) and urlsplit(origin).netloc.lower() == host
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # `http://[::1`: not an origin, not this one
+            return False
+        if parts.scheme != "https" and self.https(request.scope):
+            return False
+        return bool(host) and parts.netloc.lower() == host
 
     def render(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status)
 
-    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False) -> HTMLResponse:
+    def signin(self, request: Request, message: str = "", status: int = 200, ops: bool = False, clear: bool = True) -> HTMLResponse:
         sc = self.scope_of(request)
         base = self.base(sc)
         label = (
@@ -207,7 +252,7 @@ class Dashboard:
             action=base + ("/ops/login" if ops else "/login"),
             label=label,
         )
-        if request.cookies.get(self.cookie_name(sc)) and not ops:
+        if clear and request.cookies.get(self.cookie_name(sc)) and not ops:
             self.clear_cookie(response, sc)
         return response
 
@@ -228,7 +273,7 @@ class Dashboard:
             path=path,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=self.https(request.scope),
         )
 
     # -- operators: the mall's session, or one opened with the metrics key (BEACON_METRICS_KEY) -------------
@@ -236,12 +281,18 @@ class Dashboard:
     def metrics_key(self) -> str:
         return reveal(self.core.settings.metrics_key)
 
-    def ops_session(self, request: Request) -> tuple[bool, str]:
-        ok, why = self.session(request)
-        if ok or not self.metrics_key():
-            return ok, why
+    def ops_opened(self, request: Request) -> tuple[Session | None, str]:
+        """The session of the operators' cookie (opened with the metrics key), revocation aside."""
         token = request.cookies.get(OPS_COOKIE, "")
-        return self.sessions.loads(token, "ops", fingerprint(self.metrics_key())) if token else (False, why)
+        if not token or not self.metrics_key():
+            return None, ""
+        return self.sessions.open(token, "ops", fingerprint(self.metrics_key()))
+
+    async def ops_session(self, request: Request) -> tuple[bool, str]:
+        ok, why = await self.session(request)
+        if ok or not self.metrics_key() or not request.cookies.get(OPS_COOKIE):
+            return ok, why
+        return await self.accepted(self.ops_opened(request))
 
     # -- pages ---------------------------------------------------------------------------------------------
 
@@ -249,7 +300,7 @@ class Dashboard:
         return RedirectResponse(self.base(self.scope_of(request)), status_code=308)
 
     async def page(self, request: Request) -> Response:
-        ok, why = self.session(request)
+        ok, why = await self.session(request)
         if not ok:
             return self.signin(request, why)
         sc = self.scope_of(request)
@@ -305,6 +356,10 @@ class Dashboard:
         sc = self.scope_of(request)
         if not self.same_origin(request):
             return JSONResponse({"error": "sign-out must come from this site's own page"}, status_code=403)
+        # Signed out on the server too: a copy of the cookie opens nothing from now on.
+        for session in (self.opened(request)[0], self.ops_opened(request)[0] if sc.id == MALL else None):
+            if session is not None:
+                await self.revocations.revoke(session)
         response = RedirectResponse(self.base(sc), status_code=303)
         self.clear_cookie(response, sc)
         if sc.id == MALL and request.cookies.get(OPS_COOKIE):
@@ -315,7 +370,7 @@ class Dashboard:
         sc = self.scope_of(request)
         if sc.id != MALL:
             return JSONResponse({"error": "not found"}, status_code=404)
-        ok, why = self.ops_session(request)
+        ok, why = await self.ops_session(request)
         if not ok:
             return self.signin(request, why, ops=True)
         return self.render("ops.html", base=self.base(sc), title="Operators")
@@ -345,7 +400,7 @@ class Dashboard:
         sc = self.scope_of(request)
         if sc.id != MALL:
             return JSONResponse({"error": "not found"}, status_code=404)
-        if not self.ops_session(request)[0]:
+        if not (await self.ops_session(request))[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         return JSONResponse(await self.ops.snapshot())
 
@@ -426,7 +481,7 @@ class Dashboard:
         return {"current": current, "previous": previous, "unavailable": unavailable, "range": period}
 
     async def panel(self, request: Request) -> Response:
-        if not self.session(request)[0]:
+        if not (await self.session(request))[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         name = request.path_params["name"]
         try:
@@ -437,7 +492,7 @@ class Dashboard:
             return JSONResponse({"error": f"no panel named {name[:40]!r}"}, status_code=404)
 
     async def csv(self, request: Request) -> Response:
-        if not self.session(request)[0]:
+        if not (await self.session(request))[0]:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         name = request.path_params["name"]
         sc = self.scope_of(request)
