@@ -15,7 +15,7 @@ Row = Sequence[object]
 # Every Beacon table stores each column in full: chDB 26.9 (ClickHouse 25.x) answers an order-sensitive aggregate
 # (groupArray) over a sparse column wrongly when the aggregation has one group (the non-default values come first:
 # `SELECT groupArray(f) FROM t WHERE k = 7` gave [1,0,0,0] for rows [0,1,0,0]), and the glued visits gather one
-# array per column in time order. See docs/architecture.md ("Sparse columns").
+# array per column in time order. See docs/architecture.md ("Sparse columns: none").
 NO_SPARSE = "ratio_of_defaults_for_sparse_serialization = 1"
 
 
