@@ -219,6 +219,17 @@ def test_an_expired_or_forged_session_gets_the_sign_in_page(dash):
     assert 'data-panel="headline"' not in dash.get("/dashboard").text
 
 
+def test_a_longer_session_age_set_later_does_not_extend_a_session(dash):
+    """A session ends when it was opened to end: a sign-out is remembered until then, so raising
+    BEACON_DASHBOARD_SESSION_AGE afterwards must not revive a cookie that was signed out (or just old)."""
+    short = Sessions((KEY,), 6).dumps("mall", fingerprint(API_KEY), issued_at=time.time() - 8)
+    session, why = Sessions((KEY,), 8 * 3600).open(short, "mall", fingerprint(API_KEY))
+    assert session is None and why == "Your session expired; sign in again."
+    assert dash.app.core.settings.dashboard_session_age == 8 * 3600
+    dash.cookies.set("beacon_dash", short, domain="shop.test", path="/dashboard")
+    assert dash.get("/dashboard/api/panel/headline").status_code == 401
+
+
 def test_a_rotated_mall_key_ends_its_sessions(make_client, dash):
     sign_in(dash)
     token = dash.cookies.get("beacon_dash")

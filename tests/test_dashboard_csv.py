@@ -60,7 +60,8 @@ def test_a_partners_csv_is_guarded_too(dash, flush):
 
 def test_numbers_stay_numbers_in_the_csv():
     assert plain(-3) == -3 and plain(-0.5) == -0.5 and plain(0) == 0
-    assert plain("-3") == "'-3"  # text (a campaign named -3) is text
+    assert plain("-3") == "-3" and plain("-2.5") == "-2.5" and plain("+1e3") == "+1e3"  # a property's number stays one
+    assert plain("-2+3") == "'-2+3" and plain("-3 ") == "'-3 " and plain("-") == "'-"  # anything else is kept text
 
 
 def test_the_revenue_cells_say_what_the_card_says(dash, flush):

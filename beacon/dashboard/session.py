@@ -43,7 +43,10 @@ class Sessions:
         self._serializer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt=SALT)
 
     def dumps(self, scope: str, key_fingerprint: str, issued_at: float | None = None) -> str:
-        data = {"s": scope, "k": key_fingerprint, "i": secrets.token_urlsafe(16)}
+        # "e": the end the session was opened with. A sign-out is remembered until then, so a longer
+        # BEACON_DASHBOARD_SESSION_AGE set later must not extend it (nor revive a signed-out cookie)
+        end = math.floor(time.time() if issued_at is None else issued_at) + self.max_age
+        data = {"s": scope, "k": key_fingerprint, "i": secrets.token_urlsafe(16), "e": end}
         if issued_at is None:
             return self._serializer.dumps(data)
         return _at(self._serializer, issued_at).dumps(data)
@@ -61,10 +64,13 @@ class Sessions:
             return None, ""
         if not isinstance(data, dict) or data.get("s") != scope or data.get("k") != key_fingerprint:
             return None, ""
-        sid = data.get("i")
-        if not isinstance(sid, str) or not sid:  # a session from before sign-out could end it
+        sid, end = data.get("i"), data.get("e")
+        if not isinstance(sid, str) or not sid or not isinstance(end, int):  # a session from before sign-out could end it
             return None, ""
-        return Session(sid, issued.timestamp() + self.max_age), ""
+        expires_at = min(issued.timestamp() + self.max_age, end)
+        if time.time() > expires_at:
+            return None, "Your session expired; sign in again."
+        return Session(sid, expires_at), ""
 
     def loads(self, token: str, scope: str, key_fingerprint: str) -> tuple[bool, str]:
         """(valid, why not), revocation aside."""

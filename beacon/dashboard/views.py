@@ -13,6 +13,7 @@ import datetime as dt
 import hmac
 import io
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, TypeVar
@@ -69,6 +70,7 @@ class Headline(TypedDict):
 
 HERE = Path(__file__).parent
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # "-5", a property's number: a number, not a formula
 OPS_COOKIE = "beacon_ops"
 MAX_QUERY = 8192  # the page state: a period, dates, ten filters, a property name
 CSP = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
@@ -571,9 +573,9 @@ def plain(value: object) -> object:
     """A CSV cell as the panel shows it: revenue per currency (`{"EUR": "12.50"}`) as `EUR 12.50`,
     `0` without any. The file is opened in spreadsheets, so text that one would run as a formula
     (visitors write campaigns, sources, properties) is kept text by a leading `'` (OWASP, CSV
-    injection); numbers stay numbers, a negative one too."""
+    injection); numbers stay numbers, a negative one too, also as text ("-5", a property's value)."""
     if isinstance(value, dict):
         return "; ".join(f"{c} {v}" for c, v in value.items()) or "0"
-    if isinstance(value, str) and value.startswith(FORMULA):
+    if isinstance(value, str) and value.startswith(FORMULA) and not NUMBER.fullmatch(value):
         return "'" + value
     return "" if value is None else value
