@@ -28,6 +28,7 @@ from beacon.query.model import (
     COMMERCE_DIMENSIONS,
     PROP_PREFIX,
     Combination,
+    Condition,
     Filter,
     Negation,
     Query,
@@ -678,6 +679,17 @@ class Builder:
             return (
                 f"SELECT {dims}vkey, has_id, x_ev AS m_events, x_pv AS m_pageviews, v_pageviews, v_duration FROM ({rows}) "
                 f"ARRAY JOIN {joined}, pg_pvs AS x_pv, pg_evs AS x_ev WHERE {per_row} AND {per_page}"
+            )
+        one = on_key[0] if len(on_key) == 1 else None
+        clicked = isinstance(one, Condition) and one.dimension == self.key and one.op == "is" and one.case_sensitive
+        if self.key != "pair" and not as_dims and isinstance(one, Condition) and clicked and len(one.values) == 1:
+            # one page (or name) clicked: each visit's own entry for it, found once (a visit's pages and names are
+            # distinct), where the general mask costs a lambda per page and two sums (docs/benchmarks.md)
+            value = self.p.bind(one.values[0], "String")
+            at = f"indexOf(pg_pages, {value})"
+            return (
+                f"SELECT {dims}vkey, has_id, pg_evs[{at}] AS m_events, pg_pvs[{at}] AS m_pageviews, v_pageviews, v_duration "
+                f"FROM ({rows}) WHERE {per_row} AND has(pg_pages, {value})"
             )
         matching = f"SELECT *, arrayMap(({args}) -> toUInt8({per_page}), {lists}) AS pg_ok FROM ({rows}) WHERE {per_row}"
         if as_dims:  # a pair with one of its keys as the dimension: one row per value of the visit's matching pairs
