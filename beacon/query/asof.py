@@ -208,14 +208,19 @@ def copied_rows(b: Builder) -> str:
     # the same query without the breakdown, from the rollup, sharing the parameters
     rest = Builder(dataclasses.replace(b.q, dimensions=(), order_by=()), b.scope, b.table, b.gap_ms // 60_000)
     rest.p, rest.rollup = b.p, b.rollup
-    counted = (
-        "SELECT x.1 AS k_val, vkey, has_id, x.2 AS k_ev, x.3 AS k_pv "
-        f"FROM ({carrying}) ARRAY JOIN [(val, toInt64(1), pv), ('', toInt64(-1), -pv)] AS x "
-        f"UNION ALL SELECT '' AS k_val, vkey, has_id, toInt64(m_events), toInt64(m_pageviews) FROM ({rest.per_visit()})"
+    # the values: the carrying events per (value, visitor); "": per visitor (a number key, not a string and a
+    # number: ~0.1 CPU s less over 30 days), its events less its carrying ones
+    values = (
+        f"SELECT val AS {column(dim)}, vkey, max(has_id) AS has_id, toInt64(count()) AS m_events, toInt64(sum(pv)) AS m_pageviews, "
+        f"0 AS v_pageviews, 0 AS v_duration FROM ({carrying}) GROUP BY val, vkey"
+    )
+    others = (
+        f"SELECT vkey, has_id, toInt64(-1) AS k_ev, -pv AS k_pv FROM ({carrying}) "
+        f"UNION ALL SELECT vkey, has_id, toInt64(m_events), toInt64(m_pageviews) FROM ({rest.per_visit()})"
     )
     return (
-        f"SELECT k_val AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, sum(k_pv) AS m_pageviews, "
-        f"0 AS v_pageviews, 0 AS v_duration FROM ({counted}) GROUP BY k_val, vkey HAVING m_events > 0"
+        f"{values} UNION ALL SELECT '' AS {column(dim)}, vkey, max(has_id) AS has_id, sum(k_ev) AS m_events, "
+        f"sum(k_pv) AS m_pageviews, 0 AS v_pageviews, 0 AS v_duration FROM ({others}) GROUP BY vkey HAVING m_events > 0"
     )
 
 
