@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from beacon.query.copies import GONE, Copy
+from beacon.query.copies import Copy
 
 if TYPE_CHECKING:  # annotations only: store.py calls migrate and forget
     from beacon.store import Store
-
-__all__ = ["COLUMNS", "COPY", "GONE", "table", "parts_table", "ddl", "migrate", "forget", "ready"]
 
 # what the commerce queries read of a purchase (sql.py `events_shop` with `purchases_only`, commerce.py `inner`)
 COLUMNS = ("event_id", "received_at", "scope", "visitor_id", "event", "url", "props", "is_bot", "order_id", "revenue", "currency", "items")
@@ -37,11 +35,6 @@ def table(store: Store) -> str:
 
 def parts_table(store: Store) -> str:
     return COPY.parts_table(store)
-
-
-def ddl(store: Store) -> list[str]:
-    """Statements `migrate` runs (all idempotent)."""
-    return COPY.ddl(store)
 
 
 def migrate(store: Store) -> None:
